@@ -1,0 +1,461 @@
+"""CLIP with prompt slots.
+
+The modules, parameter names and shapes are OpenAI's, so their checkpoints load strictly. Two
+things differ from OpenAI's forward passes, neither of which changes a result:
+
+* Tensors are batch-first and attention runs through ``scaled_dot_product_attention``.
+* Both transformers take *prompts*: a list indexed by layer whose entry ``i`` (a tensor of
+  ``n`` tokens, ``[n, d]`` shared over the batch or ``[B, n, d]`` per sample) is written into
+  the prompt slot before block ``i`` runs. ``None`` leaves the slot as the previous block left
+  it. With no prompts the towers compute exactly CLIP.
+
+  - Text slot: positions ``1 .. n`` (right after the start-of-text token). Layer 0 writes into
+    the token embeddings, before the positional embedding is added.
+  - Vision slot: layer 0 *appends* its ``n`` tokens after the patch tokens (after the
+    positional embedding, before ``ln_pre``); deeper layers replace those last ``n`` tokens.
+
+The text transformer's mask is causal, so tokens after the last end-of-text token never reach an
+end-of-text feature: the text tower runs on sequences cut to ``max(eot) + 1`` tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Prompts = Sequence[torch.Tensor | None] | None
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm computed in fp32 whatever the dtype of input and weights."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight.float() if self.weight is not None else None
+        bias = self.bias.float() if self.bias is not None else None
+        out = F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps)
+        return out.to(x.dtype)
+
+
+class QuickGELU(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+class MultiheadAttention(nn.Module):
+    """Self-attention with ``nn.MultiheadAttention``'s parameter names, batch-first, on SDPA."""
+
+    def __init__(self, embed_dim: int, num_heads: int) -> None:
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"width {embed_dim} is not divisible by {num_heads} heads")
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * embed_dim))
+        self.out_proj = nn.Linear(embed_dim, embed_dim)
+
+    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        batch, length, width = x.shape
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+        # [B, L, 3d] -> 3 x [B, heads, L, d / heads]
+        qkv = qkv.view(batch, length, 3, self.num_heads, width // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        out = out.transpose(1, 2).reshape(batch, length, width)
+        return self.out_proj(out)
+
+
+class ResidualAttentionBlock(nn.Module):
+    def __init__(self, width: int, heads: int, causal: bool = False) -> None:
+        super().__init__()
+        self.causal = causal
+        self.attn = MultiheadAttention(width, heads)
+        self.ln_1 = LayerNorm(width)
+        self.mlp = nn.Sequential(OrderedDict([
+            ("c_fc", nn.Linear(width, width * 4)),
+            ("gelu", QuickGELU()),
+            ("c_proj", nn.Linear(width * 4, width)),
+        ]))
+        self.ln_2 = LayerNorm(width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), causal=self.causal)
+        return x + self.mlp(self.ln_2(x))
+
+
+def write_slot(x: torch.Tensor, prompt: torch.Tensor, start: int) -> torch.Tensor:
+    """Return ``x`` with tokens ``start .. start + n`` replaced by ``prompt`` (``[n, d]`` or
+    ``[B, n, d]``), without modifying ``x`` in place."""
+    prompt = _batched(prompt, x.shape[0]).to(x.dtype)
+    end = start + prompt.shape[1]
+    if start < 1 or end > x.shape[1]:
+        raise ValueError(f"prompt slot {start}..{end} does not fit in {x.shape[1]} tokens")
+    return torch.cat([x[:, :start], prompt, x[:, end:]], dim=1)
+
+
+def _batched(prompt: torch.Tensor, batch: int) -> torch.Tensor:
+    if prompt.dim() == 2:
+        return prompt.unsqueeze(0).expand(batch, -1, -1)
+    if prompt.dim() == 3 and prompt.shape[0] in (1, batch):
+        return prompt.expand(batch, -1, -1)
+    raise ValueError(f"a prompt must be [n, d] or [{batch}, n, d]; got {tuple(prompt.shape)}")
+
+
+class Transformer(nn.Module):
+    """A stack of residual attention blocks taking per-layer prompts.
+
+    ``forward(x, prompts, slot_start)``: before block ``i``, a tensor ``prompts[i]`` of ``n``
+    tokens replaces tokens ``slot_start .. slot_start + n`` of ``x`` (``[B, L, width]``).
+    """
+
+    def __init__(self, width: int, layers: int, heads: int, causal: bool = False) -> None:
+        super().__init__()
+        self.width = width
+        self.layers = layers
+        self.heads = heads
+        self.resblocks = nn.Sequential(
+            *[ResidualAttentionBlock(width, heads, causal) for _ in range(layers)])
+
+    def forward(self, x: torch.Tensor, prompts: Prompts = None,
+                slot_start: int = 1) -> torch.Tensor:
+        if prompts is not None and len(prompts) > self.layers:
+            raise ValueError(f"{len(prompts)} layers of prompts for a {self.layers}-layer "
+                             "transformer")
+        for i, block in enumerate(self.resblocks):
+            if prompts is not None and i < len(prompts) and prompts[i] is not None:
+                x = write_slot(x, prompts[i], slot_start)
+            x = block(x)
+        return x
+
+
+class VisionTransformer(nn.Module):
+    def __init__(self, input_resolution: int, patch_size: int, width: int, layers: int,
+                 heads: int, output_dim: int) -> None:
+        super().__init__()
+        self.input_resolution = input_resolution
+        self.output_dim = output_dim
+        self.width = width
+        self.conv1 = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size, bias=False)
+        scale = width ** -0.5
+        grid = input_resolution // patch_size
+        self.class_embedding = nn.Parameter(scale * torch.randn(width))
+        self.positional_embedding = nn.Parameter(scale * torch.randn(grid * grid + 1, width))
+        self.ln_pre = LayerNorm(width)
+        self.transformer = Transformer(width, layers, heads)
+        self.ln_post = LayerNorm(width)
+        self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
+
+    def forward(self, image: torch.Tensor, prompts: Prompts = None) -> torch.Tensor:
+        x = self.conv1(image.to(self.conv1.weight.dtype))
+        x = x.flatten(2).transpose(1, 2)  # [B, width, g, g] -> [B, g*g, width]
+        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
+        deeper: list[torch.Tensor | None] = []
+        slot_start = x.shape[1]
+        if prompts:
+            first = prompts[0]
+            if first is None and any(p is not None for p in prompts):
+                raise ValueError("deep vision prompts need layer-0 prompts: the slot is "
+                                 "created by appending the layer-0 tokens")
+            if first is not None:
+                x = torch.cat([x, _batched(first, x.shape[0]).to(x.dtype)], dim=1)
+                deeper = [None, *prompts[1:]]
+                for p in deeper[1:]:
+                    if p is not None and p.shape[-2] != first.shape[-2]:
+                        raise ValueError("every vision prompt must have as many tokens as "
+                                         f"layer 0 ({first.shape[-2]}); got {p.shape[-2]}")
+        x = self.ln_pre(x)
+        x = self.transformer(x, deeper or None, slot_start)
+        x = self.ln_post(x[:, 0])
+        return x @ self.proj
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        # every convolution has stride 1; an avgpool follows the second one when stride > 1
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.avgpool = nn.AvgPool2d(stride) if stride > 1 else nn.Identity()
+        self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu3 = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride > 1 or inplanes != planes * self.expansion:
+            self.downsample = nn.Sequential(OrderedDict([
+                ("-1", nn.AvgPool2d(stride)),
+                ("0", nn.Conv2d(inplanes, planes * self.expansion, 1, stride=1, bias=False)),
+                ("1", nn.BatchNorm2d(planes * self.expansion)),
+            ]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.relu2(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(self.avgpool(out)))
+        return self.relu3(out + identity)
+
+
+class AttentionPool2d(nn.Module):
+    """Attention pooling: the mean token attends to all spatial tokens."""
+
+    def __init__(self, spacial_dim: int, embed_dim: int, num_heads: int,
+                 output_dim: int | None = None) -> None:
+        super().__init__()
+        self.positional_embedding = nn.Parameter(
+            torch.randn(spacial_dim ** 2 + 1, embed_dim) / embed_dim ** 0.5)
+        self.k_proj = nn.Linear(embed_dim, embed_dim)
+        self.q_proj = nn.Linear(embed_dim, embed_dim)
+        self.v_proj = nn.Linear(embed_dim, embed_dim)
+        self.c_proj = nn.Linear(embed_dim, output_dim or embed_dim)
+        self.num_heads = num_heads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(2).transpose(1, 2)  # [B, C, H, W] -> [B, HW, C]
+        x = torch.cat([x.mean(dim=1, keepdim=True), x], dim=1)
+        x = x + self.positional_embedding.to(x.dtype)
+        batch, length, width = x.shape
+        head_dim = width // self.num_heads
+        q = self.q_proj(x[:, :1]).view(batch, 1, self.num_heads, head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(batch, length, self.num_heads, head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(batch, length, self.num_heads, head_dim).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v)  # [B, heads, 1, head_dim]
+        return self.c_proj(out.transpose(1, 2).reshape(batch, width))
+
+
+class ModifiedResNet(nn.Module):
+    """OpenAI's ResNet: a 3-convolution stem with an average pool, anti-aliased strided
+    convolutions (avgpool before the stride-1 convolution), and attention pooling."""
+
+    def __init__(self, layers: Sequence[int], output_dim: int, heads: int,
+                 input_resolution: int = 224, width: int = 64) -> None:
+        super().__init__()
+        self.output_dim = output_dim
+        self.input_resolution = input_resolution
+        self.width = width * 32  # the width of the pooled feature map
+        self.conv1 = nn.Conv2d(3, width // 2, 3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width // 2)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(width // 2, width // 2, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width // 2)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.conv3 = nn.Conv2d(width // 2, width, 3, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(width)
+        self.relu3 = nn.ReLU(inplace=True)
+        self.avgpool = nn.AvgPool2d(2)
+        self._inplanes = width
+        self.layer1 = self._make_layer(width, layers[0])
+        self.layer2 = self._make_layer(width * 2, layers[1], stride=2)
+        self.layer3 = self._make_layer(width * 4, layers[2], stride=2)
+        self.layer4 = self._make_layer(width * 8, layers[3], stride=2)
+        self.attnpool = AttentionPool2d(input_resolution // 32, width * 32, heads, output_dim)
+
+    def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+        layers = [Bottleneck(self._inplanes, planes, stride)]
+        self._inplanes = planes * Bottleneck.expansion
+        layers += [Bottleneck(self._inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, image: torch.Tensor, prompts: Prompts = None) -> torch.Tensor:
+        if prompts and any(p is not None for p in prompts):
+            raise ValueError("vision prompts need a ViT image tower; this CLIP has a ResNet "
+                             "(choose a ViT backbone, e.g. MODEL.BACKBONE.NAME ViT-B/16)")
+        x = image.to(self.conv1.weight.dtype)
+        x = self.relu1(self.bn1(self.conv1(x)))
+        x = self.relu2(self.bn2(self.conv2(x)))
+        x = self.relu3(self.bn3(self.conv3(x)))
+        x = self.avgpool(x)
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.attnpool(x)
+
+
+class CLIP(nn.Module):
+    def __init__(self, embed_dim: int, image_resolution: int,
+                 vision_layers: int | Sequence[int], vision_width: int,
+                 vision_patch_size: int | None, context_length: int, vocab_size: int,
+                 transformer_width: int, transformer_heads: int,
+                 transformer_layers: int) -> None:
+        super().__init__()
+        self.context_length = context_length
+        self.embed_dim = embed_dim
+        if isinstance(vision_layers, (tuple, list)):
+            self.visual: nn.Module = ModifiedResNet(
+                layers=vision_layers, output_dim=embed_dim, heads=vision_width * 32 // 64,
+                input_resolution=image_resolution, width=vision_width)
+        else:
+            if vision_patch_size is None:
+                raise ValueError("a ViT image tower needs vision_patch_size")
+            self.visual = VisionTransformer(
+                input_resolution=image_resolution, patch_size=vision_patch_size,
+                width=vision_width, layers=vision_layers, heads=vision_width // 64,
+                output_dim=embed_dim)
+        self.transformer = Transformer(transformer_width, transformer_layers,
+                                       transformer_heads, causal=True)
+        self.vocab_size = vocab_size
+        self.token_embedding = nn.Embedding(vocab_size, transformer_width)
+        self.positional_embedding = nn.Parameter(torch.empty(context_length, transformer_width))
+        self.ln_final = LayerNorm(transformer_width)
+        self.text_projection = nn.Parameter(torch.empty(transformer_width, embed_dim))
+        self.logit_scale = nn.Parameter(torch.ones([]) * math.log(1 / 0.07))
+        self.initialize_parameters()
+
+    def initialize_parameters(self) -> None:
+        """OpenAI's initialisation (what a tiny random CLIP starts from)."""
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+        if isinstance(self.visual, ModifiedResNet):
+            pool = self.visual.attnpool
+            std = pool.c_proj.in_features ** -0.5
+            for proj in (pool.q_proj, pool.k_proj, pool.v_proj, pool.c_proj):
+                nn.init.normal_(proj.weight, std=std)
+            for stage in (self.visual.layer1, self.visual.layer2, self.visual.layer3,
+                          self.visual.layer4):
+                for name, param in stage.named_parameters():
+                    if name.endswith("bn3.weight"):
+                        nn.init.zeros_(param)
+        _init_transformer(self.transformer)
+        if isinstance(self.visual, VisionTransformer):
+            _init_transformer(self.visual.transformer)
+        nn.init.normal_(self.text_projection, std=self.transformer.width ** -0.5)
+
+    # sizes prompt learners read
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.visual.conv1.weight.dtype
+
+    @property
+    def text_width(self) -> int:
+        return self.transformer.width
+
+    @property
+    def vision_width(self) -> int:
+        return self.visual.width
+
+    def encode_image(self, image: torch.Tensor, prompts: Prompts = None) -> torch.Tensor:
+        return self.visual(image, prompts)
+
+    def encode_text(self, text: torch.Tensor) -> torch.Tensor:
+        """Text features from token ids ``[N, L]``; the end-of-text token has the largest id."""
+        return self.encode_text_embeddings(self.token_embedding(text), text.argmax(dim=-1))
+
+    def encode_text_embeddings(self, embeddings: torch.Tensor, eot_indices: torch.Tensor,
+                               prompts: Prompts = None) -> torch.Tensor:
+        """Text features from token embeddings ``[N, L, width]`` (no positional embedding) and
+        the position of each sequence's end-of-text token."""
+        length = int(eot_indices.max()) + 1
+        x = embeddings[:, :length].to(self.dtype)
+        if prompts and prompts[0] is not None:
+            x = write_slot(x, prompts[0], 1)
+        x = x + self.positional_embedding[:length].to(x.dtype)
+        deeper = [None, *prompts[1:]] if prompts else None
+        x = self.transformer(x, deeper, slot_start=1)
+        x = self.ln_final(x)
+        x = x[torch.arange(x.shape[0], device=x.device), eot_indices]
+        return x @ self.text_projection.to(x.dtype)
+
+    def forward(self, image: torch.Tensor,
+                text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """OpenAI's ``CLIP.forward``: (logits per image, logits per text)."""
+        image_features = F.normalize(self.encode_image(image), dim=-1)
+        text_features = F.normalize(self.encode_text(text), dim=-1)
+        logits_per_image = self.logit_scale.exp() * image_features @ text_features.t()
+        return logits_per_image, logits_per_image.t()
+
+
+def _init_transformer(transformer: Transformer) -> None:
+    width, layers = transformer.width, transformer.layers
+    proj_std = width ** -0.5 * (2 * layers) ** -0.5
+    attn_std = width ** -0.5
+    fc_std = (2 * width) ** -0.5
+    for block in transformer.resblocks:
+        nn.init.normal_(block.attn.in_proj_weight, std=attn_std)
+        nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
+        nn.init.normal_(block.mlp.c_fc.weight, std=fc_std)
+        nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
+
+
+def convert_weights(model: nn.Module, dtype: torch.dtype = torch.float16) -> nn.Module:
+    """Cast, as OpenAI's ``convert_weights`` does, the weights of convolutions, linear layers
+    and attention, and the projections (``proj``, ``text_projection``), to ``dtype``.
+
+    Embeddings, LayerNorm, BatchNorm and ``logit_scale`` stay fp32 (LayerNorm computes in fp32
+    whatever its input). Returns ``model``, modified in place.
+    """
+    def cast(module: nn.Module) -> None:
+        names: tuple[str, ...] = ()
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+            names = ("weight", "bias")
+        elif isinstance(module, MultiheadAttention):
+            names = ("in_proj_weight", "in_proj_bias")
+        elif isinstance(module, (CLIP, VisionTransformer)):
+            names = ("text_projection", "proj")
+        for name in names:
+            param = getattr(module, name, None)
+            if param is not None:
+                param.data = param.data.to(dtype)
+
+    model.apply(cast)
+    return model
+
+
+def _construction_device(state_dict: dict[str, torch.Tensor]) -> str:
+    """Where to construct a CLIP before its tensors are assigned from a state dict. The meta
+    device skips the random initialisation (seconds for full-size models), but its first use
+    in a process imports torch's decompositions (about 1.5 s): only large models gain."""
+    return "meta" if sum(v.numel() for v in state_dict.values()) > 20_000_000 else "cpu"
+
+
+def build_model(state_dict: dict[str, torch.Tensor], *, copy: bool = True) -> CLIP:
+    """Build a CLIP (fp32) whose hyper-parameters are read off an OpenAI state dict, and load
+    the state dict strictly.
+
+    With ``copy=False`` the model takes over the state dict's fp32 tensors instead of copying
+    them (for a state dict nobody else holds, such as one just read from a file).
+    """
+    sd = {k: v for k, v in state_dict.items()
+          if k not in ("input_resolution", "context_length", "vocab_size")}
+    missing = [k for k in ("text_projection", "positional_embedding", "token_embedding.weight",
+                           "ln_final.weight") if k not in sd]
+    if missing:
+        raise ValueError(f"not a CLIP state dict in OpenAI's layout: missing {missing}")
+    if "visual.proj" in sd:
+        vision_width = sd["visual.conv1.weight"].shape[0]
+        vision_layers: int | tuple[int, ...] = len(
+            [k for k in sd if k.startswith("visual.") and k.endswith(".attn.in_proj_weight")])
+        vision_patch_size: int | None = sd["visual.conv1.weight"].shape[-1]
+        grid = round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+        image_resolution = vision_patch_size * grid
+    else:
+        vision_layers = tuple(
+            len({k.split(".")[2] for k in sd if k.startswith(f"visual.layer{b}.")})
+            for b in (1, 2, 3, 4))
+        vision_width = sd["visual.layer1.0.conv1.weight"].shape[0]
+        grid = round((sd["visual.attnpool.positional_embedding"].shape[0] - 1) ** 0.5)
+        vision_patch_size = None
+        image_resolution = grid * 32
+    transformer_width = sd["ln_final.weight"].shape[0]
+    with torch.device(_construction_device(sd)):
+        model = CLIP(
+            embed_dim=sd["text_projection"].shape[1], image_resolution=image_resolution,
+            vision_layers=vision_layers, vision_width=vision_width,
+            vision_patch_size=vision_patch_size,
+            context_length=sd["positional_embedding"].shape[0],
+            vocab_size=sd["token_embedding.weight"].shape[0],
+            transformer_width=transformer_width, transformer_heads=transformer_width // 64,
+            transformer_layers=len({k.split(".")[2] for k in sd
+                                    if k.startswith("transformer.resblocks.")}))
+    sd = {k: v.to(torch.float32 if v.is_floating_point() else v.dtype, copy=copy)
+          for k, v in sd.items()}
+    model.load_state_dict(sd, strict=True, assign=True)
+    return model.eval()

@@ -1,0 +1,91 @@
+"""The embedded demo dataset: small synthetic images generated on first use, no download.
+
+Eight classes, one per colour ("red", "green", ...): a noisy field of the class colour with a
+lighter or darker disc at a random place and size. The images and a split file in CoOp's format
+(``split_zhou_Demo.json``: train/val/test lists of [relative path, label, class name]) are
+written under ``DATASET.ROOT/demo`` once and reused; generation uses its own seeded generator,
+so it never moves Python's global random state (which few-shot sampling reads).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from engine.data.datasets import DATASET_REGISTRY, DatasetBase, Datum
+
+logger = logging.getLogger(__name__)
+
+COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220),
+           "yellow": (230, 210, 40), "orange": (240, 140, 30), "purple": (150, 60, 200),
+           "gray": (120, 120, 120), "cyan": (30, 200, 200)}
+CLASSNAMES = list(COLOURS)
+SPLIT_SIZES = {"train": 24, "val": 4, "test": 12}
+IMAGE_SIZE = 32
+SPLIT_FILE = "split_zhou_Demo.json"
+
+
+def _draw(rng: np.random.Generator, colour: tuple[int, int, int]) -> Image.Image:
+    size = IMAGE_SIZE
+    pixels = np.array(colour, dtype=np.float64) + rng.normal(0, 30, (size, size, 3))
+    radius = rng.integers(size // 6, size // 3)
+    cy, cx = rng.integers(radius, size - radius, 2)
+    yy, xx = np.mgrid[:size, :size]
+    disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2
+    pixels[disc] *= rng.uniform(0.6, 1.4)
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def generate(root: str | os.PathLike, seed: int = 0) -> Path:
+    """Write the demo images and split file under ``root/demo`` unless they exist; return
+    that folder."""
+    folder = Path(root) / "demo"
+    split_path = folder / SPLIT_FILE
+    if split_path.exists():
+        return folder
+    logger.info("Generating the demo dataset in %s", folder)
+    rng = np.random.default_rng(seed)
+    split: dict[str, list[list]] = {name: [] for name in SPLIT_SIZES}
+    for label, classname in enumerate(CLASSNAMES):
+        (folder / "images" / classname).mkdir(parents=True, exist_ok=True)
+        for part, count in SPLIT_SIZES.items():
+            for i in range(count):
+                relative = f"{classname}/{part}_{i:03d}.png"
+                _draw(rng, COLOURS[classname]).save(folder / "images" / relative)
+                split[part].append([relative, label, classname])
+    temporary = split_path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(split))
+    os.replace(temporary, split_path)  # the split file last: its presence means complete
+    return folder
+
+
+def read_split(folder: Path) -> dict[str, list[Datum]]:
+    split = json.loads((folder / SPLIT_FILE).read_text())
+    image_dir = folder / "images"
+    return {part: [Datum(impath=str(image_dir / path), label=int(label), classname=name)
+                   for path, label, name in items]
+            for part, items in split.items()}
+
+
+@DATASET_REGISTRY.register()
+class Demo(DatasetBase):
+    """The embedded demo (generated on first use under DATASET.ROOT/demo)."""
+
+    dataset_dir = "demo"
+
+    def __init__(self, cfg) -> None:
+        folder = generate(os.path.expanduser(cfg.DATASET.ROOT))
+        split = read_split(folder)
+        train, val, test = split["train"], split["val"], split["test"]
+        num_shots = cfg.DATASET.NUM_SHOTS
+        if num_shots >= 1:
+            train = self.generate_fewshot_dataset(train, num_shots=num_shots)
+            val = self.generate_fewshot_dataset(val, num_shots=min(num_shots, 4))
+        train, val, test = subsample_classes(train, val, test,
+                                             subsample=cfg.DATASET.SUBSAMPLE_CLASSES)
+        super().__init__(train_x=train, val=val, test=test)

@@ -1,0 +1,344 @@
+"""Checkpoints in Dassl's layout, written atomically, read without running code.
+
+Layout: ``<directory>/<model name>/model.pth.tar-<epoch>`` (and ``model-best.pth.tar``),
+each a dict ``{state_dict, epoch, optimizer, scheduler, val_result}`` (ours add
+``rng_state``, ``best_result`` and ``extras``), plus a ``checkpoint`` text file naming the
+latest epoch file. Every file is written to a temporary file in the same folder, flushed to
+disk and renamed over the target, so a crash leaves either the old or the new file.
+
+Our files hold only tensors and plain containers and load with ``weights_only=True``.
+Official Dassl files also pickle a scheduler object (``CosineAnnealingLR`` holding the SGD
+optimizer); those are read by :func:`load_foreign_checkpoint`, a restricted unpickler that
+rebuilds tensors and plain containers, stands an inert :class:`InertObject` in for classes of
+``torch.optim`` / ``dassl`` / ``numpy``, and refuses every other global. It never imports a
+module nor calls anything that the file names.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import pickle
+import random
+import tempfile
+import zipfile
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, BinaryIO
+
+import numpy as np
+import torch
+
+__all__ = ["save_checkpoint", "load_checkpoint", "load_foreign_checkpoint",
+           "resume_from_checkpoint", "atomic_write", "check_plain", "InertObject",
+           "get_rng_state", "set_rng_state", "latest_checkpoint_path", "POINTER_FILE"]
+
+logger = logging.getLogger(__name__)
+
+POINTER_FILE = "checkpoint"
+BEST_FILE = "model-best.pth.tar"
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def atomic_write(fpath: str, write: Callable[[BinaryIO], None]) -> None:
+    """Run ``write(file)`` on a temporary file next to ``fpath``, fsync it, rename it over
+    ``fpath``. On any error the temporary file is removed and ``fpath`` is untouched."""
+    directory = os.path.dirname(os.path.abspath(fpath))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(fpath)}.", suffix=".tmp",
+                               dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, fpath)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_payload(state: dict, f: BinaryIO) -> None:
+    torch.save(state, f)
+
+
+_PLAIN_TYPES = (int, float, bool, str, bytes, type(None), torch.dtype, torch.device)
+
+
+def check_plain(obj: Any, where: str = "checkpoint") -> None:
+    """Raise ``TypeError`` if ``obj`` holds anything but tensors and plain containers."""
+    if isinstance(obj, torch.Tensor) or isinstance(obj, _PLAIN_TYPES):
+        return
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            check_plain(key, where)
+            check_plain(value, f"{where}[{key!r}]")
+        return
+    if isinstance(obj, (list, tuple, set)):
+        for i, value in enumerate(obj):
+            check_plain(value, f"{where}[{i}]")
+        return
+    raise TypeError(f"{where} holds a {type(obj).__module__}.{type(obj).__qualname__}; "
+                    f"checkpoints may only hold tensors and plain containers (convert it to "
+                    f"a state dict of plain values)")
+
+
+def save_checkpoint(state: dict, save_dir: str, is_best: bool = False,
+                    remove_module_from_keys: bool = False, model_name: str = "") -> str:
+    """Save ``state`` as ``save_dir/model.pth.tar-<state['epoch']>`` (or ``model_name``).
+
+    The pointer file ``save_dir/checkpoint`` names the latest epoch file; it is not moved to
+    a best-model file (Dassl does, which would make a resume start from the best epoch).
+    ``is_best`` also writes ``model-best.pth.tar``. Returns the path written.
+    """
+    if remove_module_from_keys:
+        state = dict(state)
+        state["state_dict"] = OrderedDict(
+            (k[7:] if k.startswith("module.") else k, v) for k, v in state["state_dict"].items())
+    check_plain(state)
+    fpath = os.path.join(save_dir, model_name or f"model.pth.tar-{state['epoch']}")
+    atomic_write(fpath, lambda f: _write_payload(state, f))
+    logger.info("Checkpoint saved to %s", fpath)
+    if not model_name:
+        name = os.path.basename(fpath)
+        atomic_write(os.path.join(save_dir, POINTER_FILE),
+                     lambda f: f.write(f"{name}\n".encode()))
+    if is_best:
+        best = os.path.join(save_dir, BEST_FILE)
+        atomic_write(best, lambda f: _write_payload(state, f))
+        logger.info('Best checkpoint saved to "%s"', best)
+    return fpath
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def load_checkpoint(fpath: str) -> dict:
+    """Load a checkpoint onto the CPU: ``weights_only=True`` first; a file that needs more
+    (an official Dassl checkpoint) goes through :func:`load_foreign_checkpoint`."""
+    if not fpath:
+        raise ValueError("Checkpoint path is empty")
+    if not os.path.isfile(fpath):
+        raise FileNotFoundError(f'No checkpoint file at "{fpath}"')
+    try:
+        return torch.load(fpath, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        logger.info("%s is not a weights-only file (%s); reading it with the restricted "
+                    "unpickler", fpath, str(exc).splitlines()[0][:120])
+    return load_foreign_checkpoint(fpath)
+
+
+class InertObject:
+    """Stands in for an instance of a class that the restricted unpickler does not build.
+
+    ``module`` and ``name`` say which class the file named; ``args`` and ``state`` hold
+    what the file would have passed to it. Nothing of that class is imported or called.
+    """
+
+    module = ""
+    name = ""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> InertObject:
+        return object.__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args = args
+        self.state: Any = None
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"<inert {self.module}.{self.name}>"
+
+
+class _StorageType:
+    def __init__(self, dtype: torch.dtype) -> None:
+        self.dtype = dtype
+
+
+_STORAGE_DTYPES = {
+    "FloatStorage": torch.float32, "DoubleStorage": torch.float64, "HalfStorage": torch.float16,
+    "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
+    "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8,
+    "BoolStorage": torch.bool,
+}
+_DTYPE_NAMES = {"float32", "float", "float64", "double", "float16", "half", "bfloat16",
+                "int64", "long", "int32", "int", "int16", "int8", "uint8", "bool"}
+_INERT_MODULE_PREFIXES = ("torch.optim", "dassl", "numpy", "engine", "trainers")
+
+
+def _rebuild_tensor(storage: torch.Tensor, offset: int, size: tuple, stride: tuple,
+                    *unused: Any) -> torch.Tensor:
+    if not isinstance(storage, torch.Tensor):
+        raise pickle.UnpicklingError("tensor record without storage")
+    if not size:
+        return storage[offset].clone() if storage.numel() else storage.new_zeros(())
+    return torch.as_strided(storage, tuple(size), tuple(stride), offset)
+
+
+def _rebuild_parameter(data: Any, *unused: Any) -> Any:
+    return data
+
+
+def _plain_dict(*unused: Any) -> dict:
+    return {}
+
+
+def _reconstructor(cls: Any, base: Any, state: Any = None) -> Any:
+    if isinstance(cls, type) and issubclass(cls, InertObject):
+        return cls()
+    raise pickle.UnpicklingError(f"refusing to reconstruct {cls!r}")
+
+
+_SAFE_GLOBALS: dict[tuple[str, str], Any] = {
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    ("collections", "OrderedDict"): OrderedDict,
+    ("collections", "defaultdict"): _plain_dict,
+    ("__builtin__", "dict"): dict, ("builtins", "dict"): dict,
+    ("__builtin__", "set"): set, ("builtins", "set"): set,
+    ("__builtin__", "list"): list, ("builtins", "list"): list,
+    ("copyreg", "_reconstructor"): _reconstructor,
+    ("copy_reg", "_reconstructor"): _reconstructor,
+    ("torch", "Size"): torch.Size,
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, data: bytes, read_record: Callable[[str], bytes]) -> None:
+        super().__init__(io.BytesIO(data))
+        self._read_record = read_record
+        self._storages: dict[str, torch.Tensor] = {}
+        self._inert: dict[tuple[str, str], type] = {}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _SAFE_GLOBALS:
+            return _SAFE_GLOBALS[(module, name)]
+        if module == "torch" and name in _STORAGE_DTYPES:
+            return _StorageType(_STORAGE_DTYPES[name])
+        if module == "torch" and name in _DTYPE_NAMES:
+            return getattr(torch, name)
+        if module.startswith(_INERT_MODULE_PREFIXES):
+            key = (module, name)
+            if key not in self._inert:
+                self._inert[key] = type(name, (InertObject,), {"module": module, "name": name})
+            return self._inert[key]
+        raise pickle.UnpicklingError(
+            f"Refusing to load global '{module}.{name}': the checkpoint asks for an object that "
+            f"is neither a tensor, a plain container nor an optimizer/scheduler record. It may "
+            f"try to run code; only load it if you trust its source (torch.load with "
+            f"weights_only=False).")
+
+    def persistent_load(self, pid: Any) -> torch.Tensor:
+        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
+            raise pickle.UnpicklingError(f"unsupported persistent id {pid!r}")
+        storage_type, key = pid[1], str(pid[2])
+        dtype = storage_type.dtype if isinstance(storage_type, _StorageType) else torch.uint8
+        if key not in self._storages:
+            raw = bytearray(self._read_record(key))
+            self._storages[key] = (torch.frombuffer(raw, dtype=dtype) if raw
+                                   else torch.empty(0, dtype=dtype))
+        return self._storages[key]
+
+
+def load_foreign_checkpoint(fpath: str) -> Any:
+    """Read a torch zip checkpoint with the restricted unpickler (see the module doc)."""
+    if not zipfile.is_zipfile(fpath):
+        raise pickle.UnpicklingError(
+            f"{fpath} is neither a weights-only checkpoint nor a torch zip archive (legacy "
+            f"torch<1.6 format is not supported: re-save it with a recent torch)")
+    with zipfile.ZipFile(fpath) as archive:
+        pkl = [n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
+        if len(pkl) != 1:
+            raise pickle.UnpicklingError(f"{fpath}: expected one data.pkl, found {pkl}")
+        prefix = pkl[0][: -len("data.pkl")]
+        order = prefix + "byteorder"
+        if order in archive.namelist() and archive.read(order).strip() != b"little":
+            raise pickle.UnpicklingError(f"{fpath}: big-endian checkpoints are not supported")
+        unpickler = _RestrictedUnpickler(archive.read(pkl[0]),
+                                         lambda key: archive.read(f"{prefix}data/{key}"))
+        return unpickler.load()
+
+
+def latest_checkpoint_path(model_dir: str) -> str | None:
+    """The file named by ``model_dir/checkpoint``, or None when there is no pointer."""
+    pointer = os.path.join(model_dir, POINTER_FILE)
+    if not os.path.isfile(pointer):
+        return None
+    with open(pointer) as f:
+        lines = [line.strip() for line in f if line.strip()]
+    if not lines:
+        raise ValueError(f"Checkpoint pointer {pointer} is empty; delete it to start again")
+    return os.path.join(model_dir, lines[0])
+
+
+def resume_from_checkpoint(fdir: str, model: torch.nn.Module, optimizer: Any = None,
+                           scheduler: Any = None) -> int:
+    """Load the latest checkpoint of ``fdir`` into model/optimizer/scheduler; returns its
+    epoch (the number of finished epochs)."""
+    fpath = latest_checkpoint_path(fdir)
+    if fpath is None:
+        raise FileNotFoundError(f"No '{POINTER_FILE}' file in {fdir}")
+    checkpoint = load_checkpoint(fpath)
+    logger.info('Loading checkpoint from "%s"', fpath)
+    model.load_state_dict(checkpoint["state_dict"])
+    if optimizer is not None and checkpoint.get("optimizer") is not None:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+    if scheduler is not None and checkpoint.get("scheduler") is not None:
+        sched_state = checkpoint["scheduler"]
+        if not isinstance(sched_state, dict):
+            raise TypeError(f"{fpath} stores its scheduler as a pickled object; training "
+                            f"cannot resume from it (use it with --eval-only)")
+        scheduler.load_state_dict(sched_state)
+    logger.info("Previous epoch: %s", checkpoint["epoch"])
+    return int(checkpoint["epoch"])
+
+
+# --------------------------------------------------------------------------- RNG state
+
+
+def get_rng_state() -> dict:
+    """Python, numpy, torch (and CUDA) generator states as plain data."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": [version, list(internal), gauss],
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
+                  float(cached)],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`get_rng_state` returned."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,127 @@
+"""Data loaders for a registered dataset, with Dassl's ``DataManager`` behaviour."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from engine.data.datasets import Datum, build_dataset
+from engine.data.read_image import read_image
+from engine.data.samplers import build_sampler
+from engine.data.transforms import build_transform
+
+__all__ = ["DataManager", "DatasetWrapper", "build_data_loader"]
+
+logger = logging.getLogger(__name__)
+
+
+class DatasetWrapper(Dataset):
+    """Items as dicts: ``img`` (transformed), ``label``, ``domain``, ``impath``, ``index``."""
+
+    def __init__(self, cfg: Any, data_source: Sequence[Datum], transform: Callable | None = None,
+                 is_train: bool = False) -> None:
+        self.cfg = cfg
+        self.data_source = data_source
+        self.transform = transform
+        self.is_train = is_train
+        self.return_img0 = cfg.DATALOADER.RETURN_IMG0
+        if is_train and cfg.DATALOADER.K_TRANSFORMS != 1:
+            raise ValueError("DATALOADER.K_TRANSFORMS other than 1 is not supported")
+        self.to_tensor = build_transform(cfg, is_train=False) if self.return_img0 else None
+
+    def __len__(self) -> int:
+        return len(self.data_source)
+
+    def __getitem__(self, idx: int) -> dict:
+        item = self.data_source[idx]
+        output = {"label": item.label, "domain": item.domain, "impath": item.impath,
+                  "index": idx}
+        img0 = read_image(item.impath)
+        output["img"] = self.transform(img0) if self.transform is not None else img0
+        if self.to_tensor is not None:
+            output["img0"] = self.to_tensor(img0)
+        return output
+
+
+def build_data_loader(cfg: Any, sampler_type: str = "SequentialSampler",
+                      data_source: Sequence[Datum] | None = None, batch_size: int = 64,
+                      tfm: Callable | None = None, is_train: bool = True,
+                      dataset_wrapper: type | None = None, **unused: Any) -> DataLoader:
+    """One loader; training drops the last incomplete batch when there is a full one."""
+    if not data_source:
+        raise ValueError("Cannot build a data loader on an empty data source")
+    sampler = build_sampler(sampler_type, data_source)
+    wrapper = (dataset_wrapper or DatasetWrapper)(cfg, data_source, transform=tfm,
+                                                  is_train=is_train)
+    return DataLoader(wrapper, batch_size=batch_size, sampler=sampler,
+                      num_workers=cfg.DATALOADER.NUM_WORKERS,
+                      drop_last=is_train and len(data_source) >= batch_size,
+                      pin_memory=torch.cuda.is_available() and cfg.USE_CUDA)
+
+
+class DataManager:
+    """Builds the dataset of ``cfg.DATASET.NAME`` and its train_x / val / test loaders."""
+
+    def __init__(self, cfg: Any, custom_tfm_train: Callable | None = None,
+                 custom_tfm_test: Callable | None = None,
+                 dataset_wrapper: type | None = None) -> None:
+        dataset = build_dataset(cfg)
+        tfm_train = custom_tfm_train or build_transform(cfg, is_train=True)
+        tfm_test = custom_tfm_test or build_transform(cfg, is_train=False)
+        if not dataset.train_x and not dataset.test:
+            raise ValueError(f"Dataset {cfg.DATASET.NAME} has neither training nor test items")
+        test_cfg = cfg.DATALOADER.TEST
+
+        def loader(source: Sequence[Datum] | None, train: bool) -> DataLoader | None:
+            if not source:
+                return None
+            node = cfg.DATALOADER.TRAIN_X if train else test_cfg
+            return build_data_loader(cfg, sampler_type=node.SAMPLER, data_source=source,
+                                     batch_size=node.BATCH_SIZE,
+                                     tfm=tfm_train if train else tfm_test, is_train=train,
+                                     dataset_wrapper=dataset_wrapper)
+
+        self.dataset = dataset
+        self.train_loader_x = loader(dataset.train_x, True)
+        self.train_loader_u = loader(dataset.train_u, True)
+        self.val_loader = loader(dataset.val, False)
+        self.test_loader = loader(dataset.test, False)
+        self._num_classes = dataset.num_classes
+        self._num_source_domains = len(cfg.DATASET.SOURCE_DOMAINS)
+        self._lab2cname = dataset.lab2cname
+        if cfg.VERBOSE:
+            self.show_dataset_summary(cfg)
+
+    @property
+    def num_classes(self) -> int:
+        return self._num_classes
+
+    @property
+    def num_source_domains(self) -> int:
+        return self._num_source_domains
+
+    @property
+    def lab2cname(self) -> dict[int, str]:
+        return self._lab2cname
+
+    @property
+    def classnames(self) -> list[str]:
+        return self.dataset.classnames
+
+    def show_dataset_summary(self, cfg: Any) -> None:
+        rows = [["Dataset", cfg.DATASET.NAME]]
+        if cfg.DATASET.SOURCE_DOMAINS:
+            rows.append(["Source", str(list(cfg.DATASET.SOURCE_DOMAINS))])
+        if cfg.DATASET.TARGET_DOMAINS:
+            rows.append(["Target", str(list(cfg.DATASET.TARGET_DOMAINS))])
+        rows.append(["# classes", f"{self.num_classes:,}"])
+        for name in ("train_x", "train_u", "val", "test"):
+            items = getattr(self.dataset, name)
+            if items:
+                rows.append([f"# {name}", f"{len(items):,}"])
+        width = max(len(r[0]) for r in rows)
+        logger.info("\n".join(f"{k:<{width}}  {v}" for k, v in rows))

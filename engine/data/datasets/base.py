@@ -1,0 +1,179 @@
+"""Dataset items and the dataset base class, with Dassl's contracts.
+
+``Datum`` and ``DatasetBase`` keep the attribute and method names of
+``dassl.data.datasets.base_dataset`` so that dataset files written for Dassl port with an
+import change. Few-shot selection is the pure function :func:`sample_few_shot`, which draws
+from Python's global ``random`` exactly as Dassl's ``generate_fewshot_dataset`` does, so the
+same seed picks the same images as the official code.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+
+
+class Datum:
+    """One labelled image: path, label, domain and class name."""
+
+    __slots__ = ("_impath", "_label", "_domain", "_classname")
+
+    def __init__(self, impath: str = "", label: int = 0, domain: int = 0, classname: str = "",
+                 check_file: bool = False) -> None:
+        if not isinstance(impath, str):
+            raise TypeError(f"Datum.impath must be a str, got {type(impath).__name__}")
+        if check_file and not os.path.isfile(impath):
+            raise FileNotFoundError(f"Image not found: {impath}")
+        self._impath = impath
+        self._label = int(label)
+        self._domain = int(domain)
+        self._classname = classname
+
+    @property
+    def impath(self) -> str:
+        return self._impath
+
+    @property
+    def label(self) -> int:
+        return self._label
+
+    @property
+    def domain(self) -> int:
+        return self._domain
+
+    @property
+    def classname(self) -> str:
+        return self._classname
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Datum):
+            return NotImplemented
+        return (self._impath, self._label, self._domain, self._classname) == (
+            other._impath, other._label, other._domain, other._classname)
+
+    def __hash__(self) -> int:
+        return hash((self._impath, self._label, self._domain, self._classname))
+
+    def __repr__(self) -> str:
+        return (f"Datum(impath={self._impath!r}, label={self._label}, domain={self._domain}, "
+                f"classname={self._classname!r})")
+
+
+def split_by_label(items: Iterable[Datum]) -> dict[int, list[Datum]]:
+    """Group items by label; labels keep the order in which they first appear."""
+    groups: dict[int, list[Datum]] = defaultdict(list)
+    for item in items:
+        groups[item.label].append(item)
+    return groups
+
+
+def split_by_domain(items: Iterable[Datum]) -> dict[int, list[Datum]]:
+    groups: dict[int, list[Datum]] = defaultdict(list)
+    for item in items:
+        groups[item.domain].append(item)
+    return groups
+
+
+def sample_few_shot(items: Sequence[Datum], num_shots: int, repeat: bool = False,
+                    rng: random.Random | None = None) -> list[Datum]:
+    """Keep ``num_shots`` items per label, as Dassl's ``generate_fewshot_dataset``.
+
+    Labels are visited in order of first appearance; each draws ``rng.sample(items, K)``
+    (``rng.choices`` with ``repeat`` when a class has fewer than K items, else all of them).
+    ``rng`` defaults to Python's global ``random`` module, which train.py seeds from SEED.
+    """
+    if num_shots < 1:
+        return list(items)
+    draw = rng if rng is not None else random
+    selected: list[Datum] = []
+    for group in split_by_label(items).values():
+        if len(group) >= num_shots:
+            selected.extend(draw.sample(group, num_shots))
+        elif repeat:
+            selected.extend(draw.choices(group, k=num_shots))
+        else:
+            selected.extend(group)
+    return selected
+
+
+class DatasetBase:
+    """A dataset: ``train_x`` (labelled training items), ``train_u``, ``val`` and ``test``.
+
+    Subclasses read their files in ``__init__(self, cfg)`` and call
+    ``super().__init__(train_x=..., val=..., test=...)``.
+    """
+
+    dataset_dir = ""  # folder name under DATASET.ROOT
+    domains: list[str] = []  # domain names, for multi-domain datasets
+
+    def __init__(self, train_x: list[Datum] | None = None, train_u: list[Datum] | None = None,
+                 val: list[Datum] | None = None, test: list[Datum] | None = None) -> None:
+        self._train_x = train_x
+        self._train_u = train_u
+        self._val = val
+        self._test = test
+        reference = train_x if train_x else (test or [])
+        self._num_classes = self.get_num_classes(reference)
+        self._lab2cname, self._classnames = self.get_lab2cname(reference)
+
+    @property
+    def train_x(self) -> list[Datum] | None:
+        return self._train_x
+
+    @property
+    def train_u(self) -> list[Datum] | None:
+        return self._train_u
+
+    @property
+    def val(self) -> list[Datum] | None:
+        return self._val
+
+    @property
+    def test(self) -> list[Datum] | None:
+        return self._test
+
+    @property
+    def lab2cname(self) -> dict[int, str]:
+        return self._lab2cname
+
+    @property
+    def classnames(self) -> list[str]:
+        return self._classnames
+
+    @property
+    def num_classes(self) -> int:
+        return self._num_classes
+
+    @staticmethod
+    def get_num_classes(data_source: Iterable[Datum]) -> int:
+        labels = {item.label for item in data_source}
+        return max(labels) + 1 if labels else 0
+
+    @staticmethod
+    def get_lab2cname(data_source: Iterable[Datum]) -> tuple[dict[int, str], list[str]]:
+        mapping = {item.label: item.classname for item in data_source}
+        labels = sorted(mapping)
+        return mapping, [mapping[label] for label in labels]
+
+    def check_input_domains(self, source_domains: Sequence[str],
+                            target_domains: Sequence[str]) -> None:
+        for domain in list(source_domains) + list(target_domains):
+            if domain not in self.domains:
+                raise ValueError(f"Input domain '{domain}' is not one of {self.domains} "
+                                 f"of {type(self).__name__}")
+
+    def generate_fewshot_dataset(self, *data_sources: Sequence[Datum], num_shots: int = -1,
+                                 repeat: bool = False):
+        """Dassl's method: one :func:`sample_few_shot` per data source, in the order given."""
+        if num_shots < 1:
+            return data_sources[0] if len(data_sources) == 1 else data_sources
+        output = [sample_few_shot(source, num_shots, repeat) for source in data_sources]
+        return output[0] if len(output) == 1 else output
+
+    def split_dataset_by_label(self, data_source: Iterable[Datum]) -> dict[int, list[Datum]]:
+        return split_by_label(data_source)
+
+    def split_dataset_by_domain(self, data_source: Iterable[Datum]) -> dict[int, list[Datum]]:
+        return split_by_domain(data_source)

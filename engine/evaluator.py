@@ -1,0 +1,150 @@
+"""Classification evaluator printing Dassl's result block.
+
+The block (logged through ``logging``, so it lands in ``log.txt``) reads::
+
+    => result
+    * total: 1,000
+    * correct: 912
+    * accuracy: 91.2%
+    * error: 8.8%
+    * macro_f1: 90.9%
+
+The official result parsers read the ``* accuracy:`` line. Macro F1 is computed here (no
+scikit-learn): the mean over the labels present in the ground truth of
+``2 * TP / (2 * TP + FP + FN)``, 0 for a label never predicted nor correct.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict, defaultdict
+from typing import Any
+
+import torch
+
+from engine.registry import Registry
+
+__all__ = ["EVALUATOR_REGISTRY", "EvaluatorBase", "Classification", "build_evaluator",
+           "macro_f1_score", "confusion_matrix"]
+
+logger = logging.getLogger(__name__)
+
+EVALUATOR_REGISTRY = Registry("evaluator")
+
+
+def confusion_matrix(y_true: list[int], y_pred: list[int], labels: list[int],
+                     normalize: bool = False) -> torch.Tensor:
+    """``[len(labels), len(labels)]`` counts (rows: truth, columns: prediction); rows
+    normalised to sum to 1 with ``normalize``."""
+    index = {label: i for i, label in enumerate(labels)}
+    cmat = torch.zeros(len(labels), len(labels), dtype=torch.float64)
+    for t, p in zip(y_true, y_pred, strict=True):
+        if t in index and p in index:
+            cmat[index[t], index[p]] += 1
+    if normalize:
+        cmat = cmat / cmat.sum(dim=1, keepdim=True).clamp(min=1)
+    return cmat
+
+
+def macro_f1_score(y_true: list[int], y_pred: list[int]) -> float:
+    """Unweighted mean F1 over the labels of ``y_true`` (scikit-learn's ``average='macro'``
+    with ``labels=unique(y_true)``), in [0, 1]."""
+    labels = sorted(set(y_true))
+    if not labels:
+        return 0.0
+    scores = []
+    for label in labels:
+        tp = sum(1 for t, p in zip(y_true, y_pred, strict=True) if t == label and p == label)
+        fp = sum(1 for t, p in zip(y_true, y_pred, strict=True) if t != label and p == label)
+        fn = sum(1 for t, p in zip(y_true, y_pred, strict=True) if t == label and p != label)
+        denom = 2 * tp + fp + fn
+        scores.append(2 * tp / denom if denom else 0.0)
+    return sum(scores) / len(scores)
+
+
+class EvaluatorBase:
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+    def process(self, mo: torch.Tensor, gt: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def evaluate(self) -> OrderedDict:
+        raise NotImplementedError
+
+
+@EVALUATOR_REGISTRY.register()
+class Classification(EvaluatorBase):
+    """Accuracy, error, macro F1; per-class accuracy and confusion matrix on request."""
+
+    def __init__(self, cfg: Any, lab2cname: dict[int, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(cfg)
+        self._lab2cname = lab2cname or {}
+        self.reset()
+
+    def reset(self) -> None:
+        self._correct = 0
+        self._total = 0
+        self._y_true: list[int] = []
+        self._y_pred: list[int] = []
+
+    def process(self, mo: torch.Tensor, gt: torch.Tensor) -> None:
+        """``mo``: logits ``[B, C]``; ``gt``: labels ``[B]``."""
+        pred = mo.max(1)[1]
+        self._correct += int(pred.eq(gt).sum().item())
+        self._total += gt.shape[0]
+        self._y_true.extend(gt.detach().cpu().tolist())
+        self._y_pred.extend(pred.detach().cpu().tolist())
+
+    def evaluate(self) -> OrderedDict:
+        if self._total == 0:
+            raise RuntimeError("The evaluator saw no samples: the evaluation split is empty")
+        results: OrderedDict = OrderedDict()
+        acc = 100.0 * self._correct / self._total
+        err = 100.0 - acc
+        macro_f1 = 100.0 * macro_f1_score(self._y_true, self._y_pred)
+        results["accuracy"] = acc  # the first value is what trainer.test() returns
+        results["error_rate"] = err
+        results["macro_f1"] = macro_f1
+        logger.info("=> result\n* total: %s\n* correct: %s\n* accuracy: %.1f%%\n"
+                    "* error: %.1f%%\n* macro_f1: %.1f%%", f"{self._total:,}",
+                    f"{self._correct:,}", acc, err, macro_f1)
+        if self.cfg.TEST.PER_CLASS_RESULT:
+            results["perclass_accuracy"] = self._log_per_class()
+        if self.cfg.TEST.COMPUTE_CMAT:
+            self._save_cmat()
+        return results
+
+    def _log_per_class(self) -> float:
+        per_class: dict[int, list[int]] = defaultdict(list)
+        for t, p in zip(self._y_true, self._y_pred, strict=True):
+            per_class[t].append(int(t == p))
+        logger.info("=> per-class result")
+        accs = []
+        for label in sorted(per_class):
+            res = per_class[label]
+            acc = 100.0 * sum(res) / len(res)
+            accs.append(acc)
+            name = self._lab2cname.get(label, str(label))
+            logger.info("* class: %d (%s)\ttotal: %s\tcorrect: %s\tacc: %.1f%%", label, name,
+                        f"{len(res):,}", f"{sum(res):,}", acc)
+        mean_acc = sum(accs) / len(accs)
+        logger.info("* average: %.1f%%", mean_acc)
+        return mean_acc
+
+    def _save_cmat(self) -> None:
+        labels = sorted(set(self._y_true) | set(self._y_pred))
+        cmat = confusion_matrix(self._y_true, self._y_pred, labels, normalize=True)
+        os.makedirs(self.cfg.OUTPUT_DIR, exist_ok=True)
+        save_path = os.path.join(self.cfg.OUTPUT_DIR, "cmat.pt")
+        torch.save(cmat, save_path)
+        logger.info('Confusion matrix is saved to "%s"', save_path)
+
+
+def build_evaluator(cfg: Any, **kwargs: Any) -> EvaluatorBase:
+    """The evaluator named by ``cfg.TEST.EVALUATOR``."""
+    return EVALUATOR_REGISTRY.get(cfg.TEST.EVALUATOR)(cfg, **kwargs)

@@ -1,0 +1,439 @@
+"""The training loop with Dassl's classes and hooks: TrainerBase, SimpleTrainer, TrainerX.
+
+As in Dassl, the engine never steps the schedulers by itself: a trainer calls
+``self.update_lr()`` in ``forward_backward`` when ``self.batch_idx + 1 == self.num_batches``
+(once per epoch, after the last batch), so trainer files written for Dassl keep working.
+
+Resume: ``before_train`` looks for the ``checkpoint`` pointer of every registered model in
+``RESUME`` (or ``OUTPUT_DIR``) and restores weights, optimizer, scheduler, trainer extras and
+the Python / numpy / torch generator states saved with them, so training goes on exactly as
+if it had not stopped (the data order comes from those generators, as in Dassl).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import math
+import os
+import time
+from collections import OrderedDict
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from engine.checkpoint import (
+    get_rng_state,
+    latest_checkpoint_path,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
+from engine.data import DataManager
+from engine.evaluator import build_evaluator
+from engine.registry import TRAINER_REGISTRY
+from engine.utils import AverageMeter, MetricMeter, tolist_if_not
+
+__all__ = ["TrainerBase", "SimpleTrainer", "TrainerX", "build_trainer"]
+
+logger = logging.getLogger(__name__)
+
+
+class TrainerBase:
+    """Registered models with their optimizers and schedulers; generic loop and hooks."""
+
+    def __init__(self) -> None:
+        self._models: OrderedDict[str, nn.Module] = OrderedDict()
+        self._optims: OrderedDict[str, Any] = OrderedDict()
+        self._scheds: OrderedDict[str, Any] = OrderedDict()
+        self._writer = None
+        self.precision = None  # an engine.precision.Precision, set by trainers that use one
+        self.best_result = -math.inf
+
+    # ------------------------------------------------------------------ models
+    def register_model(self, name: str = "model", model: nn.Module | None = None,
+                       optim: Any = None, sched: Any = None) -> None:
+        if self.__dict__.get("_models") is None:
+            raise AttributeError("Cannot register a model before super().__init__() runs")
+        if name in self._models:
+            raise KeyError(f"A model named {name!r} is already registered")
+        self._models[name] = model
+        self._optims[name] = optim
+        self._scheds[name] = sched
+
+    def get_model_names(self, names: str | list[str] | None = None) -> list[str]:
+        real = list(self._models.keys())
+        if names is None:
+            return real
+        names = tolist_if_not(names)
+        for name in names:
+            if name not in real:
+                raise KeyError(f"No registered model {name!r}; registered: {real}")
+        return names
+
+    def set_model_mode(self, mode: str = "train", names: str | list[str] | None = None) -> None:
+        if mode not in ("train", "test", "eval"):
+            raise KeyError(f"Unknown mode {mode!r}; use train, test or eval")
+        for name in self.get_model_names(names):
+            self._models[name].train(mode == "train")
+
+    def update_lr(self, names: str | list[str] | None = None) -> None:
+        for name in self.get_model_names(names):
+            if self._scheds[name] is not None:
+                self._scheds[name].step()
+
+    def get_current_lr(self, names: str | list[str] | None = None) -> float:
+        name = self.get_model_names(names)[0]
+        return self._optims[name].param_groups[0]["lr"]
+
+    # ------------------------------------------------------------------ checkpoint hooks
+    def map_checkpoint_state_dict(self, name: str, state_dict: dict) -> dict:
+        """Map a loaded state dict (e.g. official key names) before the strict load."""
+        return state_dict
+
+    def checkpoint_extras(self, name: str) -> dict:
+        """Extra training state of model ``name`` to save (tensors and plain data only)."""
+        return {}
+
+    def load_checkpoint_extras(self, name: str, checkpoint: dict) -> None:
+        """Restore what :meth:`checkpoint_extras` saved (called on resume)."""
+
+    # ------------------------------------------------------------------ save / load
+    def save_model(self, epoch: int, directory: str, is_best: bool = False,
+                   val_result: float | None = None, model_name: str = "") -> None:
+        """Save every registered model as ``directory/<name>/model.pth.tar-<epoch + 1>``."""
+        rng_state = get_rng_state()
+        for name in self.get_model_names():
+            optim, sched = self._optims[name], self._scheds[name]
+            state = {
+                "state_dict": self._models[name].state_dict(),
+                "epoch": epoch + 1,
+                "optimizer": optim.state_dict() if optim is not None else None,
+                "scheduler": sched.state_dict() if sched is not None else None,
+                "val_result": val_result,
+                "best_result": self.best_result,
+                "rng_state": rng_state,
+                "extras": self.checkpoint_extras(name),
+            }
+            save_checkpoint(state, os.path.join(directory, name), is_best=is_best,
+                            model_name=model_name)
+
+    def resume_model_if_exist(self, directory: str) -> int:
+        """Resume from the latest checkpoints in ``directory``; returns the start epoch."""
+        names = self.get_model_names()
+        paths = {name: latest_checkpoint_path(os.path.join(directory, name)) for name in names}
+        if not names or any(path is None for path in paths.values()):
+            logger.info("No checkpoint found, train from scratch")
+            return 0
+        logger.info("Found checkpoint at %s (will resume training)", directory)
+        start_epoch = 0
+        for i, name in enumerate(names):
+            checkpoint = load_checkpoint(paths[name])
+            logger.info('Resuming %s from "%s"', name, paths[name])
+            self._restore(name, checkpoint, paths[name])
+            start_epoch = int(checkpoint["epoch"])
+            if i == 0 and checkpoint.get("rng_state") is not None:
+                set_rng_state(checkpoint["rng_state"])
+            self.best_result = checkpoint.get("best_result", self.best_result)
+        logger.info("Previous epoch: %d", start_epoch)
+        return start_epoch
+
+    def _restore(self, name: str, checkpoint: dict, path: str) -> None:
+        self._models[name].load_state_dict(checkpoint["state_dict"])
+        if self._optims[name] is not None and checkpoint.get("optimizer") is not None:
+            self._optims[name].load_state_dict(checkpoint["optimizer"])
+        sched_state = checkpoint.get("scheduler")
+        if self._scheds[name] is not None and sched_state is not None:
+            if not isinstance(sched_state, dict):
+                raise TypeError(f"{path} stores its scheduler as a pickled object (an official "
+                                f"checkpoint); training cannot resume from it")
+            self._scheds[name].load_state_dict(sched_state)
+        self.load_checkpoint_extras(name, checkpoint.get("extras") or {})
+
+    def load_model(self, directory: str, epoch: int | None = None) -> None:
+        """Load ``directory/<name>/model.pth.tar-<epoch>`` (default ``model-best.pth.tar``)
+        into every registered model, through :meth:`map_checkpoint_state_dict`."""
+        if not directory:
+            logger.info("Note that load_model() is skipped as no pretrained model is given "
+                        "(ignore this if it's done on purpose)")
+            return
+        model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
+        for name in self.get_model_names():
+            model_path = os.path.join(directory, name, model_file)
+            if not os.path.isfile(model_path):
+                raise FileNotFoundError(_missing_model_message(directory, name, model_path))
+            checkpoint = load_checkpoint(model_path)
+            state_dict = self.map_checkpoint_state_dict(name, checkpoint["state_dict"])
+            val = checkpoint.get("val_result")
+            val_text = f", val_result={val:.1f}" if isinstance(val, (int, float)) else ""
+            logger.info("Load %s to %s (epoch=%s%s)", model_path, name, checkpoint.get("epoch"),
+                        val_text)
+            self._models[name].load_state_dict(state_dict)
+
+    # ------------------------------------------------------------------ optimisation
+    def detect_anomaly(self, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss).all():
+            raise FloatingPointError("Loss is infinite or NaN!")
+
+    def model_zero_grad(self, names: str | list[str] | None = None) -> None:
+        for name in self.get_model_names(names):
+            if self._optims[name] is not None:
+                self._optims[name].zero_grad()
+
+    def model_backward(self, loss: torch.Tensor) -> None:
+        self.detect_anomaly(loss)
+        if self.precision is not None:
+            self.precision.backward(loss)
+        else:
+            loss.backward()
+
+    def model_update(self, names: str | list[str] | None = None) -> None:
+        optims = [self._optims[n] for n in self.get_model_names(names)
+                  if self._optims[n] is not None]
+        if self.precision is not None:
+            self.precision.step(*optims)
+            return
+        for optim in optims:
+            optim.step()
+
+    def model_backward_and_update(self, loss: torch.Tensor,
+                                  names: str | list[str] | None = None) -> None:
+        self.model_zero_grad(names)
+        self.model_backward(loss)
+        self.model_update(names)
+
+    # ------------------------------------------------------------------ tensorboard
+    def init_writer(self, log_dir: str) -> None:
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            logger.info("Initialize tensorboard (log_dir=%s)", log_dir)
+            self._writer = SummaryWriter(log_dir=log_dir)
+
+    def close_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def write_scalar(self, tag: str, scalar_value: float, global_step: int | None = None) -> None:
+        if self._writer is not None:
+            self._writer.add_scalar(tag, scalar_value, global_step)
+
+    # ------------------------------------------------------------------ loop
+    def train(self, start_epoch: int, max_epoch: int) -> None:
+        self.start_epoch = start_epoch
+        self.max_epoch = max_epoch
+        self.before_train()
+        for self.epoch in range(self.start_epoch, self.max_epoch):
+            self.before_epoch()
+            self.run_epoch()
+            self.after_epoch()
+        self.after_train()
+
+    def before_train(self) -> None: ...
+
+    def after_train(self) -> None: ...
+
+    def before_epoch(self) -> None: ...
+
+    def after_epoch(self) -> None: ...
+
+    def before_test(self) -> None:
+        """Runs before the evaluation loop (e.g. to cache class text features)."""
+
+    def after_test(self) -> None:
+        """Runs after the evaluation loop (e.g. to drop cached features)."""
+
+    def run_epoch(self) -> None:
+        raise NotImplementedError
+
+    def test(self, split: str | None = None) -> float:
+        raise NotImplementedError
+
+    def parse_batch_train(self, batch: dict) -> Any:
+        raise NotImplementedError
+
+    def parse_batch_test(self, batch: dict) -> Any:
+        raise NotImplementedError
+
+    def forward_backward(self, batch: dict) -> dict:
+        raise NotImplementedError
+
+    def model_inference(self, input: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def _missing_model_message(directory: str, name: str, model_path: str) -> str:
+    if not os.path.isdir(directory):
+        return (f"No model at {model_path}: the model directory {directory} does not exist "
+                f"(check --model-dir)")
+    listing = sorted(os.listdir(directory))
+    sub = os.path.join(directory, name)
+    if os.path.isdir(sub):
+        listing = [f"{name}/{f}" for f in sorted(os.listdir(sub))] or [f"{name}/ (empty)"]
+    return (f"No model at {model_path}. {directory} holds: {', '.join(listing) or '(nothing)'}"
+            f". Pass --load-epoch N for model.pth.tar-N, or point --model-dir at the output "
+            f"directory of a training run.")
+
+
+class SimpleTrainer(TrainerBase):
+    """Device, data, model, evaluator from ``cfg``; Dassl's epoch hooks and ``test``."""
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__()
+        self.check_cfg(cfg)
+        use_cuda = torch.cuda.is_available() and cfg.USE_CUDA
+        self.device = torch.device("cuda" if use_cuda else "cpu")
+        self.start_epoch = self.epoch = 0
+        self.max_epoch = cfg.OPTIM.MAX_EPOCH
+        self.output_dir = cfg.OUTPUT_DIR
+        self.cfg = cfg
+        self.build_data_loader()
+        self.build_model()
+        self.evaluator = build_evaluator(cfg, lab2cname=self.lab2cname)
+        self.best_result = -math.inf
+
+    def check_cfg(self, cfg: Any) -> None:
+        """Check trainer-specific settings (optional)."""
+
+    def build_data_loader(self) -> None:
+        dm = DataManager(self.cfg)
+        self.train_loader_x = dm.train_loader_x
+        self.train_loader_u = dm.train_loader_u
+        self.val_loader = dm.val_loader
+        self.test_loader = dm.test_loader
+        self.num_classes = dm.num_classes
+        self.num_source_domains = dm.num_source_domains
+        self.lab2cname = dm.lab2cname
+        self.dm = dm
+
+    def build_model(self) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must implement build_model() and "
+                                  f"register its model(s) with self.register_model()")
+
+    def train(self) -> None:  # type: ignore[override]
+        super().train(self.start_epoch, self.max_epoch)
+
+    def before_train(self) -> None:
+        directory = self.cfg.RESUME or self.cfg.OUTPUT_DIR
+        self.start_epoch = self.resume_model_if_exist(directory)
+        if self.start_epoch >= self.max_epoch:
+            self.epoch = max(self.start_epoch - 1, 0)
+            logger.info("Training already finished: %s holds the checkpoint of epoch %d of %d; "
+                        "nothing left to train (use a new --output-dir to train again)",
+                        directory, self.start_epoch, self.max_epoch)
+        writer_dir = os.path.join(self.output_dir, "tensorboard")
+        os.makedirs(writer_dir, exist_ok=True)
+        self.init_writer(writer_dir)
+        self.time_start = time.time()
+
+    def after_train(self) -> None:
+        logger.info("Finish training")
+        if not self.cfg.TEST.NO_TEST:
+            if self.cfg.TEST.FINAL_MODEL == "best_val":
+                logger.info("Deploy the model with the best val performance")
+                self.load_model(self.output_dir)
+            else:
+                logger.info("Deploy the last-epoch model")
+            self.test()
+        elapsed = str(datetime.timedelta(seconds=round(time.time() - self.time_start)))
+        logger.info("Elapsed: %s", elapsed)
+        self.close_writer()
+
+    def after_epoch(self) -> None:
+        last_epoch = (self.epoch + 1) == self.max_epoch
+        freq = self.cfg.TRAIN.CHECKPOINT_FREQ
+        meet_checkpoint_freq = (self.epoch + 1) % freq == 0 if freq > 0 else False
+        if not self.cfg.TEST.NO_TEST and self.cfg.TEST.FINAL_MODEL == "best_val":
+            curr_result = self.test(split="val")
+            if curr_result > self.best_result:
+                self.best_result = curr_result
+                self.save_model(self.epoch, self.output_dir, val_result=curr_result,
+                                model_name="model-best.pth.tar")
+        if meet_checkpoint_freq or last_epoch:
+            self.save_model(self.epoch, self.output_dir)
+
+    @torch.no_grad()
+    def test(self, split: str | None = None) -> float:
+        """Evaluate on ``split`` (default ``TEST.SPLIT``; test when there is no val set);
+        returns the first result (accuracy)."""
+        self.set_model_mode("eval")
+        self.evaluator.reset()
+        split = split or self.cfg.TEST.SPLIT
+        if split == "val" and self.val_loader is not None:
+            data_loader = self.val_loader
+        else:
+            split, data_loader = "test", self.test_loader
+        if data_loader is None:
+            raise RuntimeError("No test data: the dataset has no test split")
+        logger.info("Evaluate on the *%s* set", split)
+        self.before_test()
+        try:
+            for batch in tqdm(data_loader, desc=f"eval {split}", leave=False):
+                input, label = self.parse_batch_test(batch)
+                self.evaluator.process(self.model_inference(input), label)
+        finally:
+            self.after_test()
+        results = self.evaluator.evaluate()
+        for key, value in results.items():
+            self.write_scalar(f"{split}/{key}", value, self.epoch)
+        return list(results.values())[0]
+
+    def model_inference(self, input: torch.Tensor) -> torch.Tensor:
+        return self.model(input)
+
+    def parse_batch_test(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        return batch["img"].to(self.device), batch["label"].to(self.device)
+
+
+class TrainerX(SimpleTrainer):
+    """A trainer on labelled data only (``train_loader_x``)."""
+
+    def run_epoch(self) -> None:
+        self.set_model_mode("train")
+        losses = MetricMeter()
+        batch_time, data_time = AverageMeter(), AverageMeter()
+        self.num_batches = len(self.train_loader_x)
+        end = time.time()
+        for self.batch_idx, batch in enumerate(self.train_loader_x):
+            data_time.update(time.time() - end)
+            loss_summary = self.forward_backward(batch)
+            batch_time.update(time.time() - end)
+            losses.update(loss_summary)
+            meet_freq = (self.batch_idx + 1) % self.cfg.TRAIN.PRINT_FREQ == 0
+            if meet_freq or self.num_batches < self.cfg.TRAIN.PRINT_FREQ:
+                self._log_batch(losses, batch_time, data_time)
+            n_iter = self.epoch * self.num_batches + self.batch_idx
+            for name, meter in losses.meters.items():
+                self.write_scalar("train/" + name, meter.avg, n_iter)
+            self.write_scalar("train/lr", self.get_current_lr(), n_iter)
+            end = time.time()
+
+    def _log_batch(self, losses: MetricMeter, batch_time: AverageMeter,
+                   data_time: AverageMeter) -> None:
+        nb_remain = self.num_batches - self.batch_idx - 1
+        nb_remain += (self.max_epoch - self.epoch - 1) * self.num_batches
+        eta = str(datetime.timedelta(seconds=int(batch_time.avg * nb_remain)))
+        info = [f"epoch [{self.epoch + 1}/{self.max_epoch}]",
+                f"batch [{self.batch_idx + 1}/{self.num_batches}]",
+                f"time {batch_time.val:.3f} ({batch_time.avg:.3f})",
+                f"data {data_time.val:.3f} ({data_time.avg:.3f})",
+                f"{losses}",
+                f"lr {self.get_current_lr():.4e}",
+                f"eta {eta}"]
+        logger.info(" ".join(info))
+
+    def parse_batch_train(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return (batch["img"].to(self.device), batch["label"].to(self.device),
+                batch["domain"].to(self.device))
+
+
+def build_trainer(cfg: Any) -> TrainerBase:
+    """Instantiate the trainer named by ``cfg.TRAINER.NAME``."""
+    if not cfg.TRAINER.NAME:
+        raise ValueError("No trainer given: pass --trainer NAME (registered: "
+                         f"{', '.join(sorted(TRAINER_REGISTRY)) or 'none'})")
+    logger.info("Loading trainer: %s", cfg.TRAINER.NAME)
+    return TRAINER_REGISTRY.get(cfg.TRAINER.NAME)(cfg)

@@ -1,0 +1,67 @@
+"""Read results from the logs that train.py writes, in Dassl's format.
+
+A run folder holds ``log.txt`` and, after a resume, ``log.txt-<timestamp>`` files. The result
+of a log is the value of the last ``* accuracy: X%`` line after the line ``Finished training``
+(training runs) or ``=> result`` (evaluation runs): the rule of the official
+``parse_test_res.py``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+TRAIN_END = "Finished training"
+TEST_END = "=> result"
+METRICS = {
+    "accuracy": re.compile(r"\* accuracy: ([\.\deE+-]+)%"),
+    "error": re.compile(r"\* error: ([\.\deE+-]+)%"),
+}
+
+
+def log_files(run_dir: str | Path) -> list[Path]:
+    """The log files of a run folder, oldest first (``log.txt`` before its resumed copies)."""
+    run_dir = Path(run_dir)
+    files = [p for p in run_dir.glob("log.txt*") if p.is_file()]
+    return sorted(files, key=lambda p: (p.stat().st_mtime, p.name))
+
+
+def parse_log(path: str | Path, end_signal: str | None) -> dict[str, float]:
+    """Metrics of one log file: the last value of each metric after ``end_signal``.
+
+    ``end_signal=None`` reads every line. Returns an empty dict when nothing is found.
+    """
+    found: dict[str, float] = {}
+    after = end_signal is None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for raw in f:
+            line = raw.strip()
+            if line == end_signal:
+                after = True
+            if not after:
+                continue
+            for name, regex in METRICS.items():
+                match = regex.search(line)
+                if match:
+                    found[name] = float(match.group(1))
+    return found
+
+
+def run_result(run_dir: str | Path, end_signal: str | None) -> tuple[dict[str, float], Path] | None:
+    """Metrics of the newest log of ``run_dir`` that holds a result, with that log's path."""
+    for path in reversed(log_files(run_dir)):
+        metrics = parse_log(path, end_signal)
+        if "accuracy" in metrics:
+            return metrics, path
+    return None
+
+
+def run_accuracy(run_dir: str | Path, end_signal: str | None) -> float | None:
+    """Accuracy (in %) of a run folder, or None when the run has not finished."""
+    result = run_result(run_dir, end_signal)
+    return None if result is None else result[0]["accuracy"]
+
+
+def is_finished(run_dir: str | Path, end_signal: str | None) -> bool:
+    """True when a log of ``run_dir`` holds a final accuracy."""
+    return run_result(run_dir, end_signal) is not None

@@ -1,0 +1,465 @@
+"""The papers' tables from an output tree: base-to-novel, cross-dataset, domain
+generalization and few-shot, as Markdown (printed and saved), CSV and PNG charts.
+
+    python scripts/results.py output                 # tables of everything under output/
+    python scripts/results.py output --out tables/   # where results.md/.csv/*.png go
+
+Conventions (those of the CoCoOp, MaPLe and PromptSRC papers):
+- Every number is the accuracy (%) averaged over seeds; "± s" is the standard deviation over
+  seeds (population, ddof=0, as the official parse_test_res.py), shown when there are 2+ seeds.
+- Base-to-novel: Base is read from test_base/ when present, otherwise from the final test of
+  the train_base/ run; Novel from test_new/. The HM of a dataset is the harmonic mean of its
+  mean Base and mean Novel (its ± is the std of the per-seed HMs). The Average row averages
+  Base and Novel over the datasets that have both, and its HM is the harmonic mean of those
+  two averages, not the average of the per-dataset HMs (e.g. MaPLe: HM(82.28, 75.14) = 78.55).
+- Cross-dataset / domain generalization: the Average is over the target datasets only; the
+  source (ImageNet) column is the final test of the training run.
+- Few-shot: one row per dataset and the Average over datasets for each number of shots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import re
+import statistics
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scripts.layout import BASE2NEW_DATASETS, DG_TARGETS, display_name  # noqa: E402
+from scripts.logparse import TEST_END, TRAIN_END, run_result  # noqa: E402
+
+# Base / Novel / HM averaged over the 11 datasets, as published (CoCoOp paper for CLIP, CoOp
+# and CoCoOp; MaPLe and PromptSRC papers for theirs).
+PUBLISHED_BASE2NEW = {
+    "ZeroshotCLIP": (69.34, 74.22, 71.70),
+    "CoOp": (82.69, 63.22, 71.66),
+    "CoCoOp": (80.47, 71.69, 75.83),
+    "MaPLe": (82.28, 75.14, 78.55),
+    "PromptSRC": (84.26, 76.10, 79.97),
+}
+_SEED = re.compile(r"seed(\d+)$")
+_SHOTS_DIR = re.compile(r"(.+)_(\d+)shots$")
+
+
+@dataclass(frozen=True)
+class Record:
+    """The final accuracy of one run folder."""
+
+    kind: str  # train_base, test_base, test_new, train, evaluation, few_shot
+    dataset: str
+    method: str  # Trainer/cfg[/tag]
+    shots: int
+    seed: int
+    accuracy: float
+    log: Path
+
+
+def _classify(parts: tuple[str, ...]) -> tuple[str, str, str, int] | None:
+    """(kind, dataset, method, shots) of a run folder from its path below the root."""
+    if parts[0] == "base2new":
+        if len(parts) == 7 and parts[1] in ("train_base", "test_base", "test_new") \
+                and parts[3].startswith("shots_") and parts[3][6:].isdigit():
+            return parts[1], parts[2], f"{parts[4]}/{parts[5]}", int(parts[3][6:])
+        return None
+    if parts[0] == "evaluation" and len(parts) >= 5:
+        trainer, cfg_dir, tag, dataset = parts[1], parts[2], parts[3:-2], parts[-2]
+        kind = "evaluation"
+    elif parts[0] == "few_shot" and len(parts) >= 5:
+        dataset, trainer, cfg_dir, tag, kind = parts[1], parts[2], parts[3], parts[4:-1], "few_shot"
+    elif len(parts) >= 4:
+        dataset, trainer, cfg_dir, tag, kind = parts[0], parts[1], parts[2], parts[3:-1], "train"
+    else:
+        return None
+    match = _SHOTS_DIR.match(cfg_dir)
+    if match is None:
+        return None
+    return kind, dataset, "/".join((trainer, match.group(1), *tag)), int(match.group(2))
+
+
+def scan(root: str | Path) -> list[Record]:
+    """Every finished run below ``root`` (folders named seed<N> in the official layout)."""
+    root = Path(root)
+    records = []
+    for dirpath, dirnames, _files in os.walk(root):
+        seed = _SEED.match(os.path.basename(dirpath))
+        if seed is None:
+            continue
+        dirnames[:] = []
+        parts = Path(dirpath).relative_to(root).parts
+        where = _classify(parts)
+        if where is None:
+            continue
+        kind, dataset, method, shots = where
+        end = TRAIN_END if kind in ("train_base", "train") else TEST_END
+        result = run_result(dirpath, end)
+        if result is not None:
+            records.append(Record(kind, dataset, method, shots, int(seed.group(1)),
+                                  result[0]["accuracy"], result[1]))
+    return records
+
+
+# ---------------------------------------------------------------- statistics
+
+
+@dataclass
+class Stat:
+    """Accuracies of one cell, by seed."""
+
+    by_seed: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.by_seed.values())
+
+    @property
+    def std(self) -> float:
+        return statistics.pstdev(self.by_seed.values())
+
+    @property
+    def n(self) -> int:
+        return len(self.by_seed)
+
+    def __bool__(self) -> bool:
+        return bool(self.by_seed)
+
+
+def harmonic_mean(a: float, b: float) -> float:
+    """Harmonic mean of two accuracies (0 when both are 0)."""
+    return 0.0 if a + b == 0 else 2 * a * b / (a + b)
+
+
+def fmt(stat: Stat | float | None) -> str:
+    """'mean ± std' (2+ seeds), 'mean' (one seed or a plain number), '–' (missing)."""
+    if stat is None or (isinstance(stat, Stat) and not stat):
+        return "–"
+    if isinstance(stat, Stat):
+        return f"{stat.mean:.2f} ± {stat.std:.2f}" if stat.n > 1 else f"{stat.mean:.2f}"
+    return f"{stat:.2f}"
+
+
+def order_datasets(names: set[str] | list[str], known: tuple[str, ...]) -> list[str]:
+    """The papers' order first, then the other datasets by name."""
+    names = set(names)
+    return [d for d in known if d in names] + sorted(names - set(known))
+
+
+def _cells(records: list[Record]) -> dict[tuple, Stat]:
+    cells: dict[tuple, Stat] = defaultdict(Stat)
+    for r in records:
+        cells[(r.kind, r.method, r.dataset, r.shots)].by_seed[r.seed] = r.accuracy
+    return cells
+
+
+# ---------------------------------------------------------------- tables
+
+
+@dataclass
+class Table:
+    """One table: a title, column names, rows of cells (str), and long-format CSV rows."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    csv_rows: list[dict] = field(default_factory=list)
+    note: str = ""
+
+    def markdown(self) -> str:
+        lines = [f"### {self.title}", ""]
+        if self.note:
+            lines += [self.note, ""]
+        lines.append("| " + " | ".join(self.columns) + " |")
+        lines.append("|" + "|".join([":---"] + ["---:"] * (len(self.columns) - 1)) + "|")
+        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
+        return "\n".join(lines) + "\n"
+
+
+def _csv(table: str, method: str, dataset: str, metric: str, shots: int,
+         stat: Stat | float) -> dict:
+    if isinstance(stat, Stat):
+        mean, std, n = stat.mean, stat.std, stat.n
+        seeds = " ".join(map(str, sorted(stat.by_seed)))
+    else:
+        mean, std, n, seeds = stat, "", "", ""
+    return {"table": table, "method": method, "dataset": dataset, "metric": metric,
+            "shots": shots, "mean": round(mean, 4), "std": std if std == "" else round(std, 4),
+            "n_seeds": n, "seeds": seeds}
+
+
+@dataclass
+class Base2NewRow:
+    dataset: str
+    base: Stat
+    novel: Stat
+
+    @property
+    def hm(self) -> float:
+        return harmonic_mean(self.base.mean, self.novel.mean)
+
+    @property
+    def hm_seeds(self) -> Stat:
+        common = set(self.base.by_seed) & set(self.novel.by_seed)
+        return Stat({s: harmonic_mean(self.base.by_seed[s], self.novel.by_seed[s])
+                     for s in sorted(common)})
+
+
+def base2new_rows(records: list[Record]) -> dict[tuple[str, int], list[Base2NewRow]]:
+    """Per (method, shots): one row per dataset with Base and Novel by seed."""
+    cells = _cells(records)
+    keys = {(m, d, k) for (kind, m, d, k) in cells if kind.startswith(("train_base", "test_"))}
+    out: dict[tuple[str, int], list[Base2NewRow]] = defaultdict(list)
+    for method, shots in sorted({(m, k) for m, _d, k in keys}):
+        datasets = order_datasets({d for m, d, k in keys if (m, k) == (method, shots)},
+                                  BASE2NEW_DATASETS)
+        for d in datasets:
+            base = Stat({**cells.get(("train_base", method, d, shots), Stat()).by_seed,
+                         **cells.get(("test_base", method, d, shots), Stat()).by_seed})
+            novel = cells.get(("test_new", method, d, shots), Stat())
+            out[(method, shots)].append(Base2NewRow(d, base, novel))
+    return out
+
+
+def base2new_average(rows: list[Base2NewRow]) -> tuple[float, float, float, int] | None:
+    """(Base, Novel, HM, number of datasets): means over datasets with both; HM of the means."""
+    complete = [r for r in rows if r.base and r.novel]
+    if not complete:
+        return None
+    base = statistics.fmean(r.base.mean for r in complete)
+    novel = statistics.fmean(r.novel.mean for r in complete)
+    return base, novel, harmonic_mean(base, novel), len(complete)
+
+
+def base2new_tables(records: list[Record]) -> list[Table]:
+    """The summary over methods, then one table per method."""
+    per_method = base2new_rows(records)
+    if not per_method:
+        return []
+    summary = Table("Base-to-novel generalization: average over datasets",
+                    ["Method", "Datasets", "Base", "Novel", "HM", "Paper (Base / Novel / HM)"],
+                    [], note="HM = harmonic mean of the average Base and average Novel.")
+    tables = []
+    for (method, shots), rows in per_method.items():
+        label = method if shots == 16 else f"{method} ({shots} shots)"
+        table = Table(f"Base-to-novel: {label}", ["Dataset", "Base", "Novel", "HM", "Seeds"], [])
+        for r in rows:
+            hm = r.hm_seeds
+            hm_cell = "–" if not (r.base and r.novel) else (
+                f"{r.hm:.2f} ± {hm.std:.2f}" if hm.n > 1 else f"{r.hm:.2f}")
+            seeds = sorted(set(r.base.by_seed) | set(r.novel.by_seed))
+            table.rows.append([display_name(r.dataset), fmt(r.base), fmt(r.novel), hm_cell,
+                               " ".join(map(str, seeds))])
+            for metric, stat in (("base", r.base), ("novel", r.novel)):
+                if stat:
+                    table.csv_rows.append(_csv("base2new", method, r.dataset, metric, shots, stat))
+            if r.base and r.novel:
+                table.csv_rows.append(_csv("base2new", method, r.dataset, "hm", shots, r.hm))
+        average = base2new_average(rows)
+        if average is not None:
+            base, novel, hm, n = average
+            table.rows.append([f"**Average ({n})**", *(f"{v:.2f}" for v in (base, novel, hm)), ""])
+            for metric, value in (("base", base), ("novel", novel), ("hm", hm)):
+                table.csv_rows.append(_csv("base2new", method, "average", metric, shots, value))
+            paper = PUBLISHED_BASE2NEW.get(method.split("/")[0])
+            summary.rows.append([label, str(n), f"{base:.2f}", f"{novel:.2f}", f"{hm:.2f}",
+                                 " / ".join(f"{v:.2f}" for v in paper) if paper else "–"])
+        tables.append(table)
+    return [summary, *tables]
+
+
+def transfer_table(records: list[Record], targets: list[str], source: str, title: str,
+                   name: str) -> Table | None:
+    """Methods x (source, targets, average of the targets)."""
+    cells = _cells(records)
+    evaluated = {(m, k) for (kind, m, d, k) in cells if kind == "evaluation" and d in targets}
+    if not evaluated:
+        return None
+    present = order_datasets({d for (kind, _m, d, _k) in cells
+                              if kind == "evaluation" and d in targets}, tuple(targets))
+    table = Table(title, ["Method", f"Source: {display_name(source)}",
+                          *map(display_name, present), "Average"], [])
+    for method, shots in sorted(evaluated):
+        src = cells.get(("train", method, source, shots)) or \
+            cells.get(("evaluation", method, source, shots), Stat())
+        stats = [cells.get(("evaluation", method, d, shots), Stat()) for d in present]
+        done = [s.mean for s in stats if s]
+        average = statistics.fmean(done) if done else None
+        label = method if shots == 16 else f"{method} ({shots} shots)"
+        table.rows.append([label, fmt(src), *map(fmt, stats), fmt(average)])
+        if src:
+            table.csv_rows.append(_csv(name, method, source, "source", shots, src))
+        for d, s in zip(present, stats, strict=True):
+            if s:
+                table.csv_rows.append(_csv(name, method, d, "accuracy", shots, s))
+        if average is not None:
+            table.csv_rows.append(_csv(name, method, "average", "accuracy", shots, average))
+    if len(present) < len(targets):
+        table.note = f"Average over the {len(present)} of {len(targets)} targets present."
+    return table
+
+
+def few_shot_tables(records: list[Record]) -> tuple[list[Table], dict[str, dict[str, dict]]]:
+    """One table per method (datasets x shots, plus the average); and the curves to plot."""
+    curves: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    cells = _cells([r for r in records if r.kind in ("train", "few_shot")])
+    tables = []
+    for method in sorted({m for (_kind, m, _d, _k) in cells}):
+        stats: dict[tuple[str, int], Stat] = {}
+        for (_kind, m, d, k), stat in cells.items():
+            if m == method:
+                stats[(d, k)] = Stat({**stats.get((d, k), Stat()).by_seed, **stat.by_seed})
+        shots = sorted({k for _d, k in stats})
+        datasets = order_datasets({d for d, _k in stats}, BASE2NEW_DATASETS)
+        table = Table(f"Few-shot: {method}", ["Dataset", *(f"{k} shots" for k in shots)], [])
+        for d in datasets:
+            table.rows.append([display_name(d), *(fmt(stats.get((d, k))) for k in shots)])
+            for k in shots:
+                if (d, k) in stats:
+                    curves[method][d][k] = stats[(d, k)].mean
+                    table.csv_rows.append(_csv("few_shot", method, d, "accuracy", k, stats[(d, k)]))
+        averages = []
+        for k in shots:
+            means = [stats[(d, k)].mean for d in datasets if (d, k) in stats]
+            averages.append(statistics.fmean(means))
+            curves[method]["average"][k] = averages[-1]
+            table.csv_rows.append(_csv("few_shot", method, "average", "accuracy", k, averages[-1]))
+        if len(datasets) > 1:
+            table.rows.append(["**Average**", *(f"{a:.2f}" for a in averages)])
+        tables.append(table)
+    return tables, curves
+
+
+# ---------------------------------------------------------------- charts
+
+
+def plot_base2new(tables: list[Table], path: Path) -> bool:
+    """Grouped bars of the average Base, Novel and HM of each method."""
+    rows = tables[0].rows if tables else []
+    if not rows:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(rows)), 4))
+    width = 0.27
+    for i, metric in enumerate(("Base", "Novel", "HM")):
+        values = [float(row[2 + i]) for row in rows]
+        ax.bar([x + (i - 1) * width for x in range(len(rows))], values, width, label=metric)
+    ax.set_xticks(range(len(rows)), [row[0].split("/")[0] for row in rows])
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("Base-to-novel generalization (average over datasets)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def plot_few_shot(curves: dict[str, dict[str, dict[int, float]]], path: Path) -> bool:
+    """Accuracy against shots: the average over datasets, then one panel per dataset."""
+    if not curves:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = ["average"] + order_datasets({d for c in curves.values() for d in c} - {"average"},
+                                          BASE2NEW_DATASETS)
+    cols = min(4, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+    for ax, panel in zip(axes.flat, panels, strict=False):
+        for method, by_dataset in curves.items():
+            points = sorted(by_dataset.get(panel, {}).items())
+            if points:
+                ax.plot([k for k, _ in points], [v for _, v in points], marker="o", label=method)
+        ax.set_xscale("log", base=2)
+        ax.set_title("Average" if panel == "average" else display_name(panel))
+        ax.set_xlabel("shots per class")
+        ax.set_ylabel("accuracy (%)")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+# ---------------------------------------------------------------- command line
+
+
+def build_tables(records: list[Record], source: str = "imagenet") -> dict[str, list[Table]]:
+    """Every table that the records support, by protocol."""
+    xd_targets = order_datasets({r.dataset for r in records if r.kind == "evaluation"}
+                                - set(DG_TARGETS) - {source}, BASE2NEW_DATASETS)
+    xd = transfer_table(records, xd_targets, source, "Cross-dataset transfer", "xd")
+    dg = transfer_table(records, list(DG_TARGETS), source, "Domain generalization", "dg")
+    few, _curves = few_shot_tables(records)
+    return {"base2new": base2new_tables(records), "xd": [xd] if xd else [],
+            "dg": [dg] if dg else [], "few_shot": few}
+
+
+def write_outputs(tables: dict[str, list[Table]], records: list[Record], out: Path) -> list[Path]:
+    """results.md, results.csv and the PNG charts in ``out``; returns the files written."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "results.md", out / "results.csv"]
+    written[0].write_text(render(tables))
+    with open(written[1], "w", newline="") as f:
+        writer = csv.DictWriter(f, ["table", "method", "dataset", "metric", "shots", "mean", "std",
+                                    "n_seeds", "seeds"])
+        writer.writeheader()
+        for group in tables.values():
+            for table in group:
+                writer.writerows(table.csv_rows)
+    if plot_base2new(tables["base2new"], out / "base2new.png"):
+        written.append(out / "base2new.png")
+    if plot_few_shot(few_shot_tables(records)[1], out / "few_shot.png"):
+        written.append(out / "few_shot.png")
+    return written
+
+
+def render(tables: dict[str, list[Table]]) -> str:
+    """All tables as one Markdown document."""
+    titles = {"base2new": "Base-to-novel generalization", "xd": "Cross-dataset transfer",
+              "dg": "Domain generalization", "few_shot": "Few-shot learning"}
+    parts = []
+    for key, group in tables.items():
+        if group:
+            parts.append(f"## {titles[key]}\n")
+            parts += [table.markdown() for table in group]
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("root", nargs="?", type=Path, default=Path("output"), help="output root")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for results.md, results.csv and charts (default: ROOT/tables)")
+    parser.add_argument("--source", default="imagenet", help="training dataset of xd and dg")
+    args = parser.parse_args(argv)
+    if not args.root.is_dir():
+        raise SystemExit(f"error: {args.root} is not a directory (give the output root)")
+    records = scan(args.root)
+    if not records:
+        raise SystemExit(f"error: no finished run under {args.root} (folders seed<N> whose "
+                         "log.txt holds a final '* accuracy: X%' line)")
+    tables = build_tables(records, args.source)
+    print(render(tables))
+    written = write_outputs(tables, records, args.out or args.root / "tables")
+    print("Wrote " + ", ".join(map(str, written)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""CoCoOp: Conditional Prompt Learning (Zhou et al., CVPR 2022, https://arxiv.org/abs/2203.05557).
+
+A meta-net (Linear, ReLU, Linear; hidden width vis_dim / 16) turns each normalised image feature
+into a shift of the shared context, so the class prompts, and their text features, are computed
+per image.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from engine import TRAINER_REGISTRY
+from engine.config import CN, register_config
+from trainers.base import (ClassTokens, PromptedCLIP, PromptTrainer, embed_words, normalize,
+                           prompt_text, random_context)
+
+logger = logging.getLogger(__name__)
+
+
+@register_config
+def add_cocoop_config(cfg: CN) -> None:
+    cfg.TRAINER.COCOOP = CN()
+    cfg.TRAINER.COCOOP.N_CTX = 16  # number of context vectors
+    cfg.TRAINER.COCOOP.CTX_INIT = ""  # initialization words (overrides N_CTX by their count)
+    cfg.TRAINER.COCOOP.PREC = "fp16"  # fp16, fp32, amp or bf16
+
+
+class CoCoOpPromptLearner(nn.Module):
+    """``ctx`` ``[n_ctx, d]`` and ``meta_net`` (the official key names)."""
+
+    def __init__(self, clip_model: nn.Module, classnames: list[str], n_ctx: int = 16,
+                 ctx_init: str = "") -> None:
+        super().__init__()
+        width, vis_dim = clip_model.text_width, clip_model.visual.output_dim
+        if ctx_init:
+            ctx_init = ctx_init.replace("_", " ")
+            n_ctx = len(ctx_init.split(" "))
+            ctx = embed_words(clip_model, ctx_init, n_ctx)
+            prefix = ctx_init
+        else:
+            ctx = random_context(n_ctx, width)
+            prefix = " ".join(["X"] * n_ctx)
+        logger.info('Initial context: "%s"; number of context words (tokens): %d', prefix, n_ctx)
+        self.ctx = nn.Parameter(ctx)
+        self.meta_net = nn.Sequential(OrderedDict([
+            ("linear1", nn.Linear(vis_dim, vis_dim // 16)),
+            ("relu", nn.ReLU(inplace=True)),
+            ("linear2", nn.Linear(vis_dim // 16, width)),
+        ]))
+        self.class_tokens = ClassTokens(clip_model, [prompt_text(prefix, c) for c in classnames])
+
+    def forward(self, image_features: torch.Tensor) -> torch.Tensor:
+        """Per-image context ``[B, n_ctx, d]`` from normalised image features ``[B, D]``."""
+        shift = self.meta_net(image_features.to(self.ctx.dtype))
+        return self.ctx.unsqueeze(0) + shift.unsqueeze(1)
+
+
+class ConditionalPromptedCLIP(PromptedCLIP):
+    """Text features per image: every image's context is written into every class prompt.
+
+    The text tower runs on ``images x classes`` prompts at once, in chunks of at most
+    ``max_text_batch`` prompts.
+    """
+
+    max_text_batch = 4096
+
+    def features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(normalised image features [B, D], normalised text features [B, N, D])."""
+        image_features = normalize(self.clip.encode_image(image))
+        ctx = self.prompt_learner(image_features)
+        tokens = self.prompt_learner.class_tokens
+        n_cls = len(tokens)
+        chunk = max(1, self.max_text_batch // n_cls)
+        text_features = [self._per_image_text(ctx[i:i + chunk], tokens)
+                         for i in range(0, ctx.shape[0], chunk)]
+        return image_features, torch.cat(text_features)
+
+    def _per_image_text(self, ctx: torch.Tensor, tokens: ClassTokens) -> torch.Tensor:
+        images, n_cls = ctx.shape[0], len(tokens)
+        embeddings = tokens.embeddings.unsqueeze(0).expand(images, -1, -1, -1).flatten(0, 1)
+        eot = tokens.eot.repeat(images)
+        prompt = ctx.unsqueeze(1).expand(-1, n_cls, -1, -1).flatten(0, 1)
+        features = self.clip.encode_text_embeddings(embeddings, eot, [prompt])
+        return normalize(features).view(images, n_cls, -1)
+
+    def logits(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+        scale = self.clip.logit_scale.exp()
+        return scale * torch.einsum("bd,bnd->bn", image_features, text_features)
+
+
+@TRAINER_REGISTRY.register()
+class CoCoOp(PromptTrainer):
+    """Conditional Context Optimization (CoCoOp)."""
+
+    config_node = "COCOOP"
+    model_name = "prompt_learner"
+
+    def build_prompt_learner(self, cfg, classnames, clip_model):
+        node = cfg.TRAINER.COCOOP
+        return CoCoOpPromptLearner(clip_model, classnames, node.N_CTX, node.CTX_INIT)
+
+    def build_prompted_clip(self, clip_model, learner):
+        return ConditionalPromptedCLIP(clip_model, learner)

@@ -1,0 +1,91 @@
+"""CoOp: Context Optimization (Zhou et al., IJCV 2022, https://arxiv.org/abs/2109.01134).
+
+Learnable context words shared by all classes (or one set per class, CSC) in front of, around
+or after the class name; text layer 0 only.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+import clip
+from engine import TRAINER_REGISTRY
+from engine.config import CN, register_config
+from trainers.base import (ClassTokens, PromptSchedule, PromptTrainer, embed_words,
+                           prompt_text, random_context)
+
+logger = logging.getLogger(__name__)
+
+
+@register_config
+def add_coop_config(cfg: CN) -> None:
+    cfg.TRAINER.COOP = CN()
+    cfg.TRAINER.COOP.N_CTX = 16  # number of context vectors
+    cfg.TRAINER.COOP.CSC = False  # class-specific context
+    cfg.TRAINER.COOP.CTX_INIT = ""  # initialization words (overrides N_CTX by their count)
+    cfg.TRAINER.COOP.PREC = "fp16"  # fp16, fp32, amp or bf16
+    cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # 'end', 'middle' or 'front'
+
+
+class CoOpPromptLearner(nn.Module):
+    """``ctx`` ``[n_ctx, d]`` (or ``[n_cls, n_ctx, d]`` with class-specific context)."""
+
+    positions = ("end", "middle", "front")
+
+    def __init__(self, clip_model: nn.Module, classnames: list[str], n_ctx: int = 16,
+                 ctx_init: str = "", csc: bool = False, position: str = "end") -> None:
+        super().__init__()
+        if position not in self.positions:
+            raise ValueError(f"CLASS_TOKEN_POSITION '{position}' is not one of {self.positions}")
+        width = clip_model.text_width
+        if ctx_init:
+            ctx_init = ctx_init.replace("_", " ")
+            n_ctx = len(ctx_init.split(" "))
+            ctx = embed_words(clip_model, ctx_init, n_ctx)
+            prefix = ctx_init
+        else:
+            ctx = random_context(len(classnames), n_ctx, width) if csc else random_context(n_ctx, width)
+            prefix = " ".join(["X"] * n_ctx)
+        logger.info('Initial context: "%s"; number of context words (tokens): %d', prefix, n_ctx)
+        self.ctx = nn.Parameter(ctx)
+        self.n_ctx = n_ctx
+        self.position = position
+        self.class_tokens = ClassTokens(clip_model, [prompt_text(prefix, c) for c in classnames])
+        self.name_lens = [len(clip.encode(c.replace("_", " "))) for c in classnames]
+
+    def forward(self) -> PromptSchedule:
+        tokens = self.class_tokens
+        if self.position == "end":
+            return PromptSchedule(tokens.embeddings, tokens.eot, text=[self.ctx])
+        return PromptSchedule(self._rearranged(), tokens.eot)
+
+    def _rearranged(self) -> torch.Tensor:
+        """Token embeddings with the class name moved before (front) or into the middle of the
+        context; every prompt keeps its length, so the end-of-text positions stay."""
+        embeddings = self.class_tokens.embeddings
+        n_cls = embeddings.shape[0]
+        ctx = self.ctx if self.ctx.dim() == 3 else self.ctx.unsqueeze(0).expand(n_cls, -1, -1)
+        ctx = ctx.to(embeddings.dtype)
+        half = self.n_ctx // 2 if self.position == "middle" else 0
+        rows = []
+        for i, name_len in enumerate(self.name_lens):
+            name = embeddings[i, 1 + self.n_ctx:1 + self.n_ctx + name_len]
+            rest = embeddings[i, 1 + self.n_ctx + name_len:]
+            rows.append(torch.cat([embeddings[i, :1], ctx[i, :half], name, ctx[i, half:], rest]))
+        return torch.stack(rows)
+
+
+@TRAINER_REGISTRY.register()
+class CoOp(PromptTrainer):
+    """Context Optimization (CoOp)."""
+
+    config_node = "COOP"
+    model_name = "prompt_learner"
+
+    def build_prompt_learner(self, cfg, classnames, clip_model):
+        node = cfg.TRAINER.COOP
+        return CoOpPromptLearner(clip_model, classnames, node.N_CTX, node.CTX_INIT, node.CSC,
+                                 node.CLASS_TOKEN_POSITION)
