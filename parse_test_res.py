@@ -9,7 +9,8 @@ The official usage, unchanged::
     python parse_test_res.py DIR --multi-exp   # DIR/<exp>/seed<N>/, plus the average over exps
 
 Each sub-folder of DIR (one per seed) holds the log.txt of one run. Training logs are read
-after the line "Finished training", evaluation logs (--test-log) after "=> result". A run
+after the line "Finish training" ("Finished training" with older Dassl), evaluation logs
+(--test-log) after "=> result". A run
 resumed by train.py continues in log.txt-<timestamp>; the newest log with a result counts.
 The standard deviation is numpy's default (population, ddof=0), as in the official script.
 For the tables of whole protocols see scripts/results.py.
@@ -39,7 +40,7 @@ def _subdirs(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def parse_directory(directory: Path, end_signal: str, ci95: bool) -> dict[str, float]:
+def parse_directory(directory: Path, end_signal: tuple[str, ...], ci95: bool) -> dict[str, float]:
     """Print the results of every seed folder of ``directory`` and their summary."""
     print(f"Parsing files in {directory}")
     if not directory.is_dir():
@@ -48,7 +49,8 @@ def parse_directory(directory: Path, end_signal: str, ci95: bool) -> dict[str, f
     for subdir in _subdirs(directory):
         result = run_result(subdir, end_signal)
         if result is None:
-            reason = "no result after '" + end_signal + "'" if log_files(subdir) else "no log.txt"
+            after = " or ".join(f"'{signal}'" for signal in end_signal)
+            reason = f"no result after {after}" if log_files(subdir) else "no log.txt"
             print(f"warning: skipping {subdir}: {reason}", file=sys.stderr)
             continue
         metrics, path = result

@@ -6,10 +6,15 @@ ImageNetA, ImageNetR and Custom (your own data), and adds the ``DATASET.CUSTOM``
 See DATASETS.md for the layouts and ``python -m datasets.check $DATA`` to verify a data folder.
 """
 
-from datasets import benchmarks, custom, demo, fgvc_aircraft, imagenet  # noqa: F401
 from datasets.benchmarks import ALL_BENCHMARKS, SPLIT_FILE_BENCHMARKS
 from datasets.reader import ProtocolDataset, SplitFileBenchmark, SplitFileDataset
 from datasets.sampling import load_few_shot, select_few_shot, subsample_classes
+from datasets.splits import DatasetFilesError, read_split, write_split
 
-__all__ = ["ALL_BENCHMARKS", "SPLIT_FILE_BENCHMARKS", "ProtocolDataset", "SplitFileBenchmark",
-           "SplitFileDataset", "load_few_shot", "select_few_shot", "subsample_classes"]
+# isort: split
+# The readers register themselves; imported after the names above, which they may import.
+from datasets import custom, demo, fgvc_aircraft, imagenet  # noqa: F401
+
+__all__ = ["ALL_BENCHMARKS", "SPLIT_FILE_BENCHMARKS", "DatasetFilesError", "ProtocolDataset",
+           "SplitFileBenchmark", "SplitFileDataset", "load_few_shot", "read_split",
+           "select_few_shot", "subsample_classes", "write_split"]

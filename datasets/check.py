@@ -35,7 +35,7 @@ def check_benchmark(root: str, benchmark: Benchmark) -> Report:
     """Load one benchmark from ``root`` and describe the result."""
     folder = os.path.join(root, benchmark.folder)
     if not os.path.isdir(folder):
-        return Report(benchmark.name, "missing", f"no folder {folder}")
+        return Report(benchmark.name, "missing", f"no folder {folder} (see DATASETS.md)")
     cfg = get_cfg_default()
     cfg.DATASET.ROOT = root
     cfg.DATASET.NAME = benchmark.name

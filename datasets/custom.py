@@ -138,6 +138,10 @@ class Custom(ProtocolDataset):
     def locate(self, cfg: Any) -> str:
         return os.path.join(dataset_root(cfg), cfg.DATASET.CUSTOM.DIR)
 
+    def folder_setting(self, cfg: Any) -> str:
+        return (f"DATASET.CUSTOM.DIR ({cfg.DATASET.CUSTOM.DIR!r}) is the dataset folder, "
+                f"relative to DATASET.ROOT ({cfg.DATASET.ROOT!r}) unless absolute.")
+
     def read_splits(self) -> tuple[list[Datum], list[Datum], list[Datum]]:
         split_path = os.path.join(self.dataset_dir, self.options.SPLIT_FILE)
         if os.path.exists(split_path):

@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from engine.data.datasets import DATASET_REGISTRY, DatasetBase, Datum
+from datasets.reader import ProtocolDataset, dataset_root
+from datasets.splits import read_split
+from engine.data.datasets import DATASET_REGISTRY
 
 logger = logging.getLogger(__name__)
 
@@ -64,28 +66,18 @@ def generate(root: str | os.PathLike, seed: int = 0) -> Path:
     return folder
 
 
-def read_split(folder: Path) -> dict[str, list[Datum]]:
-    split = json.loads((folder / SPLIT_FILE).read_text())
-    image_dir = folder / "images"
-    return {part: [Datum(impath=str(image_dir / path), label=int(label), classname=name)
-                   for path, label, name in items]
-            for part, items in split.items()}
-
 
 @DATASET_REGISTRY.register()
-class Demo(DatasetBase):
-    """The embedded demo (generated on first use under DATASET.ROOT/demo)."""
+class Demo(ProtocolDataset):
+    """The embedded demo, generated on first use under DATASET.ROOT/demo and then read like
+    any split-file benchmark (few-shot selection and base/new classes included)."""
 
     dataset_dir = "demo"
+    image_folder = "images"
 
-    def __init__(self, cfg) -> None:
-        folder = generate(os.path.expanduser(cfg.DATASET.ROOT))
-        split = read_split(folder)
-        train, val, test = split["train"], split["val"], split["test"]
-        num_shots = cfg.DATASET.NUM_SHOTS
-        if num_shots >= 1:
-            train = self.generate_fewshot_dataset(train, num_shots=num_shots)
-            val = self.generate_fewshot_dataset(val, num_shots=min(num_shots, 4))
-        train, val, test = subsample_classes(train, val, test,
-                                             subsample=cfg.DATASET.SUBSAMPLE_CLASSES)
-        super().__init__(train_x=train, val=val, test=test)
+    def locate(self, cfg) -> str:
+        return str(generate(dataset_root(cfg)))
+
+    def read_splits(self):
+        splits = read_split(os.path.join(self.dataset_dir, SPLIT_FILE), self.image_dir)
+        return splits["train"], splits["val"], splits["test"]

@@ -37,13 +37,13 @@ class ProtocolDataset(DatasetBase):
         self.image_dir = os.path.join(self.dataset_dir, self.image_folder)
         self.split_fewshot_dir = os.path.join(self.dataset_dir, "split_fewshot")
         require_path(self.dataset_dir, f"{type(self).__name__} folder",
-                     f"Set DATASET.ROOT (--root) to the folder holding the datasets "
-                     f"(now {cfg.DATASET.ROOT!r}). {self.fix_hint()}")
+                     f"{self.folder_setting(cfg)} {self.fix_hint()}")
         train, val, test = self.read_splits()
-        val_source = val if self.few_shot_val else None
-        train, val_shots = load_few_shot(train, val_source, cfg.DATASET.NUM_SHOTS, cfg.SEED,
+        train, val_shots = load_few_shot(train, val if self.few_shot_val else None,
+                                         cfg.DATASET.NUM_SHOTS, cfg.SEED,
                                          self.split_fewshot_dir, self.image_dir)
-        val = val_shots if self.few_shot_val else val
+        if self.few_shot_val:
+            val = val_shots
         train, val, test = subsample_classes(train, val, test,
                                              subsample=cfg.DATASET.SUBSAMPLE_CLASSES)
         super().__init__(train_x=train, val=val, test=test)
@@ -51,6 +51,11 @@ class ProtocolDataset(DatasetBase):
     def locate(self, cfg: Any) -> str:
         """The dataset folder: ``dataset_dir`` under ``DATASET.ROOT``."""
         return os.path.join(dataset_root(cfg), type(self).dataset_dir)
+
+    def folder_setting(self, cfg: Any) -> str:
+        """Which setting places the dataset folder, for the error when it is missing."""
+        return (f"Set DATASET.ROOT (--root) to the folder holding the datasets "
+                f"(now {cfg.DATASET.ROOT!r}).")
 
     def fix_hint(self) -> str:
         return docs_hint(self.docs_anchor or type(self).__name__)

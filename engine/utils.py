@@ -38,8 +38,9 @@ def set_random_seed(seed: int) -> None:
 
 def setup_logger(output: str | None = None, level: int = logging.INFO) -> str | None:
     """Send every log record to stdout and to ``output/log.txt`` (or to ``output`` itself
-    when it ends with .txt or .log). An existing log file is kept: the new one gets a
-    time-stamp suffix, as in Dassl. Returns the log file path."""
+    when it ends with .txt or .log). An existing log file is appended to, after a separator
+    line (Dassl starts a time-stamped file instead, so the result of a resumed run never
+    reached the log.txt that result parsers read). Returns the log file path."""
     root = logging.getLogger()
     root.setLevel(level)
     for handler in list(root.handlers):
@@ -53,10 +54,11 @@ def setup_logger(output: str | None = None, level: int = logging.INFO) -> str | 
     if output is None:
         return None
     fpath = output if output.endswith((".txt", ".log")) else os.path.join(output, "log.txt")
-    if os.path.exists(fpath):
-        fpath += time.strftime("-%Y-%m-%d-%H-%M-%S")
     mkdir_if_missing(os.path.dirname(fpath) or ".")
-    file_handler = logging.FileHandler(fpath, mode="w", encoding="utf-8")
+    if os.path.exists(fpath):
+        with open(fpath, "a", encoding="utf-8") as f:
+            f.write(f"\n===== new run: {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n")
+    file_handler = logging.FileHandler(fpath, mode="a", encoding="utf-8")
     file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
     file_handler._engine_handler = True  # type: ignore[attr-defined]
     root.addHandler(file_handler)

@@ -20,7 +20,7 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python}"
 OUTPUT="${OUTPUT:-output}"
 SHOTS="${SHOTS:-16}"
-TRAIN_END="Finished training"
+TRAIN_END="Finish training|Finished training"  # alternatives, split at '|' (older Dassl)
 TEST_END="=> result"
 
 die() {
@@ -113,14 +113,16 @@ require_checkpoint() {
     fi
 }
 
-# run_finished DIR SIGNAL: true when a log in DIR has an accuracy line after the line SIGNAL.
+# run_finished DIR SIGNALS: true when a log in DIR has an accuracy line after a line that
+# equals one of SIGNALS ('|'-separated).
 run_finished() {
     local logs=("$1"/log.txt*)
     [ -e "${logs[0]}" ] || return 1
-    awk -v signal="$2" '
+    awk -v signals="$2" '
+        BEGIN { n = split(signals, wanted, "|"); for (i = 1; i <= n; i++) is_signal[wanted[i]] = 1 }
         FNR == 1 { after = 0 }
         { line = $0; gsub(/^[ \t]+|[ \t\r]+$/, "", line) }
-        line == signal { after = 1 }
+        line in is_signal { after = 1 }
         after && line ~ /\* accuracy: [-+.0-9eE]+%/ { found = 1 }
         END { exit !found }' "${logs[@]}"
 }

@@ -1,9 +1,9 @@
 """Read results from the logs that train.py writes, in Dassl's format.
 
 A run folder holds ``log.txt`` and, after a resume, ``log.txt-<timestamp>`` files. The result
-of a log is the value of the last ``* accuracy: X%`` line after the line ``Finished training``
-(training runs) or ``=> result`` (evaluation runs): the rule of the official
-``parse_test_res.py``.
+of a log is the value of the last ``* accuracy: X%`` line after the line that ends training
+(``Finish training``; ``Finished training`` in logs of older Dassl versions) or, for
+evaluation-only runs, after ``=> result``: the rule of the official ``parse_test_res.py``.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-TRAIN_END = "Finished training"
-TEST_END = "=> result"
+TRAIN_END = ("Finish training", "Finished training")
+TEST_END = ("=> result",)
+Signal = str | tuple[str, ...] | None
 METRICS = {
     "accuracy": re.compile(r"\* accuracy: ([\.\deE+-]+)%"),
     "error": re.compile(r"\* error: ([\.\deE+-]+)%"),
@@ -26,17 +27,19 @@ def log_files(run_dir: str | Path) -> list[Path]:
     return sorted(files, key=lambda p: (p.stat().st_mtime, p.name))
 
 
-def parse_log(path: str | Path, end_signal: str | None) -> dict[str, float]:
+def parse_log(path: str | Path, end_signal: Signal) -> dict[str, float]:
     """Metrics of one log file: the last value of each metric after ``end_signal``.
 
-    ``end_signal=None`` reads every line. Returns an empty dict when nothing is found.
+    ``end_signal`` is a line or a tuple of alternative lines; None reads every line. Returns an
+    empty dict when nothing is found.
     """
+    signals = (end_signal,) if isinstance(end_signal, str) else end_signal
     found: dict[str, float] = {}
-    after = end_signal is None
+    after = signals is None
     with open(path, encoding="utf-8", errors="replace") as f:
         for raw in f:
             line = raw.strip()
-            if line == end_signal:
+            if signals is not None and line in signals:
                 after = True
             if not after:
                 continue
@@ -47,7 +50,7 @@ def parse_log(path: str | Path, end_signal: str | None) -> dict[str, float]:
     return found
 
 
-def run_result(run_dir: str | Path, end_signal: str | None) -> tuple[dict[str, float], Path] | None:
+def run_result(run_dir: str | Path, end_signal: Signal) -> tuple[dict[str, float], Path] | None:
     """Metrics of the newest log of ``run_dir`` that holds a result, with that log's path."""
     for path in reversed(log_files(run_dir)):
         metrics = parse_log(path, end_signal)
@@ -56,12 +59,12 @@ def run_result(run_dir: str | Path, end_signal: str | None) -> tuple[dict[str, f
     return None
 
 
-def run_accuracy(run_dir: str | Path, end_signal: str | None) -> float | None:
+def run_accuracy(run_dir: str | Path, end_signal: Signal) -> float | None:
     """Accuracy (in %) of a run folder, or None when the run has not finished."""
     result = run_result(run_dir, end_signal)
     return None if result is None else result[0]["accuracy"]
 
 
-def is_finished(run_dir: str | Path, end_signal: str | None) -> bool:
+def is_finished(run_dir: str | Path, end_signal: Signal) -> bool:
     """True when a log of ``run_dir`` holds a final accuracy."""
     return run_result(run_dir, end_signal) is not None

@@ -37,7 +37,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scripts import layout  # noqa: E402
-from scripts.logparse import TEST_END, TRAIN_END, is_finished  # noqa: E402
+from scripts.logparse import TEST_END, TRAIN_END, Signal, is_finished  # noqa: E402
 
 SCRIPTS = Path(__file__).resolve().parent
 PROTOCOLS = ("base2new", "xd", "dg", "few_shot")
@@ -92,7 +92,7 @@ class Job:
     name: str
     command: list[str] | str  # argv, or a shell command line
     run_dir: Path | None = None
-    end_signal: str | None = None
+    end_signal: Signal = None
     after: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
 
@@ -203,7 +203,7 @@ def load_jobs_file(path: Path) -> list[Job]:
 
     ``end_signal`` is "train", "test", a literal line, or null (any accuracy line counts).
     """
-    signals = {"train": TRAIN_END, "test": TEST_END}
+    signals: dict = {"train": TRAIN_END, "test": TEST_END}
     jobs = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):

@@ -9,6 +9,9 @@ from functools import cache
 
 from PIL import Image
 
+import datasets  # noqa: F401  (registers the readers and DATASET.CUSTOM)
+from engine.config import get_cfg_default
+
 # Per split-file benchmark: (path template relative to the image folder, class name as the
 # official split file writes it). Labels follow the order below.
 SPLIT_FILE_SAMPLES: dict[str, list[tuple[str, str]]] = {
@@ -140,3 +143,17 @@ def build_fgvc_aircraft(root: str, per_class: dict[str, int] | None = None) -> N
                 lines.append(f"{number} {name}\n")
         with open(os.path.join(folder, f"images_variant_{part}.txt"), "w") as f:
             f.writelines(lines)
+
+
+def make_cfg(root, name: str, num_shots: int = -1, seed: int = 1, subsample: str = "all",
+             **custom):
+    """A default config naming dataset ``name`` under ``root``; ``custom`` sets DATASET.CUSTOM."""
+    cfg = get_cfg_default()
+    cfg.DATASET.ROOT = str(root)
+    cfg.DATASET.NAME = name
+    cfg.DATASET.NUM_SHOTS = num_shots
+    cfg.DATASET.SUBSAMPLE_CLASSES = subsample
+    cfg.SEED = seed
+    for key, value in custom.items():
+        cfg.DATASET.CUSTOM[key.upper()] = value
+    return cfg

@@ -10,7 +10,7 @@ import pytest
 
 from engine.data.datasets import build_dataset
 from tests.datasets import layouts
-from tests.datasets.conftest import make_cfg
+from tests.datasets.layouts import make_cfg
 
 CLASSES = {"cat": 10, "dog": 10, "bird": 5}
 
@@ -99,7 +99,7 @@ def test_custom_few_shot_and_base(root):
 
 
 def test_custom_errors(root):
-    with pytest.raises(FileNotFoundError, match="DATASETS.md"):
+    with pytest.raises(FileNotFoundError, match="DATASET.CUSTOM.DIR(.|\n)*DATASETS.md"):
         load(root)
     build_folders(root / "custom", {"cat": 10, "dog": 2})
     with pytest.raises(ValueError, match=r"too few images.*dog \(2\)"):

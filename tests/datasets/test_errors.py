@@ -10,7 +10,7 @@ from datasets.check import main as check_main
 from datasets.splits import DatasetFilesError
 from engine.data.datasets import build_dataset
 from tests.datasets import layouts
-from tests.datasets.conftest import make_cfg
+from tests.datasets.layouts import make_cfg
 
 
 def test_missing_dataset_folder(root):

@@ -12,7 +12,7 @@ from engine.config import get_cfg_default
 from engine.data.datasets import build_dataset
 from engine.registry import DATASET_REGISTRY
 from tests.datasets import layouts
-from tests.datasets.conftest import make_cfg
+from tests.datasets.layouts import make_cfg
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -147,3 +147,17 @@ def test_custom_config_merges():
     cfg = get_cfg_default()
     cfg.merge_from_file(str(REPO / "configs" / "datasets" / "custom.yaml"))
     assert cfg.DATASET.NAME == "Custom" and tuple(cfg.DATASET.CUSTOM.SPLIT) == (0.5, 0.2, 0.3)
+
+
+def test_data_manager_loads_a_reader(root):
+    from engine.data import DataManager
+
+    layouts.build_split_file_dataset(str(root), "EuroSAT", "eurosat", "2750")
+    cfg = make_cfg(root, "EuroSAT", num_shots=2, subsample="base")
+    cfg.INPUT.SIZE = (8, 8)
+    cfg.DATALOADER.NUM_WORKERS = 0
+    cfg.DATALOADER.TRAIN_X.BATCH_SIZE = 4
+    manager = DataManager(cfg)
+    batch = next(iter(manager.train_loader_x))
+    assert tuple(batch["img"].shape) == (4, 3, 8, 8)
+    assert manager.classnames == ["Annual Crop Land", "Highway or Road"]

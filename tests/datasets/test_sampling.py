@@ -10,7 +10,7 @@ import pytest
 from datasets.sampling import subsample_classes
 from engine.data.datasets import Datum, build_dataset
 from tests.datasets import layouts
-from tests.datasets.conftest import make_cfg
+from tests.datasets.layouts import make_cfg
 
 FOLDERS = {"DescribableTextures": ("dtd", "images"), "EuroSAT": ("eurosat", "2750"),
            "Caltech101": ("caltech-101", "101_ObjectCategories")}

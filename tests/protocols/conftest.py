@@ -31,7 +31,7 @@ if epoch is None:
 if "--eval-only" not in args:
     (out / "prompt_learner").mkdir(exist_ok=True)
     (out / "prompt_learner" / f"model.pth.tar-{epoch}").write_text("weights")
-    text = "Finished training\n"
+    text = "Finish training\n"
 else:
     text = ""
 (out / "log.txt").write_text(text + "=> result\n* accuracy: 70.00%\n* error: 30.00%\n")

@@ -18,7 +18,7 @@ def write_train_log(run_dir: Path, accuracy: float, name: str = "log.txt",
     text = "Loading trainer: X\nepoch [1/2] batch [1/1] loss 1.0\n"
     if val is not None:
         text += "Evaluate on the *val* set\n" + result_block(val)
-    text += "Checkpoint saved to model.pth.tar-2\nFinished training\nEvaluate on the *test* set\n"
+    text += "Checkpoint saved to model.pth.tar-2\nFinish training\nEvaluate on the *test* set\n"
     path = run_dir / name
     path.write_text(text + result_block(accuracy) + "Elapsed: 0:00:01\n")
     return path

@@ -117,6 +117,10 @@ def test_finished_runs_are_skipped_and_unfinished_ones_resumed(repo: Path) -> No
     result = run(repo, "maple/base2new_train_maple.sh", "dtd", "2")
     assert "Resuming" in result.stdout and len(calls(train_dir / "seed2")) == 1
 
+    (train_dir / "seed3").mkdir()  # a log of an older Dassl version counts as finished too
+    (train_dir / "seed3" / "log.txt").write_text("Finished training\n* accuracy: 1.00%\n")
+    assert "Skip this job" in run(repo, "maple/base2new_train_maple.sh", "dtd", "3").stdout
+
 
 def test_evaluation_without_a_trained_model_fails_early(repo: Path) -> None:
     result = run(repo, "maple/base2new_test_maple.sh", "dtd", "1")

@@ -52,6 +52,11 @@ def test_logs_are_read_as_the_official_parser_does(tmp_path: Path) -> None:
     assert run_accuracy(run, TEST_END) == 61.5  # the last result after the first "=> result"
     write_unfinished_log(tmp_path / "seed2")
     assert run_accuracy(tmp_path / "seed2", TRAIN_END) is None
+    # logs of older Dassl versions end training with "Finished training"
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "log.txt").write_text(
+        "* accuracy: 99.00%\nFinished training\n=> result\n* accuracy: 55.50%\n")
+    assert run_accuracy(tmp_path / "old", TRAIN_END) == 55.5
     # a resumed run goes on in log.txt-<time>: its result counts
     write_train_log(tmp_path / "seed2", 64.25, name="log.txt-2026-01-01-00-00-00")
     assert run_accuracy(tmp_path / "seed2", TRAIN_END) == 64.25

@@ -43,7 +43,7 @@ with open(run_dir / "starts.txt", "a") as f:
 for epoch in range(first, epochs + 1):
     time.sleep(0.12)
     (run_dir / f"ckpt-{epoch}").write_text("weights")
-(run_dir / "log.txt").write_text("Finished training\n=> result\n* accuracy: 60.00%\n")
+(run_dir / "log.txt").write_text("Finish training\n=> result\n* accuracy: 60.00%\n")
 '''
 
 
