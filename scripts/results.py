@@ -241,7 +241,8 @@ def base2new_tables(records: list[Record]) -> list[Table]:
     if not per_method:
         return []
     summary = Table("Base-to-novel generalization: average over datasets",
-                    ["Method", "Datasets", "Base", "Novel", "HM", "Paper (Base / Novel / HM)"],
+                    ["Method", "Datasets", "Base", "Novel", "HM",
+                     "Paper, 11 datasets (Base / Novel / HM)"],
                     [], note="HM = harmonic mean of the average Base and average Novel.")
     tables = []
     for (method, shots), rows in per_method.items():
@@ -352,7 +353,9 @@ def plot_base2new(tables: list[Table], path: Path) -> bool:
     for i, metric in enumerate(("Base", "Novel", "HM")):
         values = [float(row[2 + i]) for row in rows]
         ax.bar([x + (i - 1) * width for x in range(len(rows))], values, width, label=metric)
-    ax.set_xticks(range(len(rows)), [row[0].split("/")[0] for row in rows])
+    names = [row[0].split("/")[0] for row in rows]  # trainer names, unless two share one
+    ax.set_xticks(range(len(rows)), names if len(set(names)) == len(names) else
+                  [row[0] for row in rows], fontsize="small")
     ax.set_ylabel("accuracy (%)")
     ax.set_title("Base-to-novel generalization (average over datasets)")
     ax.legend()

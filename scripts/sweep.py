@@ -273,7 +273,7 @@ class Sweep:
         self.poll = poll
         self.ok: set[str] = set()
         self.failures: dict[str, Failure] = {}
-        self.running: dict[str, tuple[subprocess.Popen, str | None, float]] = {}
+        self.running: dict[str, tuple[subprocess.Popen, int, float]] = {}  # slot index
         self.start = time.monotonic()
 
     def _say(self, message: str) -> None:
@@ -283,7 +283,8 @@ class Sweep:
               f"{len(self.failures)} | {_duration(time.monotonic() - self.start)}] {message}",
               flush=True)
 
-    def _launch(self, job: Job, slot: str | None) -> None:
+    def _launch(self, job: Job, index: int) -> None:
+        slot = self.slots[index]
         env = {**os.environ, **job.env}
         env.setdefault("PYTHON", sys.executable)
         if slot is not None:
@@ -293,7 +294,7 @@ class Sweep:
             proc = subprocess.Popen(job.command, shell=isinstance(job.command, str), env=env,
                                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True)
-        self.running[job.name] = (proc, slot, time.monotonic())
+        self.running[job.name] = (proc, index, time.monotonic())
         resume = " (resuming)" if job.run_dir is not None and job.run_dir.exists() else ""
         where = f"GPU {slot}" if slot is not None else "CPU/default device"
         self._say(f"start {job.name} on {where}{resume}")
@@ -361,14 +362,15 @@ class Sweep:
                 self.ok.add(job.name)
             else:
                 pending.append(job)
-        self._say(f"{len(self.ok)} finished already (skipped), {len(pending)} to run on "
-                  f"{len(self.slots) if self.slots != [None] else 'no'} GPU(s)")
+        where = ("one at a time (no GPU)" if self.slots == [None]
+                 else f"GPU(s) {','.join(map(str, self.slots))}, one job each")
+        self._say(f"{len(self.ok)} finished already (skipped), {len(pending)} to run, {where}")
         handler = _raise_interrupted
         old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             while pending or self.running:
-                busy = {slot for _proc, slot, _t in self.running.values()}
-                free = [slot for slot in self.slots if slot not in busy]
+                busy = {index for _proc, index, _t in self.running.values()}
+                free = [i for i in range(len(self.slots)) if i not in busy]
                 job = self._next(pending) if free else None
                 if job is not None:
                     self._launch(job, free[0])
@@ -427,8 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--source", default="imagenet", help="xd/dg: the training dataset")
     parser.add_argument("--output", type=Path, default=Path("output"), help="output root")
     parser.add_argument("--gpus", default=None,
-                        help="comma-separated GPU ids, one job each (default: "
-                             "CUDA_VISIBLE_DEVICES; none: one job at a time)")
+                        help="comma-separated GPU ids, one job each; repeat an id for two "
+                             "jobs on that GPU (default: CUDA_VISIBLE_DEVICES; none: one job "
+                             "at a time)")
     parser.add_argument("--jobs", type=Path, default=None, help="JSON-lines file of jobs")
     parser.add_argument("--log-dir", type=Path, default=None,
                         help="where each job's output goes (default: OUTPUT/sweep_logs)")

@@ -121,10 +121,13 @@ def test_load_model_uses_mapping_hook(toy_cfg):
         assert torch.equal(other.model.state_dict()[key], value)
 
 
-def test_setup_logger_writes_log_txt_without_overwriting(tmp_path):
+def test_setup_logger_appends_to_an_existing_log_txt(tmp_path):
+    """A resumed run continues log.txt, the file result parsers read."""
     first = setup_logger(str(tmp_path))
     logging.getLogger("engine.test").info("* accuracy: 12.5%")
     second = setup_logger(str(tmp_path))
-    assert first == str(tmp_path / "log.txt") and second != first
+    logging.getLogger("engine.test").info("* accuracy: 50.0%")
+    assert first == second == str(tmp_path / "log.txt")
     with open(first) as f:
-        assert "* accuracy: 12.5%" in f.read()
+        text = f.read()
+    assert text.index("* accuracy: 12.5%") < text.index("new run") < text.index("50.0%")

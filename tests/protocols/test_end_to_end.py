@@ -64,11 +64,11 @@ def test_base2new_protocol_end_to_end(tmp_path: Path) -> None:
     row = f"| demo | {demo.base.mean:.2f} | {demo.novel.mean:.2f} | {demo.hm:.2f} | 1 |"
     assert row in markdown
 
-    for phase, flag in (("train_base", []), ("test_new", ["--test-log"])):
+    experiment = f"demo/shots_16/CoOp/{CFG}"
+    for phase, flags, accuracy in (("train_base", [], demo.base.mean),
+                                   ("test_new", ["--test-log"], demo.novel.mean)):
         parsed = subprocess.run(
-            [sys.executable, "parse_test_res.py", str(train_dir.parent).replace("train_base",
-                                                                                phase), *flag],
-            cwd=REPO, capture_output=True, text=True, timeout=60)
+            [sys.executable, "parse_test_res.py", str(out / "base2new" / phase / experiment),
+             *flags], cwd=REPO, capture_output=True, text=True, timeout=60)
         assert parsed.returncode == 0, parsed.stderr
-        accuracy = demo.base.mean if phase == "train_base" else demo.novel.mean
         assert f"* accuracy: {accuracy:.2f}% +- 0.00%" in parsed.stdout

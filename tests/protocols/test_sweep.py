@@ -83,6 +83,13 @@ def test_one_job_per_gpu(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert "[4/4 | ok 4" in capsys.readouterr().out
 
 
+def test_a_repeated_gpu_id_runs_two_jobs_on_it(tmp_path: Path) -> None:
+    assert sweep.Sweep(recorder_jobs(tmp_path, 2, 0.4), ["5", "5"], tmp_path / "logs",
+                       poll=0.02).run() == []
+    (gpu_a, start_a, end_a), (gpu_b, start_b, end_b) = intervals(tmp_path, 2)
+    assert gpu_a == gpu_b == "5" and start_a < end_b and start_b < end_a
+
+
 def test_sequential_without_gpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert sweep.parse_gpus(None) == [] and sweep.parse_gpus("0, 2") == ["0", "2"]
