@@ -42,8 +42,9 @@ class Registry:
         if name not in self._entries:
             close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.5)
             hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            registered = ", ".join(sorted(self._entries)) or "(none)"
             raise KeyError(f"Unknown {self.kind} '{name}'.{hint} "
-                           f"Registered {self.kind}s: {', '.join(sorted(self._entries)) or '(none)'}")
+                           f"Registered {self.kind}s: {registered}")
         return self._entries[name]
 
     def registered_names(self) -> list[str]:

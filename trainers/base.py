@@ -62,8 +62,9 @@ class ClassTokens(nn.Module):
     def __init__(self, clip_model: nn.Module, prompts: Sequence[str]) -> None:
         super().__init__()
         tokens = clip.tokenize(list(prompts))
+        device = clip_model.token_embedding.weight.device
         with torch.no_grad():
-            embeddings = clip_model.token_embedding(tokens.to(clip_model.token_embedding.weight.device))
+            embeddings = clip_model.token_embedding(tokens.to(device))
         self.register_buffer("tokens", tokens, persistent=False)
         self.register_buffer("eot", tokens.argmax(dim=-1), persistent=False)
         self.register_buffer("embeddings", embeddings.float(), persistent=False)
@@ -84,6 +85,25 @@ def embed_words(clip_model: nn.Module, words: str, n: int) -> torch.Tensor:
 def random_context(*shape: int) -> torch.Tensor:
     """Context vectors drawn from N(0, 0.02²), as every official prompt learner does."""
     return nn.init.normal_(torch.empty(*shape), std=0.02)
+
+
+def word_context(clip_model: nn.Module, n_ctx: int, ctx_init: str,
+                 classes: int | None = None) -> tuple[torch.Tensor, str]:
+    """CoOp's context: the embeddings of all the words of CTX_INIT (their count replaces
+    N_CTX), else ``n_ctx`` random vectors (one set per class when ``classes`` is given) behind
+    an "X X ..." prompt. Returns the context and the prompt prefix."""
+    if ctx_init:
+        ctx_init = ctx_init.replace("_", " ")
+        ctx = embed_words(clip_model, ctx_init, len(ctx_init.split(" ")))
+        prefix = ctx_init
+    else:
+        shape = (n_ctx, clip_model.text_width) if classes is None else (
+            classes, n_ctx, clip_model.text_width)
+        ctx = random_context(*shape)
+        prefix = " ".join(["X"] * n_ctx)
+    logger.info('Initial context: "%s"; number of context words (tokens): %d', prefix,
+                ctx.shape[-2])
+    return ctx, prefix
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
@@ -256,14 +276,16 @@ class PromptTrainer(TrainerX):
         return cls.map_official_state_dict(learned)
 
     @classmethod
-    def map_official_state_dict(cls, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def map_official_state_dict(cls, state_dict: dict[str, torch.Tensor]
+                                ) -> dict[str, torch.Tensor]:
         """Official key names → the learner's; the default strips ``prompt_learner.``."""
         prefix = "prompt_learner."
         return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state_dict.items()}
 
     def frozen_reference(self) -> dict[str, torch.Tensor]:
         """Official full-model key name → the loaded backbone's tensor, for the checks."""
-        reference = {f"image_encoder.{k}": v for k, v in self.clip_model.visual.state_dict().items()}
+        visual = self.clip_model.visual.state_dict()
+        reference = {f"image_encoder.{k}": v for k, v in visual.items()}
         for key, value in self.clip_model.state_dict().items():
             if not key.startswith("visual."):
                 reference[f"text_encoder.{key}" if key.startswith(("transformer.", "ln_final.",

@@ -7,7 +7,6 @@ per image.
 
 from __future__ import annotations
 
-import logging
 from collections import OrderedDict
 
 import torch
@@ -15,10 +14,14 @@ from torch import nn
 
 from engine import TRAINER_REGISTRY
 from engine.config import CN, register_config
-from trainers.base import (ClassTokens, PromptedCLIP, PromptTrainer, embed_words, normalize,
-                           prompt_text, random_context)
-
-logger = logging.getLogger(__name__)
+from trainers.base import (
+    ClassTokens,
+    PromptedCLIP,
+    PromptTrainer,
+    normalize,
+    prompt_text,
+    word_context,
+)
 
 
 @register_config
@@ -36,15 +39,7 @@ class CoCoOpPromptLearner(nn.Module):
                  ctx_init: str = "") -> None:
         super().__init__()
         width, vis_dim = clip_model.text_width, clip_model.visual.output_dim
-        if ctx_init:
-            ctx_init = ctx_init.replace("_", " ")
-            n_ctx = len(ctx_init.split(" "))
-            ctx = embed_words(clip_model, ctx_init, n_ctx)
-            prefix = ctx_init
-        else:
-            ctx = random_context(n_ctx, width)
-            prefix = " ".join(["X"] * n_ctx)
-        logger.info('Initial context: "%s"; number of context words (tokens): %d', prefix, n_ctx)
+        ctx, prefix = word_context(clip_model, n_ctx, ctx_init)
         self.ctx = nn.Parameter(ctx)
         self.meta_net = nn.Sequential(OrderedDict([
             ("linear1", nn.Linear(vis_dim, vis_dim // 16)),

@@ -6,18 +6,13 @@ or after the class name; text layer 0 only.
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from torch import nn
 
 import clip
 from engine import TRAINER_REGISTRY
 from engine.config import CN, register_config
-from trainers.base import (ClassTokens, PromptSchedule, PromptTrainer, embed_words,
-                           prompt_text, random_context)
-
-logger = logging.getLogger(__name__)
+from trainers.base import ClassTokens, PromptSchedule, PromptTrainer, prompt_text, word_context
 
 
 @register_config
@@ -40,18 +35,10 @@ class CoOpPromptLearner(nn.Module):
         super().__init__()
         if position not in self.positions:
             raise ValueError(f"CLASS_TOKEN_POSITION '{position}' is not one of {self.positions}")
-        width = clip_model.text_width
-        if ctx_init:
-            ctx_init = ctx_init.replace("_", " ")
-            n_ctx = len(ctx_init.split(" "))
-            ctx = embed_words(clip_model, ctx_init, n_ctx)
-            prefix = ctx_init
-        else:
-            ctx = random_context(len(classnames), n_ctx, width) if csc else random_context(n_ctx, width)
-            prefix = " ".join(["X"] * n_ctx)
-        logger.info('Initial context: "%s"; number of context words (tokens): %d', prefix, n_ctx)
+        ctx, prefix = word_context(clip_model, n_ctx, ctx_init,
+                                   len(classnames) if csc else None)
         self.ctx = nn.Parameter(ctx)
-        self.n_ctx = n_ctx
+        self.n_ctx = ctx.shape[-2]
         self.position = position
         self.class_tokens = ClassTokens(clip_model, [prompt_text(prefix, c) for c in classnames])
         self.name_lens = [len(clip.encode(c.replace("_", " "))) for c in classnames]

@@ -46,7 +46,8 @@ def clip_keys() -> list[tuple[str, tuple[int, ...]]]:
         ("visual.ln_pre.bias", (VISION_WIDTH,)),
     ]
     for i in range(VISION_LAYERS):
-        keys += [(f"visual.transformer.resblocks.{i}.{n}", s) for n, s in _block_shapes(VISION_WIDTH)]
+        keys += [(f"visual.transformer.resblocks.{i}.{n}", s)
+                 for n, s in _block_shapes(VISION_WIDTH)]
     keys += [("visual.ln_post.weight", (VISION_WIDTH,)), ("visual.ln_post.bias", (VISION_WIDTH,)),
              ("token_embedding.weight", (VOCAB, TEXT_WIDTH))]
     for i in range(TEXT_LAYERS):

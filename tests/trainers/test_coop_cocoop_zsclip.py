@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 import clip
-import trainers  # noqa: F401  (registration)
 import datasets  # noqa: F401  (registration)
+import trainers  # noqa: F401  (registration)
 from engine.config import get_cfg_default
 from engine.trainer import build_trainer
 from trainers.base import PromptedCLIP, normalize
@@ -159,8 +159,8 @@ def test_cached_evaluation_equals_per_batch_evaluation(tmp_path, monkeypatch):
         t.cache_eval_text_features = cached
         outputs = []
         process = type(t.evaluator).process.__get__(t.evaluator)
-        monkeypatch.setattr(t.evaluator, "process", lambda out, label, outputs=outputs:
-                            outputs.append(out) or process(out, label))
+        monkeypatch.setattr(t.evaluator, "process", lambda out, label, outputs=outputs,
+                            process=process: outputs.append(out) or process(out, label))
         calls.clear()
         t.test()
         logits[cached] = torch.cat(outputs)
