@@ -15,20 +15,86 @@ things differ from OpenAI's forward passes, neither of which changes a result:
     positional embedding, before ``ln_pre``); deeper layers replace those last ``n`` tokens.
 
 The text transformer's mask is causal, so tokens after the last end-of-text token never reach an
-end-of-text feature: the text tower runs on sequences cut to ``max(eot) + 1`` tokens.
+end-of-text feature: the text tower runs on sequences cut to ``max(eot) + 1`` tokens, and over
+many class prompts it sorts them by length and runs groups cut to their own length.
+
+What makes the towers fast without changing results is switched in one place, ``SPEEDUPS``
+(change it for a block of code with :func:`speedups`): the benchmark and the tests switch it off
+to measure the gain and to check that the results stay the same.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 Prompts = Sequence[torch.Tensor | None] | None
+
+ATTENTION_IMPLS = ("sdpa", "mha")
+
+
+@dataclass
+class Speedups:
+    """Switches for what makes CLIP fast without changing its results; all on by default.
+
+    - ``text_truncation``: run the text tower on ``max(eot) + 1`` tokens (off: all of them, 77
+      for CLIP's tokenizer, as OpenAI's code does).
+    - ``attention``: ``"sdpa"`` (batch-first ``scaled_dot_product_attention`` with a causal flag)
+      or ``"mha"`` (OpenAI's path: sequence-first ``multi_head_attention_forward``, which
+      ``nn.MultiheadAttention`` runs, with an additive ``-inf`` mask for the text tower).
+    - ``length_groups``: sort the text sequences by length and run them in groups, each cut to
+      its own longest sequence (needs ``text_truncation``); a group is split off only where it
+      saves more than ``group_overhead_tokens`` token positions (the cost of one more pass
+      through the tower, so small class sets run as one group).
+    - ``text_chunk_size``: at most this many sequences per pass through the text tower (0: no
+      limit); caps the memory of inference over many classes.
+    """
+
+    text_truncation: bool = True
+    attention: str = "sdpa"
+    length_groups: bool = True
+    group_overhead_tokens: int = 2048
+    text_chunk_size: int = 0
+
+    def validate(self) -> None:
+        if self.attention not in ATTENTION_IMPLS:
+            raise ValueError(f"attention must be one of {ATTENTION_IMPLS}; "
+                             f"got {self.attention!r}")
+        if self.group_overhead_tokens < 0 or self.text_chunk_size < 0:
+            raise ValueError("group_overhead_tokens and text_chunk_size must be >= 0 (0 for "
+                             f"text_chunk_size: no limit); got {self.group_overhead_tokens}, "
+                             f"{self.text_chunk_size}")
+
+
+SPEEDUPS = Speedups()
+SPEEDUPS_OFF = {"text_truncation": False, "attention": "mha", "length_groups": False,
+                "text_chunk_size": 0}  # what OpenAI's code computes
+
+
+@contextlib.contextmanager
+def speedups(**changes: bool | int | str) -> Iterator[Speedups]:
+    """Change fields of ``SPEEDUPS`` for the block, e.g. ``with speedups(**SPEEDUPS_OFF):``."""
+    unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(Speedups)})
+    if unknown:
+        raise TypeError(f"unknown speedups {unknown}; the fields are "
+                        f"{[f.name for f in dataclasses.fields(Speedups)]}")
+    dataclasses.replace(SPEEDUPS, **changes).validate()
+    saved = dataclasses.asdict(SPEEDUPS)
+    for name, value in changes.items():
+        setattr(SPEEDUPS, name, value)
+    try:
+        yield SPEEDUPS
+    finally:
+        for name, value in saved.items():
+            setattr(SPEEDUPS, name, value)
 
 
 class LayerNorm(nn.LayerNorm):
@@ -60,6 +126,8 @@ class MultiheadAttention(nn.Module):
         self.out_proj = nn.Linear(embed_dim, embed_dim)
 
     def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        if SPEEDUPS.attention == "mha":
+            return self.forward_official(x, causal)
         batch, length, width = x.shape
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
         # [B, L, 3d] -> 3 x [B, heads, L, d / heads]
@@ -68,6 +136,21 @@ class MultiheadAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
         out = out.transpose(1, 2).reshape(batch, length, width)
         return self.out_proj(out)
+
+    def forward_official(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        """What OpenAI's ``nn.MultiheadAttention`` computes: sequence-first, with an additive
+        ``-inf`` mask above the diagonal for causal attention."""
+        length = x.shape[1]
+        mask = None
+        if causal:
+            mask = torch.full((length, length), float("-inf"), device=x.device,
+                              dtype=x.dtype).triu_(1)
+        seq = x.transpose(0, 1)  # [B, L, d] -> [L, B, d]
+        out, _ = F.multi_head_attention_forward(
+            seq, seq, seq, self.embed_dim, self.num_heads, self.in_proj_weight,
+            self.in_proj_bias, None, None, False, 0.0, self.out_proj.weight, self.out_proj.bias,
+            training=self.training, need_weights=False, attn_mask=mask)
+        return out.transpose(0, 1)
 
 
 class ResidualAttentionBlock(nn.Module):
@@ -352,8 +435,28 @@ class CLIP(nn.Module):
     def encode_text_embeddings(self, embeddings: torch.Tensor, eot_indices: torch.Tensor,
                                prompts: Prompts = None) -> torch.Tensor:
         """Text features from token embeddings ``[N, L, width]`` (no positional embedding) and
-        the position of each sequence's end-of-text token."""
-        length = int(eot_indices.max()) + 1
+        the position of each sequence's end-of-text token.
+
+        Per-sequence prompts (``[N, n, d]``) follow their sequences into the groups and chunks
+        of ``SPEEDUPS``; the features come back in the order of ``embeddings``.
+        """
+        count = embeddings.shape[0]
+        if eot_indices.shape != (count,):
+            raise ValueError(f"eot_indices must have shape [{count}] (one position per "
+                             f"sequence); got {tuple(eot_indices.shape)}")
+        plan = text_groups(eot_indices, embeddings.shape[1], SPEEDUPS)
+        if len(plan) == 1 and plan[0][0] is None:
+            return self._encode_text_group(embeddings, eot_indices, prompts, plan[0][1])
+        plan = [(idx.to(embeddings.device), length) for idx, length in plan]
+        features = [self._encode_text_group(embeddings[idx], eot_indices[idx],
+                                            _select_prompts(prompts, idx, count), length)
+                    for idx, length in plan]
+        order = torch.cat([idx for idx, _ in plan])
+        return torch.cat(features)[torch.argsort(order)]
+
+    def _encode_text_group(self, embeddings: torch.Tensor, eot_indices: torch.Tensor,
+                           prompts: Prompts, length: int) -> torch.Tensor:
+        """The text tower on sequences cut to their first ``length`` tokens."""
         x = embeddings[:, :length].to(self.dtype)
         if prompts and prompts[0] is not None:
             x = write_slot(x, prompts[0], 1)
@@ -371,6 +474,83 @@ class CLIP(nn.Module):
         text_features = F.normalize(self.encode_text(text), dim=-1)
         logits_per_image = self.logit_scale.exp() * image_features @ text_features.t()
         return logits_per_image, logits_per_image.t()
+
+
+TextPlan = list[tuple[torch.Tensor | None, int]]
+
+
+def text_groups(eot_indices: torch.Tensor, context: int, options: Speedups) -> TextPlan:
+    """How the text tower runs ``N`` sequences: a list of (indices of the sequences, or
+    ``None`` for all of them in order; the number of tokens to keep).
+
+    Without grouping or chunking there is one pass over all sequences. Grouping sorts the
+    sequences by end-of-text position and splits them where a split saves more token positions
+    than ``options.group_overhead_tokens`` (an exact dynamic programme over the distinct
+    lengths); chunking then splits every group into runs of at most ``text_chunk_size``.
+    """
+    count = eot_indices.shape[0]
+    if count == 0:
+        raise ValueError("no text sequences to encode")
+    if not options.text_truncation:
+        if options.text_chunk_size and count > options.text_chunk_size:
+            return _chunked([(torch.arange(count), context)], options.text_chunk_size)
+        return [(None, context)]
+    lengths = eot_indices.detach().cpu().long() + 1
+    if not options.length_groups:
+        plan: TextPlan = [(None, int(lengths.max()))]
+        if options.text_chunk_size and count > options.text_chunk_size:
+            return _chunked([(torch.arange(count), plan[0][1])], options.text_chunk_size)
+        return plan
+    order = torch.argsort(lengths, stable=True)
+    sorted_lengths = lengths[order]
+    bounds = _group_bounds(sorted_lengths.tolist(), options.group_overhead_tokens)
+    if len(bounds) == 1 and not (options.text_chunk_size and count > options.text_chunk_size):
+        return [(None, int(sorted_lengths[-1]))]
+    groups = [(order[start:end], int(sorted_lengths[end - 1])) for start, end in bounds]
+    return _chunked(groups, options.text_chunk_size) if options.text_chunk_size else groups
+
+
+def _group_bounds(sorted_lengths: list[int], overhead: int) -> list[tuple[int, int]]:
+    """(start, end) of the groups of a sorted list of lengths that minimise
+    ``sum(group size * group's longest length) + overhead * number of groups``."""
+    # the ends of runs of equal length are the only places worth splitting at
+    ends = [i + 1 for i in range(len(sorted_lengths))
+            if i + 1 == len(sorted_lengths) or sorted_lengths[i + 1] != sorted_lengths[i]]
+    best = [0.0] + [math.inf] * len(ends)  # best[k]: cost of the first ends[k - 1] sequences
+    cut = [0] * (len(ends) + 1)
+    for k in range(1, len(ends) + 1):
+        end = ends[k - 1]
+        for j in range(k):
+            start = ends[j - 1] if j else 0
+            cost = best[j] + (end - start) * sorted_lengths[end - 1] + overhead
+            if cost < best[k]:
+                best[k], cut[k] = cost, j
+    bounds, k = [], len(ends)
+    while k:
+        j = cut[k]
+        bounds.append((ends[j - 1] if j else 0, ends[k - 1]))
+        k = j
+    return bounds[::-1]
+
+
+def _chunked(groups: TextPlan, size: int) -> TextPlan:
+    return [(idx[i:i + size], length) for idx, length in groups
+            for i in range(0, idx.shape[0], size)]
+
+
+def _select_prompts(prompts: Prompts, idx: torch.Tensor, count: int) -> Prompts:
+    """The prompts of the sequences ``idx``: per-sequence prompts ``[count, n, d]`` are indexed,
+    shared ones (``[n, d]`` or ``[1, n, d]``) kept."""
+    if prompts is None:
+        return None
+    selected = []
+    for prompt in prompts:
+        if prompt is not None and prompt.dim() == 3 and prompt.shape[0] not in (1, count):
+            raise ValueError(f"a text prompt must be [n, d], [1, n, d] or [{count}, n, d] (one "
+                             f"per sequence); got {tuple(prompt.shape)}")
+        per_sequence = prompt is not None and prompt.dim() == 3 and prompt.shape[0] > 1
+        selected.append(prompt[idx.to(prompt.device)] if per_sequence else prompt)
+    return selected
 
 
 def _init_transformer(transformer: Transformer) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import subprocess
 import sys
@@ -10,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from engine.utils import setup_logger
 from scripts import layout, results
-from scripts.logparse import TEST_END, TRAIN_END, run_accuracy
+from scripts.logparse import TEST_END, TRAIN_END, parse_log, run_accuracy
 from tests.protocols.logs import write_test_log, write_train_log, write_unfinished_log
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,6 +62,24 @@ def test_logs_are_read_as_the_official_parser_does(tmp_path: Path) -> None:
     # a resumed run goes on in log.txt-<time>: its result counts
     write_train_log(tmp_path / "seed2", 64.25, name="log.txt-2026-01-01-00-00-00")
     assert run_accuracy(tmp_path / "seed2", TRAIN_END) == 64.25
+
+
+def test_a_run_resumed_into_the_same_log_reads_its_final_result(tmp_path: Path) -> None:
+    run = tmp_path / "seed1"
+    write_unfinished_log(run)  # interrupted: no result yet
+    before = (run / "log.txt").read_text()
+    setup_logger(str(run))  # the resumed run appends, after a separator
+    try:
+        log = logging.getLogger("resumed")
+        log.info("Finish training")
+        log.info("=> result")
+        log.info("* accuracy: 70.25%")
+    finally:
+        setup_logger(None)  # detach log.txt
+    text = (run / "log.txt").read_text()
+    assert text.startswith(before) and "===== new run" in text
+    assert run_accuracy(run, TRAIN_END) == 70.25
+    assert parse_log(run / "log.txt", TRAIN_END)["accuracy"] == 70.25
 
 
 def test_harmonic_mean_convention_matches_the_papers() -> None:
