@@ -294,6 +294,38 @@ def test_official_checkpoint_file_loads(tmp_path, model):
         assert torch.equal(fresh.state_dict()[key], value)
 
 
+def gpa_rounded(tensor: torch.Tensor, mean: float = 15, std: float = 1,
+                epochs: int = 20) -> torch.Tensor:
+    """A frozen tensor as the official fp16 GPA leaves it: the sum of its Gaussian-weighted
+    fp16 copies, each product and sum rounded to fp16."""
+    half, total = tensor.half(), None
+    for weight in gaussian_epoch_weights(mean, std, epochs):
+        term = half * weight
+        total = term if total is None else total + term
+    return total.float()
+
+
+def test_official_files_with_gpa_rounded_frozen_weights_are_accepted(tmp_path, model):
+    # the official GPA aggregates the whole model, frozen fp16 weights included, so released
+    # files hold them rounded; that is the same backbone, not another one
+    torch.manual_seed(7)
+    trained = IVLPPromptLearner(model, CLASSNAMES, 2, 3, 3, 3)
+    state = official_promptsrc_state(trained, model)
+    frozen = [k for k in state if k.startswith(("image_encoder.", "text_encoder."))
+              and "VPT" not in k]
+    rounded = {k: gpa_rounded(state[k]) for k in frozen}
+    assert any(not torch.equal(rounded[k], state[k]) for k in frozen)  # the rounding is real
+    state.update(rounded)
+    mapped = trainer_with(model).map_checkpoint_state_dict("VLPromptLearner", state)
+    fresh = learner_of("IVLP", model)
+    fresh.load_state_dict(mapped, strict=True)
+    assert torch.equal(fresh.ctx, trained.ctx)
+    # another backbone is still refused
+    state["image_encoder.conv1.weight"] = torch.randn_like(state["image_encoder.conv1.weight"])
+    with pytest.raises(ValueError, match="another backbone"):
+        trainer_with(model).map_checkpoint_state_dict("VLPromptLearner", state)
+
+
 def test_promptsrc_on_maple_files_map_too(model):
     learner = learner_of("MaPLe", model)
     state = {"prompt_learner.ctx": learner.ctx.detach(),
