@@ -5,7 +5,9 @@ space, the class name. ImageNet's labels are the positions of the sorted class f
 ``images/train`` (and, for the test set, of ``images/val``). Images inside a class folder keep
 the order of ``os.listdir``, as Dassl's ``listdir_nohidden`` does, so the few-shot selection of a
 seed is the official one; the listing is saved once as ``imagenet/preprocessed.json`` (the
-official reader's ``preprocessed.pkl``, as JSON) and reused, which freezes that order.
+official reader's ``preprocessed.pkl``, as JSON) and reused, which freezes that order. Where the
+official ``preprocessed.pkl`` is present it gives the listing (read safely; paths relocated), so
+the order is that of the user's official runs.
 The official ImageNet reader uses the validation set as test set and as ``val``, draws few-shot
 images only for training, and subsamples base/new classes; so does this one.
 
@@ -21,6 +23,7 @@ import logging
 import os
 from typing import Any
 
+from datasets.official_cache import OfficialCacheError, read_official_cache, relocate_last_parts
 from datasets.reader import ProtocolDataset, dataset_root
 from datasets.splits import (
     DatasetFilesError,
@@ -38,6 +41,7 @@ logger = logging.getLogger(__name__)
 CLASSNAMES_FILE = "classnames.txt"
 CLASSNAMES_URL = "https://drive.google.com/file/d/1-61f_ol79pViBFDG_IDlUQSwoLcn2XXF/view?usp=sharing"
 LISTING_FILE = "preprocessed.json"
+OFFICIAL_LISTING_FILE = "preprocessed.pkl"  # written by the official reader
 
 
 def listdir_nohidden(path: str) -> list[str]:
@@ -97,12 +101,30 @@ class ImageNet(ProtocolDataset):
                          f"Delete {listing} to list the image folders again.")
             train, test = splits["train"], splits["test"]
         else:
-            train, test = self.list_images()
+            train, test = self.official_listing() or self.list_images()
             try:
                 write_split({"train": train, "test": test}, listing, self.image_dir)
             except OSError as exc:
                 logger.warning("Could not save the ImageNet listing to %s (%s)", listing, exc)
         return train, test, test
+
+    def official_listing(self) -> tuple[list[Datum], list[Datum]] | None:
+        """The listing of the official ``preprocessed.pkl``, if there is one: the image order of
+        the user's official runs, so that a seed draws the same few-shot images."""
+        path = os.path.join(self.dataset_dir, OFFICIAL_LISTING_FILE)
+        if not os.path.exists(path):
+            return None
+        cached = read_official_cache(path)
+        if not {"train", "test"} <= set(cached):
+            raise OfficialCacheError(f"{path} has no train and test lists (it has "
+                                     f"{', '.join(cached)}); move it away to list the folders")
+        # the official paths are <image dir>/{train,val}/<wnid>/<file> on the machine that wrote
+        # them: keep the last three parts
+        train, test = (relocate_last_parts(cached[name], self.image_dir, 3)
+                       for name in ("train", "test"))
+        check_images(train + test, path, f"Move {path} away to list the image folders instead.")
+        logger.info("Using the official ImageNet listing of %s", path)
+        return train, test
 
     def list_images(self) -> tuple[list[Datum], list[Datum]]:
         classnames = read_classnames(os.path.join(self.dataset_dir, CLASSNAMES_FILE),

@@ -8,6 +8,9 @@ So the same seed picks the same images as the official code.
 The official readers cache the selection as ``split_fewshot/shot_{K}-seed_{S}.pkl``; ours is
 ``shot_{K}-seed_{S}.json`` in the same folder (same rows as a split file, never a pickle), so
 both can sit side by side. As in the official code, a cache hit draws nothing from ``random``.
+Where only the official pickle exists, its selection is used (read safely, see
+:mod:`datasets.official_cache`) and saved as our JSON, so runs continue on the very images of
+the user's official runs.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import math
 import os
 from collections.abc import Sequence
 
+from datasets.official_cache import OfficialCacheError, read_official_cache, relocate_by_suffix
 from datasets.splits import read_split, write_split
 from engine.data.datasets import Datum, sample_few_shot
 
@@ -82,7 +86,8 @@ def load_few_shot(train: Sequence[Datum], val: Sequence[Datum] | None, num_shots
         logger.info("Loading the few-shot selection from %s", path)
         cached = read_split(path, image_dir, names)
         return cached["train"], cached.get("val")
-    train, val = select_few_shot(train, val, num_shots)
+    official = official_few_shot(train, val, num_shots, seed, split_fewshot_dir, image_dir)
+    train, val = official if official else select_few_shot(train, val, num_shots)
     chosen = {"train": train} if val is None else {"train": train, "val": val}
     try:
         write_split(chosen, path, image_dir)
@@ -90,3 +95,40 @@ def load_few_shot(train: Sequence[Datum], val: Sequence[Datum] | None, num_shots
         logger.warning("Could not save the few-shot selection to %s (%s); it will be drawn "
                        "again next time", path, exc)
     return train, val
+
+
+def official_few_shot(train: Sequence[Datum], val: Sequence[Datum] | None, num_shots: int,
+                      seed: int, split_fewshot_dir: str, image_dir: str
+                      ) -> tuple[list[Datum], list[Datum] | None] | None:
+    """The selection of the official ``shot_{K}-seed_{S}.pkl``, matched to ``train`` and
+    ``val``; None (with a warning saying why) when there is none or it does not fit them."""
+    path = os.path.join(split_fewshot_dir, f"shot_{num_shots}-seed_{seed}.pkl")
+    if not os.path.exists(path):
+        return None
+    try:
+        cached = read_official_cache(path)
+    except OfficialCacheError as exc:
+        logger.warning("Not using the official few-shot selection: %s", exc)
+        return None
+    chosen: dict[str, list[Datum]] = {}
+    for name, items in (("train", train), ("val", val)):
+        if items is None:
+            continue
+        rows = cached.get(name)
+        if rows is None:
+            logger.warning("Not using %s: it has no '%s' list; drawing the selection", path, name)
+            return None
+        known = {os.path.relpath(item.impath, image_dir).replace(os.sep, "/"): item
+                 for item in items}
+        matched, unmatched = relocate_by_suffix(rows, known)
+        if not unmatched:
+            unmatched = [row[0] for row, item in zip(rows, matched, strict=True)
+                         if row[1] != item.label]
+        if unmatched:
+            logger.warning("Not using %s: %d of its %d '%s' images are not in this split with "
+                           "the same label (e.g. %s); drawing the selection", path,
+                           len(unmatched), len(rows), name, unmatched[0])
+            return None
+        chosen[name] = matched
+    logger.info("Using the official few-shot selection of %s", path)
+    return chosen["train"], chosen.get("val")
