@@ -22,6 +22,7 @@ import sys
 
 import torch
 
+from engine import distributed
 from engine.config import CfgNode, get_cfg_default
 from engine.trainer import build_trainer
 from engine.utils import collect_env_info, set_random_seed, setup_logger
@@ -84,7 +85,12 @@ def print_args(args: argparse.Namespace, cfg: CfgNode) -> None:
 
 def main(args: argparse.Namespace) -> None:
     cfg = setup_cfg(args)
-    setup_logger(cfg.OUTPUT_DIR)
+    # under torchrun: join the process group; only the first process logs to log.txt
+    distributed.init_distributed(torch.cuda.is_available() and cfg.USE_CUDA)
+    if distributed.is_main():
+        setup_logger(cfg.OUTPUT_DIR)
+    else:
+        setup_logger(None, level=logging.WARNING)
     if cfg.SEED >= 0:
         logger.info("Setting fixed seed: %d", cfg.SEED)
         set_random_seed(cfg.SEED)
@@ -93,13 +99,16 @@ def main(args: argparse.Namespace) -> None:
     print_args(args, cfg)
     logger.info("Collecting env info ...")
     logger.info("** System info **\n%s\n", collect_env_info())
-    trainer = build_trainer(cfg)
-    if args.eval_only:
-        trainer.load_model(args.model_dir, epoch=args.load_epoch)
-        trainer.test()
-        return
-    if not args.no_train:
-        trainer.train()
+    try:
+        trainer = build_trainer(cfg)
+        if args.eval_only:
+            trainer.load_model(args.model_dir, epoch=args.load_epoch)
+            trainer.test()
+            return
+        if not args.no_train:
+            trainer.train()
+    finally:
+        distributed.shutdown()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,10 @@ Resume: ``before_train`` looks for the ``checkpoint`` pointer of every registere
 ``RESUME`` (or ``OUTPUT_DIR``) and restores weights, optimizer, scheduler, trainer extras and
 the Python / numpy / torch generator states saved with them, so training goes on exactly as
 if it had not stopped (the data order comes from those generators, as in Dassl).
+
+Under torchrun (:mod:`engine.distributed`) the gradients of what the optimizers update are
+averaged over the processes in :meth:`TrainerBase.model_update`, and only the first process
+writes checkpoints and tensorboard files.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from engine import distributed
 from engine.checkpoint import (
     get_rng_state,
     latest_checkpoint_path,
@@ -103,7 +108,10 @@ class TrainerBase:
     # ------------------------------------------------------------------ save / load
     def save_model(self, epoch: int, directory: str, is_best: bool = False,
                    val_result: float | None = None, model_name: str = "") -> None:
-        """Save every registered model as ``directory/<name>/model.pth.tar-<epoch + 1>``."""
+        """Save every registered model as ``directory/<name>/model.pth.tar-<epoch + 1>``
+        (by the first process only, when several run)."""
+        if not distributed.is_main():
+            return
         rng_state = get_rng_state()
         for name in self.get_model_names():
             optim, sched = self._optims[name], self._scheds[name]
@@ -192,6 +200,9 @@ class TrainerBase:
     def model_update(self, names: str | list[str] | None = None) -> None:
         optims = [self._optims[n] for n in self.get_model_names(names)
                   if self._optims[n] is not None]
+        if distributed.world_size() > 1:
+            distributed.average_gradients(p for optim in optims for group in optim.param_groups
+                                          for p in group["params"])
         if self.precision is not None:
             self.precision.step(*optims)
             return
@@ -206,7 +217,7 @@ class TrainerBase:
 
     # ------------------------------------------------------------------ tensorboard
     def init_writer(self, log_dir: str) -> None:
-        if self._writer is None:
+        if self._writer is None and distributed.is_main():
             from torch.utils.tensorboard import SummaryWriter
 
             logger.info("Initialize tensorboard (log_dir=%s)", log_dir)
@@ -285,6 +296,7 @@ class SimpleTrainer(TrainerBase):
         super().__init__()
         self.check_cfg(cfg)
         use_cuda = torch.cuda.is_available() and cfg.USE_CUDA
+        distributed.init_distributed(use_cuda)  # under torchrun; sets this process's GPU
         self.device = torch.device("cuda" if use_cuda else "cpu")
         self.start_epoch = self.epoch = 0
         self.max_epoch = cfg.OPTIM.MAX_EPOCH
@@ -396,6 +408,8 @@ class TrainerX(SimpleTrainer):
         losses = MetricMeter()
         batch_time, data_time = AverageMeter(), AverageMeter()
         self.num_batches = len(self.train_loader_x)
+        if hasattr(self.train_loader_x.sampler, "set_epoch"):  # sharded under torchrun
+            self.train_loader_x.sampler.set_epoch(self.epoch)
         end = time.time()
         for self.batch_idx, batch in enumerate(self.train_loader_x):
             data_time.update(time.time() - end)

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from engine import distributed
 from engine.data.datasets import Datum, build_dataset
 from engine.data.read_image import read_image
 from engine.data.samplers import build_sampler
@@ -54,12 +55,14 @@ def build_data_loader(cfg: Any, sampler_type: str = "SequentialSampler",
     """One loader; training drops the last incomplete batch when there is a full one."""
     if not data_source:
         raise ValueError("Cannot build a data loader on an empty data source")
-    sampler = build_sampler(sampler_type, data_source)
+    sampler = build_sampler(sampler_type, data_source, shard=is_train, seed=cfg.SEED)
+    if is_train:  # under torchrun, BATCH_SIZE is the global batch (engine.distributed)
+        batch_size = distributed.per_process_batch(batch_size)
     wrapper = (dataset_wrapper or DatasetWrapper)(cfg, data_source, transform=tfm,
                                                   is_train=is_train)
     return DataLoader(wrapper, batch_size=batch_size, sampler=sampler,
                       num_workers=cfg.DATALOADER.NUM_WORKERS,
-                      drop_last=is_train and len(data_source) >= batch_size,
+                      drop_last=is_train and len(sampler) >= batch_size,
                       pin_memory=torch.cuda.is_available() and cfg.USE_CUDA)
 
 

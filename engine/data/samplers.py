@@ -3,20 +3,37 @@
 ``RandomSampler`` draws its permutation from torch's global generator when its iterator
 starts, exactly as in Dassl; the trainer checkpoints the global generators' states, so a
 resumed run draws the same permutations as an uninterrupted one.
+
+Under torchrun (several processes, see :mod:`engine.distributed`) training loaders shard each
+epoch: a ``DistributedSampler`` whose permutation comes from ``SEED`` and the epoch (the trainer
+calls ``set_epoch``), the same in every process, each taking its own part.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sized
 
-from torch.utils.data import RandomSampler, Sampler, SequentialSampler
+from torch.utils.data import DistributedSampler, RandomSampler, Sampler, SequentialSampler
+
+from engine import distributed
 
 __all__ = ["AVAI_SAMPLERS", "build_sampler"]
 
 AVAI_SAMPLERS = ["RandomSampler", "SequentialSampler"]
 
 
-def build_sampler(sampler_type: str, data_source: Sized, **unused: object) -> Sampler:
+def build_sampler(sampler_type: str, data_source: Sized, shard: bool = False, seed: int = 0,
+                  **unused: object) -> Sampler:
+    """The sampler ``sampler_type`` names; ``shard=True`` (training loaders) gives each process
+    its part of the epoch when several run."""
+    if sampler_type not in AVAI_SAMPLERS:
+        raise ValueError(f"Unknown sampler {sampler_type!r}; supported: "
+                         f"{', '.join(AVAI_SAMPLERS)} (set DATALOADER.TRAIN_X.SAMPLER / "
+                         "DATALOADER.TEST.SAMPLER)")
+    if shard and distributed.world_size() > 1:
+        return DistributedSampler(data_source, num_replicas=distributed.world_size(),
+                                  rank=distributed.rank(),
+                                  shuffle=sampler_type == "RandomSampler", seed=max(seed, 0))
     if sampler_type == "RandomSampler":
         return RandomSampler(data_source)
     if sampler_type == "SequentialSampler":
