@@ -125,6 +125,27 @@ def test_macro_f1_by_hand():
     assert macro_f1_score([0, 1], [2, 2]) == 0.0
 
 
+def test_macro_f1_equals_its_definition_on_random_labels():
+    def by_definition(y_true, y_pred):
+        scores = []
+        for label in sorted(set(y_true)):
+            pairs = list(zip(y_true, y_pred, strict=True))
+            tp = sum(t == label and p == label for t, p in pairs)
+            fp = sum(t != label and p == label for t, p in pairs)
+            fn = sum(t == label and p != label for t, p in pairs)
+            scores.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
+        return sum(scores) / len(scores)
+
+    gen = torch.Generator().manual_seed(0)
+    for n, k in ((1, 1), (40, 3), (500, 60)):
+        y_true = torch.randint(k, (n,), generator=gen).tolist()
+        y_pred = torch.randint(k + 2, (n,), generator=gen).tolist()  # some never true
+        assert macro_f1_score(y_true, y_pred) == pytest.approx(by_definition(y_true, y_pred),
+                                                               abs=1e-12)
+    with pytest.raises(ValueError, match="2 labels but 1"):
+        macro_f1_score([0, 1], [0])
+
+
 def test_evaluator_block_per_class_and_cmat(tmp_path, caplog):
     cfg = get_cfg_default()
     cfg.OUTPUT_DIR = str(tmp_path)
