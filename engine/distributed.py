@@ -15,7 +15,10 @@ the engine then
   ``forward``, and prompt trainers call several entry points);
 - lets only the first process write checkpoints, ``log.txt`` and tensorboard files.
 
-Evaluation runs whole on every process (same numbers everywhere; the first one logs them).
+Evaluation is sharded too when the evaluator can gather its shards (``gather_from_processes``,
+as :class:`engine.evaluator.Classification` does): each process evaluates every N-th image and
+all report the whole split's numbers (the first one logs them). An evaluator without it
+evaluates the whole split in every process.
 Without torchrun (``WORLD_SIZE`` unset or 1) nothing here does anything.
 """
 
@@ -111,3 +114,12 @@ def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:
         flat /= n
         for param, grad in zip(group, flat.split([p.numel() for p in group]), strict=True):
             param.grad = grad.view_as(param).clone()
+
+
+def all_gather_objects(obj: object) -> list:
+    """``obj`` of every process, in rank order (picklable objects of this engine only)."""
+    if world_size() == 1:
+        return [obj]
+    gathered: list = [None] * world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from engine import distributed
 from engine.registry import Registry
 
 __all__ = ["EVALUATOR_REGISTRY", "EvaluatorBase", "Classification", "build_evaluator",
@@ -104,6 +105,18 @@ class Classification(EvaluatorBase):
         self._y_true.extend(gt.detach().cpu().tolist())
         self._y_pred.extend(pred.detach().cpu().tolist())
 
+    def gather_from_processes(self) -> None:
+        """Under torchrun, where each process evaluated its shard: take in every process's
+        labels and predictions, so that every process reports the whole split."""
+        if distributed.world_size() == 1:
+            return
+        parts = distributed.all_gather_objects((self._correct, self._total, self._y_true,
+                                                self._y_pred))
+        self._correct = sum(part[0] for part in parts)
+        self._total = sum(part[1] for part in parts)
+        self._y_true = [label for part in parts for label in part[2]]
+        self._y_pred = [label for part in parts for label in part[3]]
+
     def evaluate(self) -> OrderedDict:
         if self._total == 0:
             raise RuntimeError("The evaluator saw no samples: the evaluation split is empty")
@@ -119,7 +132,7 @@ class Classification(EvaluatorBase):
                     f"{self._correct:,}", acc, err, macro_f1)
         if self.cfg.TEST.PER_CLASS_RESULT:
             results["perclass_accuracy"] = self._log_per_class()
-        if self.cfg.TEST.COMPUTE_CMAT:
+        if self.cfg.TEST.COMPUTE_CMAT and distributed.is_main():
             self._save_cmat()
         return results
 

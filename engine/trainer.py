@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from engine import distributed
@@ -37,6 +38,7 @@ from engine.checkpoint import (
     set_rng_state,
 )
 from engine.data import DataManager
+from engine.data.samplers import EveryNth
 from engine.evaluator import build_evaluator
 from engine.registry import TRAINER_REGISTRY
 from engine.utils import AverageMeter, MetricMeter, tolist_if_not
@@ -381,6 +383,14 @@ class SimpleTrainer(TrainerBase):
         if data_loader is None:
             raise RuntimeError("No test data: the dataset has no test split")
         logger.info("Evaluate on the *%s* set", split)
+        sharded = distributed.world_size() > 1 and hasattr(self.evaluator,
+                                                           "gather_from_processes")
+        if sharded:  # under torchrun: every N-th image here, the rest in the other processes
+            data_loader = DataLoader(
+                data_loader.dataset, batch_size=data_loader.batch_size,
+                sampler=EveryNth(data_loader.dataset, distributed.rank(),
+                                 distributed.world_size()),
+                num_workers=data_loader.num_workers, pin_memory=data_loader.pin_memory)
         self.before_test()
         try:
             for batch in tqdm(data_loader, desc=f"eval {split}", leave=False):
@@ -388,6 +398,8 @@ class SimpleTrainer(TrainerBase):
                 self.evaluator.process(self.model_inference(input), label)
         finally:
             self.after_test()
+        if sharded:
+            self.evaluator.gather_from_processes()
         results = self.evaluator.evaluate()
         for key, value in results.items():
             self.write_scalar(f"{split}/{key}", value, self.epoch)

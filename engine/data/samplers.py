@@ -17,7 +17,7 @@ from torch.utils.data import DistributedSampler, RandomSampler, Sampler, Sequent
 
 from engine import distributed
 
-__all__ = ["AVAI_SAMPLERS", "build_sampler"]
+__all__ = ["AVAI_SAMPLERS", "EveryNth", "build_sampler"]
 
 AVAI_SAMPLERS = ["RandomSampler", "SequentialSampler"]
 
@@ -40,3 +40,17 @@ def build_sampler(sampler_type: str, data_source: Sized, shard: bool = False, se
         return SequentialSampler(data_source)
     raise ValueError(f"Unknown sampler {sampler_type!r}; supported: {', '.join(AVAI_SAMPLERS)} "
                      f"(set DATALOADER.TRAIN_X.SAMPLER / DATALOADER.TEST.SAMPLER)")
+
+
+class EveryNth(Sampler[int]):
+    """Indices ``start, start + step, ...`` of a data source, in order: one process's shard of an
+    evaluation (no index repeated or padded, unlike ``DistributedSampler``)."""
+
+    def __init__(self, data_source: Sized, start: int, step: int) -> None:
+        self.indices = range(start, len(data_source), step)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)

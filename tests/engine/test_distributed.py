@@ -117,19 +117,28 @@ def training_worker(rank: int, world: int, port: int, root: str, output: str, ou
     from trainers.base import PromptTrainer
 
     seen: list[dict] = []
+    evaluated: list[int] = []
     forward_backward, after_train = PromptTrainer.forward_backward, SimpleTrainer.after_train
+    model_inference = PromptTrainer.model_inference
 
     def recording_forward_backward(self, batch):
         seen.append({"epoch": self.epoch, "images": list(batch["impath"])})
         return forward_backward(self, batch)
 
+    def counting_model_inference(self, input):
+        evaluated.append(input.shape[0])
+        return model_inference(self, input)
+
     def saving_after_train(self):
-        after_train(self)
+        after_train(self)  # ends with the final test, logged by the first process
         torch.save(self.model.prompt_learner.state_dict(), os.path.join(out, f"state{rank}.pt"))
+        final_test = {"accuracy": self.test(), "images": sum(evaluated) // 2,
+                      "total": self.evaluator._total, "y_true": sorted(self.evaluator._y_true)}
         with open(os.path.join(out, f"seen{rank}.json"), "w") as f:
-            json.dump(seen, f)
+            json.dump({"steps": seen, "test": final_test}, f)
 
     PromptTrainer.forward_backward = recording_forward_backward
+    PromptTrainer.model_inference = counting_model_inference
     SimpleTrainer.after_train = saving_after_train
     train.import_plugins()
     train.main(train.build_parser().parse_args(train_args(root, output)))
@@ -145,7 +154,9 @@ def test_train_py_under_torchrun_equals_one_process_on_the_global_batches(tmp_pa
 
     states = [torch.load(tmp_path / f"state{r}.pt", weights_only=True) for r in range(WORLD)]
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
-    seen = [json.loads((tmp_path / f"seen{r}.json").read_text()) for r in range(WORLD)]
+    records = [json.loads((tmp_path / f"seen{r}.json").read_text()) for r in range(WORLD)]
+    seen = [record["steps"] for record in records]
+    tests = [record["test"] for record in records]
     # each process loads 2 images a step, 3 steps an epoch, on its own half of the epoch
     for epoch in range(2):
         parts = [[img for step in s if step["epoch"] == epoch for img in step["images"]]
@@ -163,7 +174,9 @@ def test_train_py_under_torchrun_equals_one_process_on_the_global_batches(tmp_pa
     saved = load_checkpoint(str(output / "prompt_learner" / "model.pth.tar-2"))
     assert all(torch.equal(saved["state_dict"][k], v) for k, v in states[0].items())
     log = (output / "log.txt").read_text()
-    assert log.count("Finish training") == 1 and log.count("* accuracy:") == 1
+    assert log.count("Finish training") == 1
+    # the final test and the one the worker adds, each over the whole split, logged once
+    assert log.count("* accuracy:") == 2 and log.count("* total: 12\n") == 2
 
     # one process trained on the same global batches (both halves of every step) ends the same
     import train
@@ -195,3 +208,12 @@ def test_train_py_under_torchrun_equals_one_process_on_the_global_batches(tmp_pa
     for key, value in trainer.model.prompt_learner.state_dict().items():
         torch.testing.assert_close(value, states[0][key], atol=1e-4, rtol=0)
     assert Path(tmp_path / "single" / "prompt_learner" / "model.pth.tar-2").exists()
+
+    # evaluation: each process ran 6 of the 12 test images, and both report all 12, with the
+    # accuracy of one process evaluating the same weights on the whole split
+    assert [t["images"] for t in tests] == [6, 6]
+    assert [t["total"] for t in tests] == [12, 12]
+    labels = sorted(item.label for item in trainer.dm.dataset.test)
+    assert tests[0]["y_true"] == tests[1]["y_true"] == labels
+    trainer.model.prompt_learner.load_state_dict(states[0])
+    assert tests[0]["accuracy"] == tests[1]["accuracy"] == trainer.test()
