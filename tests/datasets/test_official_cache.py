@@ -19,7 +19,7 @@ from tests.datasets import layouts
 from tests.datasets.layouts import make_cfg
 from tests.datasets.test_sampling import dassl_few_shot
 
-FOREIGN = "/home/someone/DATA"  # where the official run kept its data
+FOREIGN = "/mnt/lab-nfs/DATA"  # where the official run kept its data (another machine)
 
 
 def official_datum_class():
