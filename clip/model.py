@@ -491,23 +491,26 @@ def text_groups(eot_indices: torch.Tensor, context: int, options: Speedups) -> T
     count = eot_indices.shape[0]
     if count == 0:
         raise ValueError("no text sequences to encode")
+    plan: TextPlan
     if not options.text_truncation:
-        if options.text_chunk_size and count > options.text_chunk_size:
-            return _chunked([(torch.arange(count), context)], options.text_chunk_size)
-        return [(None, context)]
-    lengths = eot_indices.detach().cpu().long() + 1
-    if not options.length_groups:
-        plan: TextPlan = [(None, int(lengths.max()))]
-        if options.text_chunk_size and count > options.text_chunk_size:
-            return _chunked([(torch.arange(count), plan[0][1])], options.text_chunk_size)
-        return plan
-    order = torch.argsort(lengths, stable=True)
-    sorted_lengths = lengths[order]
-    bounds = _group_bounds(sorted_lengths.tolist(), options.group_overhead_tokens)
-    if len(bounds) == 1 and not (options.text_chunk_size and count > options.text_chunk_size):
-        return [(None, int(sorted_lengths[-1]))]
-    groups = [(order[start:end], int(sorted_lengths[end - 1])) for start, end in bounds]
-    return _chunked(groups, options.text_chunk_size) if options.text_chunk_size else groups
+        plan = [(None, context)]
+    else:
+        lengths = eot_indices.detach().cpu().long() + 1
+        if not options.length_groups:
+            plan = [(None, int(lengths.max()))]
+        else:
+            order = torch.argsort(lengths, stable=True)
+            sorted_lengths = lengths[order]
+            bounds = _group_bounds(sorted_lengths.tolist(), options.group_overhead_tokens)
+            plan = [(order[start:end], int(sorted_lengths[end - 1])) for start, end in bounds]
+            if len(plan) == 1:
+                plan = [(None, plan[0][1])]
+    size = options.text_chunk_size
+    if size and count > size:
+        everything = torch.arange(count)
+        return _chunked([(everything if idx is None else idx, length) for idx, length in plan],
+                        size)
+    return plan
 
 
 def _group_bounds(sorted_lengths: list[int], overhead: int) -> list[tuple[int, int]]:

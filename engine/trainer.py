@@ -202,9 +202,8 @@ class TrainerBase:
     def model_update(self, names: str | list[str] | None = None) -> None:
         optims = [self._optims[n] for n in self.get_model_names(names)
                   if self._optims[n] is not None]
-        if distributed.world_size() > 1:
-            distributed.average_gradients(p for optim in optims for group in optim.param_groups
-                                          for p in group["params"])
+        distributed.average_gradients(p for optim in optims for group in optim.param_groups
+                                      for p in group["params"])  # under torchrun only
         if self.precision is not None:
             self.precision.step(*optims)
             return

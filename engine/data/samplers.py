@@ -36,10 +36,7 @@ def build_sampler(sampler_type: str, data_source: Sized, shard: bool = False, se
                                   shuffle=sampler_type == "RandomSampler", seed=max(seed, 0))
     if sampler_type == "RandomSampler":
         return RandomSampler(data_source)
-    if sampler_type == "SequentialSampler":
-        return SequentialSampler(data_source)
-    raise ValueError(f"Unknown sampler {sampler_type!r}; supported: {', '.join(AVAI_SAMPLERS)} "
-                     f"(set DATALOADER.TRAIN_X.SAMPLER / DATALOADER.TEST.SAMPLER)")
+    return SequentialSampler(data_source)
 
 
 class EveryNth(Sampler[int]):
