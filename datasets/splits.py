@@ -37,9 +37,55 @@ def require_path(path: str, what: str, fix: str) -> None:
 
 
 def rows_to_items(rows: Iterable[Sequence], image_dir: str) -> list[Datum]:
-    """``[relative path, label, class name]`` rows to items whose paths start with ``image_dir``."""
+    """``[relative path, label, class name]`` rows to items whose paths start with ``image_dir``
+    (rows as :func:`check_rows` accepts them)."""
     return [Datum(impath=os.path.join(image_dir, path), label=int(label), classname=classname)
             for path, label, classname in rows]
+
+
+def row_problem(row: object) -> str | None:
+    """What is wrong with one split-file row, or None when it is ``[str, int >= 0, str]``."""
+    if not isinstance(row, list | tuple) or len(row) != 3:
+        length = f"{len(row)} items" if isinstance(row, list | tuple) else type(row).__name__
+        return f"expected [relative path, label, class name], got {length}"
+    path, label, classname = row
+    if not isinstance(path, str) or not path:
+        return f"the path must be a non-empty string, got {path!r}"
+    if isinstance(label, bool) or not isinstance(label, int) or label < 0:
+        return f"the label must be an integer >= 0, got {label!r}"
+    if not isinstance(classname, str):
+        return f"the class name must be a string, got {classname!r}"
+    return None
+
+
+def check_rows(data: object, path: str, names: Sequence[str]) -> None:
+    """Raise ``ValueError`` naming ``path``, the split and the row when the splits ``names`` of
+    ``data`` are not lists of ``[relative path, label, class name]`` rows with one class name
+    per label."""
+    fix = "fix the file, or delete it and download or generate it again"
+    if not isinstance(data, dict):
+        raise ValueError(f"Split file {path} holds a JSON {type(data).__name__}; expected an "
+                         f"object with the lists {', '.join(names)}; {fix}")
+    absent = [name for name in names if name not in data]
+    if absent:
+        raise ValueError(f"Split file {path} has no {', '.join(absent)} list (it has "
+                         f"{', '.join(data) or 'nothing'}); {fix}")
+    names_of: dict[int, tuple[str, str, int]] = {}
+    for name in names:
+        rows = data[name]
+        if not isinstance(rows, list):
+            raise ValueError(f"Split file {path}: '{name}' must be a list of rows, got a JSON "
+                             f"{type(rows).__name__}; {fix}")
+        for number, row in enumerate(rows):
+            problem = row_problem(row)
+            if problem:
+                raise ValueError(f"Split file {path}, '{name}' row {number} ({row!r}): "
+                                 f"{problem}; {fix}")
+            first = names_of.setdefault(row[1], (row[2], name, number))
+            if first[0] != row[2]:
+                raise ValueError(f"Split file {path}: label {row[1]} is {first[0]!r} in "
+                                 f"'{first[1]}' row {first[2]} but {row[2]!r} in '{name}' row "
+                                 f"{number}; one label, one class name; {fix}")
 
 
 def items_to_rows(items: Iterable[Datum], image_dir: str) -> list[list]:
@@ -48,11 +94,11 @@ def items_to_rows(items: Iterable[Datum], image_dir: str) -> list[list]:
             for item in items]
 
 
-def read_json(path: str) -> dict:
+def read_json(path: str) -> object:
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not valid JSON ({exc}); delete it or download it again") \
             from exc
 
@@ -68,12 +114,10 @@ def write_json(data: Mapping, path: str) -> None:
 
 def read_split(path: str, image_dir: str,
                names: Sequence[str] = ("train", "val", "test")) -> dict[str, list[Datum]]:
-    """Read the splits ``names`` of a split file; every one must be present."""
+    """Read the splits ``names`` of a split file; every one must be present and well formed
+    (:func:`check_rows`)."""
     data = read_json(path)
-    absent = [name for name in names if name not in data]
-    if absent:
-        raise ValueError(f"Split file {path} has no {', '.join(absent)} list (it has "
-                         f"{', '.join(data) or 'nothing'}); delete it or download it again")
+    check_rows(data, path, names)
     logger.info("Reading split from %s", path)
     return {name: rows_to_items(data[name], image_dir) for name in names}
 

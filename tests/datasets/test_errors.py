@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -89,6 +90,54 @@ def test_fgvc_missing_images_and_unknown_variant(root):
         f.write("1000001 Boeing 999\n")
     with pytest.raises(ValueError, match="line 7: variant 'Boeing 999'"):
         build_dataset(make_cfg(root, "FGVCAircraft"))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda rows: rows["test"].__setitem__(1, ["a.jpg", 0]),
+     r"'test' row 1 \(\['a.jpg', 0\]\): expected \[relative path, label, class name\], got 2"),
+    (lambda rows: rows["train"].__setitem__(4, "a.jpg"), r"'train' row 4 .*got str"),
+    (lambda rows: rows["val"][0].__setitem__(1, "2"), r"'val' row 0 .*label must be an integer"),
+    (lambda rows: rows["val"][0].__setitem__(1, -1), r"'val' row 0 .*label must be an integer"),
+    (lambda rows: rows["val"][0].__setitem__(1, 1.5), r"'val' row 0 .*label must be an integer"),
+    (lambda rows: rows["train"][2].__setitem__(0, 7), r"'train' row 2 .*path must be a non-empty"),
+    (lambda rows: rows["train"][2].__setitem__(2, None), r"'train' row 2 .*class name must be"),
+    (lambda rows: rows.__setitem__("val", {"a": 1}), r"'val' must be a list of rows, got a JSON "
+                                                      r"dict"),
+    (lambda rows: rows["test"][3].__setitem__(2, "tabby"),
+     r"label 2 is 'crab_cakes' in 'train' row 0 but 'tabby' in 'test' row 3"),
+], ids=["two-items", "not-a-list", "label-str", "label-negative", "label-float", "path-int",
+        "classname-none", "split-dict", "two-names"])
+def test_malformed_split_rows_name_the_file_and_row(root, edit, message):
+    rows = layouts.split_rows("Food101")
+    edit(rows)
+    layouts.build_split_file_dataset(str(root), "Food101", "food-101", "images",
+                                     rows=layouts.split_rows("Food101"))
+    split = root / "food-101" / "split_zhou_Food101.json"
+    split.write_text(json.dumps(rows))
+    with pytest.raises(ValueError, match="split_zhou_Food101.json.*" + message):
+        build_dataset(make_cfg(root, "Food101"))
+
+
+def test_split_file_that_is_not_an_object_or_not_json(root):
+    layouts.build_split_file_dataset(str(root), "Food101", "food-101", "images")
+    split = root / "food-101" / "split_zhou_Food101.json"
+    split.write_text("[[1, 2, 3]]")
+    with pytest.raises(ValueError, match="split_zhou_Food101.json holds a JSON list; expected an "
+                                         "object with the lists train, val, test"):
+        build_dataset(make_cfg(root, "Food101"))
+    split.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ValueError, match="split_zhou_Food101.json is not valid JSON"):
+        build_dataset(make_cfg(root, "Food101"))
+
+
+def test_malformed_few_shot_cache_names_the_file(root):
+    layouts.build_split_file_dataset(str(root), "Food101", "food-101", "images")
+    cache = root / "food-101" / "split_fewshot" / "shot_2-seed_1.json"
+    cache.parent.mkdir()
+    cache.write_text(json.dumps({"train": [["apple_pie/1000000.jpg", "0", "apple_pie"]],
+                                 "val": []}))
+    with pytest.raises(ValueError, match=r"shot_2-seed_1.json, 'train' row 0 .*label"):
+        build_dataset(make_cfg(root, "Food101", num_shots=2))
 
 
 def test_unknown_dataset_name_lists_choices(root):
