@@ -33,15 +33,17 @@ MAX_VAL_SHOTS = 4  # the official readers keep min(K, 4) validation images per c
 def subsample_classes(*splits: Sequence[Datum], subsample: str = "all") -> list[list[Datum]]:
     """Keep the base or the new half of the classes in every split, relabelled from 0.
 
-    The labels of the first split, sorted, are cut at ``ceil(n / 2)``: the first part is
-    ``base``, the rest ``new``; ``all`` returns the splits unchanged.
+    The labels of all the splits together, sorted, are cut at ``ceil(n / 2)``: the first part
+    is ``base``, the rest ``new``; ``all`` returns the splits unchanged. (The official code
+    takes the labels of the first split, the training one; the two agree whenever every class
+    has training images, which :class:`engine.data.datasets.DatasetBase` then requires.)
     """
     if subsample not in SUBSAMPLE_CHOICES:
         raise ValueError(f"DATASET.SUBSAMPLE_CLASSES must be one of {SUBSAMPLE_CHOICES}, "
                          f"got {subsample!r}")
     if subsample == "all":
         return [list(split) for split in splits]
-    labels = sorted({item.label for item in splits[0]})
+    labels = sorted({item.label for split in splits for item in split})
     half = math.ceil(len(labels) / 2)
     selected = labels[:half] if subsample == "base" else labels[half:]
     relabel = {label: new for new, label in enumerate(selected)}

@@ -108,12 +108,16 @@ def test_subsample_base_and_new():
     assert [d.label for d in new_test] == [0, 1]
 
 
-def test_subsample_uses_first_split_labels_and_all_is_identity():
-    train, val = items([0, 1, 2, 3]), items([5, 0, 3])  # val has a label absent from train
+def test_subsample_cuts_the_labels_of_all_splits_and_all_is_identity():
+    # val has a label absent from train: the official code cuts the training labels only and
+    # drops label 5 silently; here it counts, so the new half keeps it (and DatasetBase then
+    # reports that it has no training image)
+    train, val = items([0, 1, 2, 3]), items([5, 0, 3])
     base_train, base_val = subsample_classes(train, val, subsample="base")
-    assert [d.label for d in base_val] == [0]
-    _, new_val = subsample_classes(train, val, subsample="new")
-    assert [d.classname for d in new_val] == ["c3"]
+    assert [d.label for d in base_train] == [0, 1, 2] and [d.label for d in base_val] == [0]
+    new_train, new_val = subsample_classes(train, val, subsample="new")
+    assert [d.classname for d in new_train] == ["c3"]
+    assert [(d.classname, d.label) for d in new_val] == [("c5", 1), ("c3", 0)]
     assert subsample_classes(train, val, subsample="all") == [train, val]
     with pytest.raises(ValueError, match="SUBSAMPLE_CLASSES"):
         subsample_classes(train, subsample="Base")

@@ -9,10 +9,15 @@ same seed picks the same images as the official code.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+
+logger = logging.getLogger(__name__)
+
+MAX_LISTED = 10  # classes named in a message
 
 
 class Datum:
@@ -98,6 +103,31 @@ def sample_few_shot(items: Sequence[Datum], num_shots: int, repeat: bool = False
     return selected
 
 
+def class_names(splits: dict[str, Sequence[Datum] | None],
+                owner: str) -> tuple[dict[int, str], list[str]]:
+    """``{label: class name}`` and the names in label order, from all labelled splits together
+    (Dassl takes them from train_x alone: a class absent from it was silently dropped).
+
+    Labels must be 0..n-1 and each must have one class name; otherwise ``ValueError`` names
+    ``owner`` (the dataset) and the splits involved.
+    """
+    first: dict[int, tuple[str, str]] = {}
+    for split, items in splits.items():
+        for item in items or []:
+            name, where = first.setdefault(item.label, (item.classname, split))
+            if name != item.classname:
+                raise ValueError(f"{owner}: label {item.label} is {name!r} in {where} but "
+                                 f"{item.classname!r} in {split} ({item.impath}); one label, "
+                                 f"one class name")
+    absent = sorted(set(range(max(first, default=-1) + 1)) - set(first))
+    if absent or any(label < 0 for label in first):
+        wrong = absent or sorted(label for label in first if label < 0)
+        raise ValueError(f"{owner}: labels must be 0..n-1 with images of every label in some "
+                         f"split; labels {wrong[:MAX_LISTED]} break that")
+    return ({label: first[label][0] for label in sorted(first)},
+            [first[label][0] for label in sorted(first)])
+
+
 class DatasetBase:
     """A dataset: ``train_x`` (labelled training items), ``train_u``, ``val`` and ``test``.
 
@@ -107,6 +137,9 @@ class DatasetBase:
 
     dataset_dir = ""  # folder name under DATASET.ROOT
     domains: list[str] = []  # domain names, for multi-domain datasets
+    # True for a protocol that evaluates classes absent from training (they stay in the label
+    # space, named, and a warning lists them); False: such a class is an error naming it.
+    allow_untrained_classes = False
 
     def __init__(self, train_x: list[Datum] | None = None, train_u: list[Datum] | None = None,
                  val: list[Datum] | None = None, test: list[Datum] | None = None) -> None:
@@ -114,9 +147,12 @@ class DatasetBase:
         self._train_u = train_u
         self._val = val
         self._test = test
-        reference = train_x if train_x else (test or [])
-        self._num_classes = self.get_num_classes(reference)
-        self._lab2cname, self._classnames = self.get_lab2cname(reference)
+        splits = {"train_x": train_x, "val": val, "test": test}  # train_u is unlabelled
+        self._lab2cname, self._classnames = class_names(splits, type(self).__name__)
+        self._num_classes = len(self._classnames)
+        untrained = sorted(set(self._lab2cname) - {item.label for item in train_x or []})
+        if train_x is not None and untrained:  # None: a test-only dataset
+            self.report_untrained(untrained, splits)
 
     @property
     def train_x(self) -> list[Datum] | None:
@@ -156,6 +192,28 @@ class DatasetBase:
         mapping = {item.label: item.classname for item in data_source}
         labels = sorted(mapping)
         return mapping, [mapping[label] for label in labels]
+
+    def report_untrained(self, labels: list[int],
+                         splits: dict[str, Sequence[Datum] | None]) -> None:
+        """Classes with images in val or test but none in train_x: an error, or with
+        ``allow_untrained_classes`` a warning (they are scored from their names alone)."""
+        present = {name: {item.label for item in items or []} for name, items in splits.items()
+                   if name != "train_x"}
+        listed = ", ".join(
+            f"{label} {self._lab2cname[label]!r} (in "
+            f"{' and '.join(name for name, labels in present.items() if label in labels)})"
+            for label in labels[:MAX_LISTED])
+        more = f" and {len(labels) - MAX_LISTED} more" if len(labels) > MAX_LISTED else ""
+        what = (f"{type(self).__name__}: {len(labels)} of {self._num_classes} classes have no "
+                f"training image (after the few-shot selection and the base/new split): "
+                f"{listed}{more}")
+        if self.allow_untrained_classes:
+            logger.warning("%s; they are evaluated from their class names alone", what)
+            return
+        raise ValueError(f"{what}. Every class needs training images: check the split file "
+                         f"(and delete a stale few-shot cache in split_fewshot/). A protocol that "
+                         f"evaluates classes unseen in training sets allow_untrained_classes = "
+                         f"True on its dataset class.")
 
     def check_input_domains(self, source_domains: Sequence[str],
                             target_domains: Sequence[str]) -> None:
