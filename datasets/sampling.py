@@ -62,9 +62,9 @@ def select_few_shot(train: Sequence[Datum], val: Sequence[Datum] | None,
     """
     if num_shots < 1:
         return list(train), None if val is None else list(val)
-    train = sample_few_shot(train, num_shots)
+    train = sample_few_shot(train, num_shots, what="training images")
     if val is not None:
-        val = sample_few_shot(val, min(num_shots, MAX_VAL_SHOTS))
+        val = sample_few_shot(val, min(num_shots, MAX_VAL_SHOTS), what="validation images")
     return train, val
 
 

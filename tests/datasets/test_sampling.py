@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 
 import pytest
 
 from datasets.sampling import subsample_classes
-from engine.data.datasets import Datum, build_dataset
+from engine.data.datasets import Datum, build_dataset, sample_few_shot
 from tests.datasets import layouts
 from tests.datasets.layouts import make_cfg
 
@@ -55,6 +56,29 @@ def test_few_shot_equals_dassl(root, name, seed, k):
     assert dataset.val == expected_val
     assert dataset.test == full.test
     assert [item.label for item in dataset.train_x][:min(k, 5)] == [2] * min(k, 5)
+
+
+def test_more_shots_than_a_class_has_warns_and_samples_as_dassl(root, caplog):
+    layouts.build_split_file_dataset(str(root), "EuroSAT", "eurosat", "2750",
+                                     uneven_rows("EuroSAT"))
+    full = build_dataset(make_cfg(root, "EuroSAT"))
+    random.seed(1)
+    expected = dassl_few_shot(full.train_x, 6), dassl_few_shot(full.val, 4)
+    random.seed(1)
+    with caplog.at_level(logging.WARNING):
+        dataset = build_dataset(make_cfg(root, "EuroSAT", num_shots=6, seed=1))
+    assert (dataset.train_x, dataset.val) == expected
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["1 class has fewer training images than the 6 shots asked for "
+                        "('Highway or Road' has 5): all of them are kept"]
+
+    group = items([0, 0, 1])
+    with caplog.at_level(logging.WARNING):
+        drawn = sample_few_shot(group, 3, repeat=True, rng=random.Random(0))
+    rng = random.Random(0)  # Dassl's repeat: random.choices per class, in order
+    assert drawn == rng.choices(group[:2], k=3) + rng.choices(group[2:], k=3)
+    assert "2 classes have fewer images than the 3 shots asked for ('c0' has 2, 'c1' has 1): " \
+           "drawn with replacement" in caplog.text
 
 
 def test_cache_is_json_and_read_back(root):

@@ -82,24 +82,34 @@ def split_by_domain(items: Iterable[Datum]) -> dict[int, list[Datum]]:
 
 
 def sample_few_shot(items: Sequence[Datum], num_shots: int, repeat: bool = False,
-                    rng: random.Random | None = None) -> list[Datum]:
+                    rng: random.Random | None = None, what: str = "images") -> list[Datum]:
     """Keep ``num_shots`` items per label, as Dassl's ``generate_fewshot_dataset``.
 
     Labels are visited in order of first appearance; each draws ``rng.sample(items, K)``
-    (``rng.choices`` with ``repeat`` when a class has fewer than K items, else all of them).
+    (``rng.choices`` with ``repeat`` when a class has fewer than K items, else all of them,
+    with a warning naming those classes and their counts; ``what`` says which items they are).
     ``rng`` defaults to Python's global ``random`` module, which train.py seeds from SEED.
     """
     if num_shots < 1:
         return list(items)
     draw = rng if rng is not None else random
     selected: list[Datum] = []
+    short: list[str] = []
     for group in split_by_label(items).values():
         if len(group) >= num_shots:
             selected.extend(draw.sample(group, num_shots))
-        elif repeat:
+            continue
+        short.append(f"{group[0].classname!r} has {len(group)}")
+        if repeat:
             selected.extend(draw.choices(group, k=num_shots))
         else:
             selected.extend(group)
+    if short:
+        more = f" and {len(short) - MAX_LISTED} more" if len(short) > MAX_LISTED else ""
+        logger.warning("%s fewer %s than the %d shots asked for (%s%s): %s",
+                       "1 class has" if len(short) == 1 else f"{len(short)} classes have",
+                       what, num_shots, ", ".join(short[:MAX_LISTED]), more,
+                       "drawn with replacement" if repeat else "all of them are kept")
     return selected
 
 
