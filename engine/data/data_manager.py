@@ -1,11 +1,21 @@
-"""Data loaders for a registered dataset, with Dassl's ``DataManager`` behaviour."""
+"""Data loaders for a registered dataset, with Dassl's ``DataManager`` behaviour.
+
+Beyond Dassl: the files of every split are checked to exist before anything runs (so a run
+does not fail at its final test, hours in); ``DATALOADER.NUM_WORKERS`` is capped at the CPUs
+this process may use (one log line instead of torch's warning per loader); and under torchrun
+each process draws its own random augmentations (:class:`RankSeededLoader`).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+import os
+import random
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -15,9 +25,13 @@ from engine.data.read_image import read_image
 from engine.data.samplers import build_sampler
 from engine.data.transforms import build_transform
 
-__all__ = ["DataManager", "DatasetWrapper", "build_data_loader"]
+__all__ = ["DataManager", "DatasetWrapper", "RankSeededLoader", "build_data_loader",
+           "check_files_exist", "worker_count"]
 
 logger = logging.getLogger(__name__)
+
+MAX_LISTED = 5  # missing files quoted in an error
+_capped_logged: set[tuple[int, int]] = set()  # (asked, allowed) already logged
 
 
 class DatasetWrapper(Dataset):
@@ -33,6 +47,7 @@ class DatasetWrapper(Dataset):
         if is_train and cfg.DATALOADER.K_TRANSFORMS != 1:
             raise ValueError("DATALOADER.K_TRANSFORMS other than 1 is not supported")
         self.to_tensor = build_transform(cfg, is_train=False) if self.return_img0 else None
+        self.item_seeds: tuple[int, ...] | None = None  # set by RankSeededLoader
 
     def __len__(self) -> int:
         return len(self.data_source)
@@ -42,10 +57,99 @@ class DatasetWrapper(Dataset):
         output = {"label": item.label, "domain": item.domain, "impath": item.impath,
                   "index": idx}
         img0 = read_image(item.impath)
-        output["img"] = self.transform(img0) if self.transform is not None else img0
+        with self.random_state(idx):
+            output["img"] = self.transform(img0) if self.transform is not None else img0
         if self.to_tensor is not None:
             output["img0"] = self.to_tensor(img0)
         return output
+
+    def random_state(self, idx: int) -> contextlib.AbstractContextManager:
+        """The generators the transform draws from: the process's own (Dassl's behaviour), or
+        under :class:`RankSeededLoader` generators seeded for this item, this process and this
+        epoch alone (the process's own generators are left as they were)."""
+        if self.item_seeds is None:
+            return contextlib.nullcontext()
+        return seeded_generators(derive_seed(*self.item_seeds, idx))
+
+
+def derive_seed(*numbers: int) -> int:
+    """A 64-bit seed that depends on every number given (numpy's SeedSequence hashing)."""
+    state = np.random.SeedSequence([n % 2**63 for n in numbers]).generate_state(2)
+    return int(state[0]) << 32 | int(state[1])
+
+
+@contextlib.contextmanager
+def seeded_generators(seed: int) -> Iterator[None]:
+    """Run the block with torch's, Python's and numpy's global generators seeded from ``seed``,
+    then restore them."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+
+
+class RankSeededLoader(DataLoader):
+    """A training loader under torchrun, whose random augmentations differ between processes
+    and are reproducible.
+
+    With every process seeded alike (they must be, to build the same prompts), the
+    processes would draw the same flips and crops for their k-th image. Here each epoch, the
+    transform of item i runs on generators seeded from ``(seed, rank, epoch, i)``, whatever
+    process or worker loads it; the workers' own seeds come from ``(seed, rank, epoch)``.
+    The epoch is the sampler's (``set_epoch``), so a resumed run draws what an uninterrupted
+    one does.
+    """
+
+    def __init__(self, dataset: Dataset, *args: Any, seed: int, **kwargs: Any) -> None:
+        super().__init__(dataset, *args, generator=torch.Generator(), **kwargs)
+        self.seed = seed
+
+    def __iter__(self):
+        epoch = getattr(self.sampler, "epoch", 0)
+        rank = distributed.rank()
+        self.generator.manual_seed(derive_seed(self.seed, rank, epoch, -1))
+        if isinstance(self.dataset, DatasetWrapper):
+            self.dataset.item_seeds = (self.seed, rank, epoch)
+        return super().__iter__()
+
+
+def worker_count(requested: int) -> int:
+    """``requested`` DataLoader workers, at most the CPUs this process may use (logged once)."""
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        (os.cpu_count() or 1)
+    if requested <= available:
+        return requested
+    if (requested, available) not in _capped_logged:
+        _capped_logged.add((requested, available))
+        logger.info("DATALOADER.NUM_WORKERS is %d but this process may use %d CPUs: loading "
+                    "with %d workers", requested, available, available)
+    return available
+
+
+def check_files_exist(splits: dict[str, Sequence[Datum] | None], owner: str) -> None:
+    """Raise ``FileNotFoundError`` listing, per split, how many image files are missing and
+    the first of them."""
+    problems = []
+    for name, items in splits.items():
+        missing = [item.impath for item in items or [] if not os.path.exists(item.impath)]
+        if missing:
+            listed = "\n    ".join(missing[:MAX_LISTED])
+            more = f"\n    ... and {len(missing) - MAX_LISTED} more" \
+                if len(missing) > MAX_LISTED else ""
+            problems.append(f"  {name}: {len(missing)} of {len(items)} images missing, e.g.\n"
+                            f"    {listed}{more}")
+    if problems:
+        raise FileNotFoundError(f"Images of {owner} are missing (checked before training, so "
+                                f"that the run does not stop at its test):\n"
+                                + "\n".join(problems)
+                                + "\nRestore them, or fix the dataset's split files "
+                                  "(python -m datasets.check DATA NAME reports them).")
 
 
 def build_data_loader(cfg: Any, sampler_type: str = "SequentialSampler",
@@ -60,10 +164,14 @@ def build_data_loader(cfg: Any, sampler_type: str = "SequentialSampler",
         batch_size = distributed.per_process_batch(batch_size)
     wrapper = (dataset_wrapper or DatasetWrapper)(cfg, data_source, transform=tfm,
                                                   is_train=is_train)
-    return DataLoader(wrapper, batch_size=batch_size, sampler=sampler,
-                      num_workers=cfg.DATALOADER.NUM_WORKERS,
-                      drop_last=is_train and len(sampler) >= batch_size,
-                      pin_memory=torch.cuda.is_available() and cfg.USE_CUDA)
+    options = {"batch_size": batch_size, "sampler": sampler,
+               "num_workers": worker_count(cfg.DATALOADER.NUM_WORKERS),
+               "drop_last": is_train and len(sampler) >= batch_size,
+               "pin_memory": torch.cuda.is_available() and cfg.USE_CUDA}
+    if is_train and distributed.world_size() > 1:
+        seed = cfg.SEED if cfg.SEED >= 0 else random.SystemRandom().randrange(2**63)
+        return RankSeededLoader(wrapper, seed=seed, **options)
+    return DataLoader(wrapper, **options)
 
 
 class DataManager:
@@ -77,6 +185,8 @@ class DataManager:
         tfm_test = custom_tfm_test or build_transform(cfg, is_train=False)
         if not dataset.train_x and not dataset.test:
             raise ValueError(f"Dataset {cfg.DATASET.NAME} has neither training nor test items")
+        check_files_exist({"train_x": dataset.train_x, "train_u": dataset.train_u,
+                           "val": dataset.val, "test": dataset.test}, cfg.DATASET.NAME)
         test_cfg = cfg.DATALOADER.TEST
 
         def loader(source: Sequence[Datum] | None, train: bool) -> DataLoader | None:
