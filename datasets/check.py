@@ -1,27 +1,45 @@
-"""Check a data folder: which benchmarks are installed, which are broken, and their split sizes.
+"""Check a data folder: which datasets are installed, which are broken, and their split sizes.
 
-    python -m datasets.check $DATA                      # all fifteen benchmarks
-    python -m datasets.check $DATA Caltech101 EuroSAT   # only these
+    python -m datasets.check $DATA                       # the fifteen benchmarks
+    python -m datasets.check $DATA Caltech101 EuroSAT    # only these
+    python -m datasets.check $DATA --decode              # and decode every image
+    python -m datasets.check $DATA configs/datasets/custom.yaml -- DATASET.CUSTOM.DIR pets
+    python -m datasets.check $DATA Custom -- DATASET.CUSTOM.DIR pets DATASET.CUSTOM.CSV x.csv
 
-Each benchmark is loaded with its reader (all shots, all classes); the report gives one line per
-dataset: ``ok`` with the number of classes and of train/val/test images, ``missing`` when its
-folder is absent, or ``error`` with the reader's message (missing split file, missing images,
-...). The exit status is 1 when a present dataset is broken or a named one is missing.
-Loading ImageNet the first time lists its 1.3 million files (and saves the listing).
+A name is a registered dataset (a benchmark, ``Custom``, ``Demo``, or one of your own imported
+through ``ENGINE_IMPORTS=pkg.module``, as for train.py) or a dataset config file; ``KEY VALUE``
+pairs after ``--`` are set for every dataset checked. Each dataset is loaded with its reader
+(all shots, all classes); the report gives one line per dataset: ``ok`` with the number of
+classes and of train/val/test images, ``missing`` when a benchmark's folder is absent, or
+``error`` with the reader's message (missing split file, missing images, ...).
+
+``--decode`` also opens every image of every split as training does (``read_image``), in
+``--workers`` processes with a progress bar, and reports the files that cannot be read and why
+(truncated, not an image, over PIL's size limit, ...): a run otherwise meets them only when it
+reaches them, possibly hours in. The exit status is 1 when a dataset is broken, a named one is
+missing, or an image cannot be decoded.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
-from datasets.benchmarks import ALL_BENCHMARKS, Benchmark  # the package registers every reader
-from engine.config import get_cfg_default
+from tqdm import tqdm
+
+from datasets.benchmarks import ALL_BENCHMARKS  # the package registers every reader
+from engine.config import CfgNode, get_cfg_default
+from engine.data.datasets import DatasetBase
+from engine.data.read_image import read_image
 from engine.registry import DATASET_REGISTRY
+
+MAX_LISTED = 5  # unreadable images quoted per dataset
 
 
 @dataclass
@@ -31,22 +49,64 @@ class Report:
     detail: str
 
 
-def check_benchmark(root: str, benchmark: Benchmark) -> Report:
-    """Load one benchmark from ``root`` and describe the result."""
-    folder = os.path.join(root, benchmark.folder)
-    if not os.path.isdir(folder):
-        return Report(benchmark.name, "missing", f"no folder {folder} (see DATASETS.md)")
-    cfg = get_cfg_default()
-    cfg.DATASET.ROOT = root
-    cfg.DATASET.NAME = benchmark.name
+@dataclass(frozen=True)
+class Target:
+    """A dataset to check: its config, and for a benchmark its folder under the root."""
+
+    name: str
+    cfg: CfgNode
+    folder: str | None = None
+
+
+def load(target: Target) -> tuple[DatasetBase | None, Report]:
+    """Load one dataset with its reader and describe the result."""
+    if target.folder is not None and not os.path.isdir(target.folder):
+        return None, Report(target.name, "missing", f"no folder {target.folder} (see "
+                                                    "DATASETS.md)")
     try:
-        dataset = DATASET_REGISTRY.get(benchmark.name)(cfg)
+        dataset = DATASET_REGISTRY.get(target.cfg.DATASET.NAME)(target.cfg)
     except (OSError, ValueError, KeyError) as exc:
-        return Report(benchmark.name, "error", str(exc).strip())
+        return None, Report(target.name, "error", str(exc).strip().strip("'\""))
     sizes = ", ".join(f"{part} {len(items)}" for part, items in
                       (("train", dataset.train_x), ("val", dataset.val), ("test", dataset.test))
                       if items is not None)
-    return Report(benchmark.name, "ok", f"{dataset.num_classes} classes, {sizes}")
+    return dataset, Report(target.name, "ok", f"{dataset.num_classes} classes, {sizes}")
+
+
+def decode_one(path: str) -> str | None:
+    """Why ``path`` cannot be read as training reads it, or None."""
+    try:
+        read_image(path)
+    except OSError as exc:
+        return str(exc)
+    return None
+
+
+def decode_all(paths: Sequence[str], workers: int, label: str) -> list[tuple[str, str]]:
+    """``(path, reason)`` of the images that fail to decode, in ``workers`` processes."""
+    if workers <= 1:
+        results: Iterable[str | None] = map(decode_one, paths)
+        return _failures(paths, tqdm(results, total=len(paths), desc=label, unit="img"))
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(decode_one, paths, chunksize=max(1, min(256, len(paths) // workers)))
+        return _failures(paths, tqdm(results, total=len(paths), desc=label, unit="img"))
+
+
+def _failures(paths: Sequence[str], results: Iterable[str | None]) -> list[tuple[str, str]]:
+    return [(path, reason) for path, reason in zip(paths, results, strict=True) if reason]
+
+
+def decode_report(dataset: DatasetBase, report: Report, workers: int) -> Report:
+    """``report`` with the outcome of decoding every image of ``dataset``."""
+    paths = sorted({item.impath for items in (dataset.train_x, dataset.train_u, dataset.val,
+                                                dataset.test) for item in items or []})
+    failed = decode_all(paths, workers, report.name)
+    if not failed:
+        return Report(report.name, "ok", f"{report.detail}; {len(paths)} images decoded")
+    listed = "\n".join(reason for _path, reason in failed[:MAX_LISTED])
+    more = f"\n... and {len(failed) - MAX_LISTED} more" if len(failed) > MAX_LISTED else ""
+    return Report(report.name, "error", f"{report.detail}; {len(failed)} of {len(paths)} images "
+                                        f"cannot be decoded:\n{listed}{more}")
 
 
 def format_report(reports: Sequence[Report]) -> str:
@@ -58,20 +118,69 @@ def format_report(reports: Sequence[Report]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def targets(root: str, names: Sequence[str], opts: Sequence[str]) -> list[Target]:
+    """The datasets to check: the benchmarks by default, else the names and config files."""
+    folders = {b.name: os.path.join(root, b.folder) for b in ALL_BENCHMARKS}
+    chosen = []
+    for name in names or list(folders):
+        cfg = get_cfg_default()
+        if name.endswith((".yaml", ".yml")):
+            cfg.merge_from_file(name)
+        else:
+            cfg.DATASET.NAME = name
+        cfg.merge_from_list(list(opts))
+        cfg.DATASET.ROOT = root
+        label = name if cfg.DATASET.NAME == name else f"{cfg.DATASET.NAME} ({name})"
+        chosen.append(Target(label, cfg, folders.get(name)))
+    return chosen
+
+
+def import_plugins() -> None:
+    """The modules of ``ENGINE_IMPORTS`` (your own datasets), as train.py imports them."""
+    for module in filter(None, (m.strip() for m in os.environ.get("ENGINE_IMPORTS", "")
+                                .split(","))):
+        importlib.import_module(module)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m datasets.check", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", help="the data folder ($DATA, DATASET.ROOT)")
-    parser.add_argument("names", nargs="*", help="benchmarks to check (default: all)")
-    args = parser.parse_args(argv)
+    parser.add_argument("names", nargs="*",
+                        help="datasets (DATASET.NAME) or dataset config files (default: the "
+                             "fifteen benchmarks)")
+    parser.add_argument("--decode", action="store_true",
+                        help="decode every image of every split, as training reads them")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="processes decoding images (default: the CPU count)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    opts = argv[argv.index("--") + 1:] if "--" in argv else []
+    parser = build_parser()
+    args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    known = {benchmark.name: benchmark for benchmark in ALL_BENCHMARKS}
-    unknown = [name for name in args.names if name not in known]
+    import_plugins()
+    if len(opts) % 2:
+        parser.error(f"the words after -- must be KEY VALUE pairs, got {len(opts)}: {opts}")
+    unknown = [n for n in args.names if not n.endswith((".yaml", ".yml"))
+               and n not in DATASET_REGISTRY]
     if unknown:
-        parser.error(f"unknown benchmark(s) {unknown}; choose from {', '.join(known)}")
-    chosen = [known[name] for name in args.names] or list(ALL_BENCHMARKS)
+        parser.error(f"unknown dataset(s) {unknown}; choose from "
+                     f"{', '.join(sorted(DATASET_REGISTRY))}, or give a dataset config file")
     root = os.path.abspath(os.path.expanduser(args.root))
-    reports = [check_benchmark(root, benchmark) for benchmark in chosen]
+    try:
+        chosen = targets(root, args.names, opts)
+    except (OSError, KeyError, ValueError) as exc:
+        parser.error(str(exc))
+    reports = []
+    for target in chosen:
+        dataset, report = load(target)
+        if args.decode and dataset is not None:
+            report = decode_report(dataset, report, args.workers)
+        reports.append(report)
     sys.stdout.write(f"Datasets under {root}:\n{format_report(reports)}\n")
     failed = [r for r in reports if r.status == "error" or (args.names and r.status != "ok")]
     return 1 if failed else 0

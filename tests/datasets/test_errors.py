@@ -161,3 +161,44 @@ def test_check_command(root, capsys):
     assert "missing" in lines["ImageNet"]
     assert check_main([str(root), "DescribableTextures", "FGVCAircraft"]) == 0
     assert check_main([str(root), "DescribableTextures", "Caltech101"]) == 1
+
+
+def test_check_decodes_every_image_in_parallel(root, capsys):
+    rows = layouts.build_split_file_dataset(str(root), "DescribableTextures", "dtd", "images")
+    image_dir = root / "dtd" / "images"
+    truncated, text = image_dir / rows["test"][1][0], image_dir / rows["train"][4][0]
+    truncated.write_bytes(truncated.read_bytes()[:40])
+    text.write_text("not an image")
+    # loading lists the files; only decoding finds that two of them cannot be read
+    assert check_main([str(root), "DescribableTextures"]) == 0
+    capsys.readouterr()
+    assert check_main([str(root), "DescribableTextures", "--decode", "--workers", "2"]) == 1
+    captured = capsys.readouterr()
+    line = next(line for line in captured.out.splitlines() if "DescribableTextures" in line)
+    assert "error" in line and "2 of 33 images cannot be decoded" in line
+    assert f"Cannot read image {text}" in captured.out and f"{truncated}" in captured.out
+    assert "33/33" in captured.err  # the progress bar
+    text.write_bytes(truncated.read_bytes())
+    layouts.write_image(str(truncated))
+    layouts.write_image(str(text))
+    assert check_main([str(root), "DescribableTextures", "--decode", "--workers", "1"]) == 0
+    assert "33 images decoded" in capsys.readouterr().out
+
+
+def test_check_custom_and_other_registered_datasets(root, capsys):
+    for name in ("daisy", "rose"):
+        for i in range(4):
+            layouts.write_image(str(root / "flowers" / "images" / name / f"{i}.jpg"))
+    config = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "datasets",
+                          "custom.yaml")
+    assert check_main([str(root), config, "--", "DATASET.CUSTOM.DIR", "flowers"]) == 0
+    assert "Custom (" in capsys.readouterr().out
+    assert check_main([str(root), "Custom", "--decode", "--", "DATASET.CUSTOM.DIR",
+                       "flowers"]) == 0
+    out = capsys.readouterr().out
+    assert "Custom  ok       2 classes, train 4, val 2, test 2; 8 images decoded" in out
+    assert check_main([str(root), "Custom", "--", "DATASET.CUSTOM.DIR", "tulips"]) == 1
+    assert "Custom  error    Custom folder not found" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        check_main([str(root), "Flowers"])
+    assert "unknown dataset(s) ['Flowers']; choose from" in capsys.readouterr().err
