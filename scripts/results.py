@@ -13,19 +13,27 @@ Conventions (those of the CoCoOp, MaPLe and PromptSRC papers):
   Base and Novel over the datasets that have both, and its HM is the harmonic mean of those
   two averages, not the average of the per-dataset HMs (e.g. MaPLe: HM(82.28, 75.14) = 78.55).
 - Cross-dataset / domain generalization: the Average is over the target datasets only; the
-  source (ImageNet) column is the final test of the training run.
-- Few-shot: one row per dataset and the Average over datasets for each number of shots.
+  source column is the final test of the training run. The source of an evaluation is the
+  training run of the output tree that its log names (as --model-dir); without one (zero-shot
+  CLIP, or weights from elsewhere), --source (default imagenet). One table per source.
+- Few-shot: one row per dataset and the Average over datasets for each number of shots. A
+  training that is only the source of cross-dataset evaluations (a method with no other
+  training run) is not a few-shot result.
+- Seeds: every table says which seeds its cells average; a cell whose seeds differ from the
+  table's usual ones is marked "(seeds ...)" and the table, and the command, warn about it.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import os
 import re
 import statistics
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +67,7 @@ class Record:
     seed: int
     accuracy: float
     log: Path
+    source: str | None = None  # evaluations: the dataset of the training run evaluated
 
 
 def _classify(parts: tuple[str, ...]) -> tuple[str, str, str, int] | None:
@@ -102,7 +111,32 @@ def scan(root: str | Path) -> list[Record]:
         if result is not None:
             records.append(Record(kind, dataset, method, shots, int(seed.group(1)),
                                   result[0]["accuracy"], result[1]))
-    return records
+    return assign_sources(records, root)
+
+
+def assign_sources(records: list[Record], root: Path) -> list[Record]:
+    """Evaluations with the dataset of the training run (same method, shots and seed) whose
+    folder their log names (train.py logs --model-dir and the checkpoint it loads)."""
+    trainings: dict[tuple, list[Record]] = defaultdict(list)
+    for r in records:
+        if r.kind == "train":
+            trainings[(r.method, r.shots, r.seed)].append(r)
+    out = []
+    for r in records:
+        candidates = trainings.get((r.method, r.shots, r.seed), [])
+        if r.kind == "evaluation" and candidates:
+            text = r.log.read_text(encoding="utf-8", errors="replace")
+            named = {c.dataset for c in candidates if _names_folder(text, c.log.parent, root)}
+            if len(named) == 1:
+                r = dataclasses.replace(r, source=named.pop())
+        out.append(r)
+    return out
+
+
+def _names_folder(text: str, folder: Path, root: Path) -> bool:
+    """True when ``text`` holds a path ending with ``folder`` (relative to ``root``)."""
+    relative = re.escape(folder.relative_to(root).as_posix())
+    return re.search(rf"(?:^|[\s\"'/=]){relative}(?=$|[\s\"'/])", text, re.MULTILINE) is not None
 
 
 # ---------------------------------------------------------------- statistics
@@ -126,6 +160,10 @@ class Stat:
     def n(self) -> int:
         return len(self.by_seed)
 
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return tuple(sorted(self.by_seed))
+
     def __bool__(self) -> bool:
         return bool(self.by_seed)
 
@@ -135,13 +173,44 @@ def harmonic_mean(a: float, b: float) -> float:
     return 0.0 if a + b == 0 else 2 * a * b / (a + b)
 
 
-def fmt(stat: Stat | float | None) -> str:
-    """'mean ± std' (2+ seeds), 'mean' (one seed or a plain number), '–' (missing)."""
+def seeds_text(seeds: Iterable[int]) -> str:
+    return " ".join(map(str, seeds))
+
+
+def fmt(stat: Stat | float | None, usual: tuple[int, ...] | None = None) -> str:
+    """'mean ± std' (2+ seeds), 'mean' (one seed or a plain number), '–' (missing); a Stat
+    whose seeds are not ``usual`` (the table's) says which seeds it averages."""
     if stat is None or (isinstance(stat, Stat) and not stat):
         return "–"
-    if isinstance(stat, Stat):
-        return f"{stat.mean:.2f} ± {stat.std:.2f}" if stat.n > 1 else f"{stat.mean:.2f}"
-    return f"{stat:.2f}"
+    if not isinstance(stat, Stat):
+        return f"{stat:.2f}"
+    text = f"{stat.mean:.2f} ± {stat.std:.2f}" if stat.n > 1 else f"{stat.mean:.2f}"
+    if usual is None or stat.seeds == usual:
+        return text
+    return f"{text} (seeds {seeds_text(stat.seeds)})"
+
+
+def usual_seeds(stats: Iterable[Stat]) -> tuple[int, ...] | None:
+    """The seed set most cells average (the first such set on a tie), None without cells."""
+    counts = Counter(stat.seeds for stat in stats if stat)
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def seed_note(stats: list[Stat]) -> tuple[str, str | None]:
+    """A table's note on the seeds of its cells, and a warning when they differ."""
+    usual = usual_seeds(stats)
+    if usual is None:
+        return "", None
+    if all(stat.seeds == usual for stat in stats if stat):
+        return f"Seeds: {seeds_text(usual)} (every cell).", None
+    warning = (f"cells average different seeds: {seeds_text(usual)}, except those marked "
+               f"(seeds ...)")
+    return f"**Warning**: {warning}.", warning
+
+
+def method_label(method: str, shots: int) -> str:
+    """A method in a table; the shots when they are not the protocols' 16."""
+    return method if shots == 16 else f"{method} ({shots} shots)"
 
 
 def order_datasets(names: set[str] | list[str], known: tuple[str, ...]) -> list[str]:
@@ -169,6 +238,7 @@ class Table:
     rows: list[list[str]]
     csv_rows: list[dict] = field(default_factory=list)
     note: str = ""
+    warnings: list[str] = field(default_factory=list)
 
     def markdown(self) -> str:
         lines = [f"### {self.title}", ""]
@@ -179,12 +249,18 @@ class Table:
         lines += ["| " + " | ".join(row) + " |" for row in self.rows]
         return "\n".join(lines) + "\n"
 
+    def add_seed_note(self, stats: list[Stat]) -> None:
+        note, warning = seed_note(stats)
+        self.note = " ".join(filter(None, [self.note, note]))
+        if warning:
+            self.warnings.append(f"{self.title}: {warning}")
+
 
 def _csv(table: str, method: str, dataset: str, metric: str, shots: int,
          stat: Stat | float) -> dict:
     if isinstance(stat, Stat):
         mean, std, n = stat.mean, stat.std, stat.n
-        seeds = " ".join(map(str, sorted(stat.by_seed)))
+        seeds = seeds_text(stat.seeds)
     else:
         mean, std, n, seeds = stat, "", "", ""
     return {"table": table, "method": method, "dataset": dataset, "metric": metric,
@@ -207,6 +283,13 @@ class Base2NewRow:
         common = set(self.base.by_seed) & set(self.novel.by_seed)
         return Stat({s: harmonic_mean(self.base.by_seed[s], self.novel.by_seed[s])
                      for s in sorted(common)})
+
+    @property
+    def seeds(self) -> str:
+        """The seeds of the row: one list when Base and Novel average the same seeds."""
+        if not self.base or not self.novel or self.base.seeds == self.novel.seeds:
+            return seeds_text((self.base or self.novel).seeds)
+        return f"Base {seeds_text(self.base.seeds)}; Novel {seeds_text(self.novel.seeds)}"
 
 
 def base2new_rows(records: list[Record]) -> dict[tuple[str, int], list[Base2NewRow]]:
@@ -235,6 +318,30 @@ def base2new_average(rows: list[Base2NewRow]) -> tuple[float, float, float, int]
     return base, novel, harmonic_mean(base, novel), len(complete)
 
 
+def base2new_method_table(method: str, shots: int, rows: list[Base2NewRow]) -> Table:
+    """One method: Base, Novel, HM and the seeds of each dataset, then the average."""
+    table = Table(f"Base-to-novel: {method_label(method, shots)}",
+                  ["Dataset", "Base", "Novel", "HM", "Seeds"], [])
+    for r in rows:
+        hm = r.hm_seeds
+        hm_cell = "–" if not (r.base and r.novel) else (
+            f"{r.hm:.2f} ± {hm.std:.2f}" if hm.n > 1 else f"{r.hm:.2f}")
+        table.rows.append([display_name(r.dataset), fmt(r.base), fmt(r.novel), hm_cell, r.seeds])
+        for metric, stat in (("base", r.base), ("novel", r.novel)):
+            if stat:
+                table.csv_rows.append(_csv("base2new", method, r.dataset, metric, shots, stat))
+        if r.base and r.novel:
+            table.csv_rows.append(_csv("base2new", method, r.dataset, "hm", shots, r.hm))
+    table.add_seed_note([stat for r in rows for stat in (r.base, r.novel)])
+    average = base2new_average(rows)
+    if average is not None:
+        base, novel, hm, n = average
+        table.rows.append([f"**Average ({n})**", *(f"{v:.2f}" for v in (base, novel, hm)), ""])
+        for metric, value in (("base", base), ("novel", novel), ("hm", hm)):
+            table.csv_rows.append(_csv("base2new", method, "average", metric, shots, value))
+    return table
+
+
 def base2new_tables(records: list[Record]) -> list[Table]:
     """The summary over methods, then one table per method."""
     per_method = base2new_rows(records)
@@ -246,28 +353,14 @@ def base2new_tables(records: list[Record]) -> list[Table]:
                     [], note="HM = harmonic mean of the average Base and average Novel.")
     tables = []
     for (method, shots), rows in per_method.items():
-        label = method if shots == 16 else f"{method} ({shots} shots)"
-        table = Table(f"Base-to-novel: {label}", ["Dataset", "Base", "Novel", "HM", "Seeds"], [])
-        for r in rows:
-            hm = r.hm_seeds
-            hm_cell = "–" if not (r.base and r.novel) else (
-                f"{r.hm:.2f} ± {hm.std:.2f}" if hm.n > 1 else f"{r.hm:.2f}")
-            seeds = sorted(set(r.base.by_seed) | set(r.novel.by_seed))
-            table.rows.append([display_name(r.dataset), fmt(r.base), fmt(r.novel), hm_cell,
-                               " ".join(map(str, seeds))])
-            for metric, stat in (("base", r.base), ("novel", r.novel)):
-                if stat:
-                    table.csv_rows.append(_csv("base2new", method, r.dataset, metric, shots, stat))
-            if r.base and r.novel:
-                table.csv_rows.append(_csv("base2new", method, r.dataset, "hm", shots, r.hm))
+        table = base2new_method_table(method, shots, rows)
         average = base2new_average(rows)
         if average is not None:
             base, novel, hm, n = average
-            table.rows.append([f"**Average ({n})**", *(f"{v:.2f}" for v in (base, novel, hm)), ""])
-            for metric, value in (("base", base), ("novel", novel), ("hm", hm)):
-                table.csv_rows.append(_csv("base2new", method, "average", metric, shots, value))
             paper = PUBLISHED_BASE2NEW.get(method.split("/")[0])
-            summary.rows.append([label, str(n), f"{base:.2f}", f"{novel:.2f}", f"{hm:.2f}",
+            mixed = " (mixed seeds)" if table.warnings else ""
+            summary.rows.append([method_label(method, shots) + mixed, str(n), f"{base:.2f}",
+                                 f"{novel:.2f}", f"{hm:.2f}",
                                  " / ".join(f"{v:.2f}" for v in paper) if paper else "–"])
         tables.append(table)
     return [summary, *tables]
@@ -275,7 +368,9 @@ def base2new_tables(records: list[Record]) -> list[Table]:
 
 def transfer_table(records: list[Record], targets: list[str], source: str, title: str,
                    name: str) -> Table | None:
-    """Methods x (source, targets, average of the targets)."""
+    """Methods x (source, targets, average of the targets), for the evaluations of models
+    trained on ``source`` (the records' ``source``, or ``source`` where they have none)."""
+    records = [r for r in records if r.kind != "evaluation" or (r.source or source) == source]
     cells = _cells(records)
     evaluated = {(m, k) for (kind, m, d, k) in cells if kind == "evaluation" and d in targets}
     if not evaluated:
@@ -284,14 +379,18 @@ def transfer_table(records: list[Record], targets: list[str], source: str, title
                               if kind == "evaluation" and d in targets}, tuple(targets))
     table = Table(title, ["Method", f"Source: {display_name(source)}",
                           *map(display_name, present), "Average"], [])
+    grid = []
     for method, shots in sorted(evaluated):
         src = cells.get(("train", method, source, shots)) or \
             cells.get(("evaluation", method, source, shots), Stat())
-        stats = [cells.get(("evaluation", method, d, shots), Stat()) for d in present]
+        grid.append((method, shots, src,
+                     [cells.get(("evaluation", method, d, shots), Stat()) for d in present]))
+    usual = usual_seeds(stat for _m, _k, src, stats in grid for stat in [src, *stats])
+    for method, shots, src, stats in grid:
         done = [s.mean for s in stats if s]
         average = statistics.fmean(done) if done else None
-        label = method if shots == 16 else f"{method} ({shots} shots)"
-        table.rows.append([label, fmt(src), *map(fmt, stats), fmt(average)])
+        table.rows.append([method_label(method, shots), fmt(src, usual),
+                           *(fmt(s, usual) for s in stats), fmt(average)])
         if src:
             table.csv_rows.append(_csv(name, method, source, "source", shots, src))
         for d, s in zip(present, stats, strict=True):
@@ -301,13 +400,28 @@ def transfer_table(records: list[Record], targets: list[str], source: str, title
             table.csv_rows.append(_csv(name, method, "average", "accuracy", shots, average))
     if len(present) < len(targets):
         table.note = f"Average over the {len(present)} of {len(targets)} targets present."
+    table.add_seed_note([stat for _m, _k, src, stats in grid for stat in [src, *stats]])
     return table
 
 
-def few_shot_tables(records: list[Record]) -> tuple[list[Table], dict[str, dict[str, dict]]]:
+def few_shot_records(records: list[Record], source: str) -> list[Record]:
+    """The few-shot results: trainings on all classes, except those of a method whose every
+    training is a source of evaluations (cross-dataset models, not few-shot runs), and the
+    evaluations of published few-shot weights."""
+    sources = {(r.method, r.source or source, r.shots) for r in records
+               if r.kind == "evaluation"}
+    trainings = [r for r in records if r.kind == "train"]
+    only_sources = {r.method for r in trainings} - {
+        r.method for r in trainings if (r.method, r.dataset, r.shots) not in sources}
+    return [r for r in records if r.kind == "few_shot"
+            or (r.kind == "train" and r.method not in only_sources)]
+
+
+def few_shot_tables(records: list[Record], source: str = "imagenet"
+                    ) -> tuple[list[Table], dict[str, dict[str, dict]]]:
     """One table per method (datasets x shots, plus the average); and the curves to plot."""
     curves: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
-    cells = _cells([r for r in records if r.kind in ("train", "few_shot")])
+    cells = _cells(few_shot_records(records, source))
     tables = []
     for method in sorted({m for (_kind, m, _d, _k) in cells}):
         stats: dict[tuple[str, int], Stat] = {}
@@ -316,9 +430,10 @@ def few_shot_tables(records: list[Record]) -> tuple[list[Table], dict[str, dict[
                 stats[(d, k)] = Stat({**stats.get((d, k), Stat()).by_seed, **stat.by_seed})
         shots = sorted({k for _d, k in stats})
         datasets = order_datasets({d for d, _k in stats}, BASE2NEW_DATASETS)
+        usual = usual_seeds(stats.values())
         table = Table(f"Few-shot: {method}", ["Dataset", *(f"{k} shots" for k in shots)], [])
         for d in datasets:
-            table.rows.append([display_name(d), *(fmt(stats.get((d, k))) for k in shots)])
+            table.rows.append([display_name(d), *(fmt(stats.get((d, k)), usual) for k in shots)])
             for k in shots:
                 if (d, k) in stats:
                     curves[method][d][k] = stats[(d, k)].mean
@@ -331,6 +446,7 @@ def few_shot_tables(records: list[Record]) -> tuple[list[Table], dict[str, dict[
             table.csv_rows.append(_csv("few_shot", method, "average", "accuracy", k, averages[-1]))
         if len(datasets) > 1:
             table.rows.append(["**Average**", *(f"{a:.2f}" for a in averages)])
+        table.add_seed_note(list(stats.values()))
         tables.append(table)
     return tables, curves
 
@@ -401,17 +517,24 @@ def plot_few_shot(curves: dict[str, dict[str, dict[int, float]]], path: Path) ->
 
 
 def build_tables(records: list[Record], source: str = "imagenet") -> dict[str, list[Table]]:
-    """Every table that the records support, by protocol."""
-    xd_targets = order_datasets({r.dataset for r in records if r.kind == "evaluation"}
-                                - set(DG_TARGETS) - {source}, BASE2NEW_DATASETS)
-    xd = transfer_table(records, xd_targets, source, "Cross-dataset transfer", "xd")
-    dg = transfer_table(records, list(DG_TARGETS), source, "Domain generalization", "dg")
-    few, _curves = few_shot_tables(records)
-    return {"base2new": base2new_tables(records), "xd": [xd] if xd else [],
-            "dg": [dg] if dg else [], "few_shot": few}
+    """Every table that the records support, by protocol; one transfer table per source."""
+    evaluations = [r for r in records if r.kind == "evaluation"]
+    sources = order_datasets({r.source or source for r in evaluations}, BASE2NEW_DATASETS)
+    xd, dg = [], []
+    for src in sources:
+        suffix = f" (source: {display_name(src)})" if len(sources) > 1 else ""
+        targets = order_datasets({r.dataset for r in evaluations if (r.source or source) == src}
+                                 - set(DG_TARGETS) - {src}, BASE2NEW_DATASETS)
+        xd.append(transfer_table(records, targets, src, "Cross-dataset transfer" + suffix, "xd"))
+        dg.append(transfer_table(records, list(DG_TARGETS), src,
+                                 "Domain generalization" + suffix, "dg"))
+    few, _curves = few_shot_tables(records, source)
+    return {"base2new": base2new_tables(records), "xd": [t for t in xd if t],
+            "dg": [t for t in dg if t], "few_shot": few}
 
 
-def write_outputs(tables: dict[str, list[Table]], records: list[Record], out: Path) -> list[Path]:
+def write_outputs(tables: dict[str, list[Table]], records: list[Record], out: Path,
+                  source: str = "imagenet") -> list[Path]:
     """results.md, results.csv and the PNG charts in ``out``; returns the files written."""
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "results.md", out / "results.csv"]
@@ -425,7 +548,7 @@ def write_outputs(tables: dict[str, list[Table]], records: list[Record], out: Pa
                 writer.writerows(table.csv_rows)
     if plot_base2new(tables["base2new"], out / "base2new.png"):
         written.append(out / "base2new.png")
-    if plot_few_shot(few_shot_tables(records)[1], out / "few_shot.png"):
+    if plot_few_shot(few_shot_tables(records, source)[1], out / "few_shot.png"):
         written.append(out / "few_shot.png")
     return written
 
@@ -449,7 +572,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("root", nargs="?", type=Path, default=Path("output"), help="output root")
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for results.md, results.csv and charts (default: ROOT/tables)")
-    parser.add_argument("--source", default="imagenet", help="training dataset of xd and dg")
+    parser.add_argument("--source", default="imagenet",
+                        help="training dataset of the xd and dg evaluations whose logs name no "
+                             "training run of ROOT (zero-shot CLIP, downloaded weights)")
     args = parser.parse_args(argv)
     if not args.root.is_dir():
         raise SystemExit(f"error: {args.root} is not a directory (give the output root)")
@@ -459,7 +584,11 @@ def main(argv: list[str] | None = None) -> int:
                          "log.txt holds a final '* accuracy: X%' line)")
     tables = build_tables(records, args.source)
     print(render(tables))
-    written = write_outputs(tables, records, args.out or args.root / "tables")
+    for group in tables.values():
+        for table in group:
+            for warning in table.warnings:
+                print(f"warning: {warning}", file=sys.stderr)
+    written = write_outputs(tables, records, args.out or args.root / "tables", args.source)
     print("Wrote " + ", ".join(map(str, written)))
     return 0
 

@@ -151,11 +151,96 @@ def test_transfer_and_few_shot_tables(tmp_path: Path) -> None:
     assert dg_table.rows[0][-1] == f"{(50.5 + 76.5) / 2:.2f}"  # the average leaves out the source
     assert "2 of 4 targets" in dg_table.note
 
-    (few_table,) = [t for t in tables["few_shot"] if "PromptSRC" in t.title]
+    # the ImageNet model of the transfer tables is not a few-shot result
+    (few_table,) = tables["few_shot"]
+    assert few_table.title == "Few-shot: PromptSRC/fcfg"
     assert few_table.columns == ["Dataset", "1 shots", "4 shots"]
     assert few_table.rows == [["DTD", "51.00 ± 1.00", "60.50 ± 0.50"],
                               ["EuroSAT", "72.00 ± 2.00", "81.00 ± 1.00"],
                               ["**Average**", f"{(51 + 72) / 2:.2f}", f"{(60.5 + 81) / 2:.2f}"]]
+    assert few_table.note == "Seeds: 1 2 (every cell)." and not few_table.warnings
+
+
+def evaluation_of(root: Path, model_dir: Path, dataset: str, seed: int, accuracy: float,
+                  method: str = "CoOp", cfg: str = "c") -> None:
+    """An evaluation whose log names the model it loads, as train.py logs it."""
+    log = write_test_log(layout.evaluation_dir(root, method, cfg, 16, dataset, seed), accuracy)
+    log.write_text(f"model_dir: {model_dir}\nLoad {model_dir}/prompt_learner/model.pth.tar-2 "
+                   f"to prompt_learner (epoch=2)\n" + log.read_text())
+
+
+def test_the_source_is_the_training_the_evaluations_load(tmp_path: Path) -> None:
+    root = tmp_path / "output"
+    for seed in (1, 2):
+        model = layout.train_dir(root, "caltech101", "CoOp", "c", 16, seed)
+        write_train_log(model, 90.0 + seed)
+        evaluation_of(root, model, "dtd", seed, 40.0 + seed)
+        evaluation_of(root, model, "imagenet_r", seed, 60.0)
+    # another CoOp model on ImageNet, a few-shot run that no evaluation loads
+    write_train_log(layout.train_dir(root, "imagenet", "CoOp", "c", 16, 1), 70.0)
+
+    tables = results.build_tables(results.scan(root))
+    (xd,) = tables["xd"]
+    assert xd.title == "Cross-dataset transfer"
+    assert xd.columns == ["Method", "Source: Caltech101", "DTD", "Average"]
+    assert xd.rows == [["CoOp/c", "91.50 ± 0.50", "41.50 ± 0.50", "41.50"]]
+    assert tables["dg"][0].columns[1] == "Source: Caltech101"
+    # CoOp/c has a training that is no source: its trainings are few-shot results, the
+    # source included (the official CoOp protocol shares the ImageNet run this way)
+    (few,) = tables["few_shot"]
+    assert [row[0] for row in few.rows] == ["ImageNet", "Caltech101", "**Average**"]
+
+    # evaluations of models trained on two sources: one table per source
+    other = layout.train_dir(root, "imagenet", "CoOp", "c", 16, 2)
+    write_train_log(other, 71.0)
+    evaluation_of(root, other, "eurosat", 2, 55.0)
+    evaluation_of(root, layout.train_dir(root, "imagenet", "CoOp", "c", 16, 1), "eurosat", 1,
+                  53.0)
+    titles = [t.title for t in results.build_tables(results.scan(root))["xd"]]
+    assert titles == ["Cross-dataset transfer (source: ImageNet)",
+                      "Cross-dataset transfer (source: Caltech101)"]
+
+
+def test_an_evaluation_naming_no_training_uses_the_source_option(tmp_path: Path) -> None:
+    root = tmp_path / "output"
+    write_test_log(layout.evaluation_dir(root, "ZeroshotCLIP", "vit_b16", 16, "dtd", 1), 44.0)
+    write_test_log(layout.evaluation_dir(root, "ZeroshotCLIP", "vit_b16", 16, "sun397", 1), 62.0)
+    records = results.scan(root)
+    assert results.build_tables(records)["xd"][0].columns[1] == "Source: ImageNet"
+    (xd,) = results.build_tables(records, source="sun397")["xd"]
+    assert xd.columns == ["Method", "Source: SUN397", "DTD", "Average"]
+    assert xd.rows[0][:2] == ["ZeroshotCLIP/vit_b16", "62.00"]
+
+
+def test_cells_say_which_seeds_they_average(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture) -> None:
+    root = tmp_path / "output"
+    for seed in (1, 2):
+        where = ("dtd", 16, METHOD, CFG, seed)
+        write_train_log(layout.base2new_dir(root, "train_base", *where), 80.0 + seed)
+        write_train_log(layout.base2new_dir(root, "train_base", "eurosat", *where[1:]), 90.0)
+        write_test_log(layout.base2new_dir(root, "test_new", "eurosat", *where[1:]), 70.0)
+        write_train_log(layout.train_dir(root, "dtd", "CoOp", "c", 4, seed), 60.0 + seed)
+    write_test_log(layout.base2new_dir(root, "test_new", "dtd", 16, METHOD, CFG, 1), 55.0)
+    write_train_log(layout.train_dir(root, "eurosat", "CoOp", "c", 4, 1), 75.0)
+
+    tables = results.build_tables(results.scan(root))
+    # Base over seeds 1 and 2, Novel over seed 1: today's table prints "1 2" for both
+    b2n = tables["base2new"][1]
+    assert b2n.rows[0] == ["DTD", "81.50 ± 0.50", "55.00", f"{hm(81.5, 55.0):.2f}",
+                           "Base 1 2; Novel 1"]
+    assert b2n.rows[1][-1] == "1 2"
+    assert b2n.warnings == [f"Base-to-novel: {METHOD}/{CFG}: cells average different seeds: "
+                            "1 2, except those marked (seeds ...)"]
+    assert "**Warning**: cells average different seeds" in b2n.note
+    assert tables["base2new"][0].rows[0][0] == f"{METHOD}/{CFG} (mixed seeds)"
+    (few,) = tables["few_shot"]
+    assert few.rows[:2] == [["DTD", "61.50 ± 0.50"], ["EuroSAT", "75.00 (seeds 1)"]]
+
+    assert results.main([str(root), "--out", str(tmp_path / "tables")]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: Base-to-novel: {METHOD}/{CFG}: cells average different seeds" in err
+    assert "warning: Few-shot: CoOp/c: cells average different seeds" in err
 
 
 def test_command_line_writes_markdown_csv_and_charts(tree: Path, tmp_path: Path,
