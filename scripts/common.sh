@@ -6,7 +6,10 @@
 #   OUTPUT      output root (default: output, relative to the current directory, as upstream)
 #   SHOTS       images per class for training (default: 16)
 #   EXTRA_OPTS  extra KEY VALUE overrides for train.py, shell-quoted,
-#               e.g. EXTRA_OPTS='MODEL.BACKBONE.NAME tiny OPTIM.MAX_EPOCH 1'
+#               e.g. EXTRA_OPTS='OPTIM.MAX_EPOCH 2 OPTIM.LR 0.01'
+#   CFG         (per-method scripts) another config of configs/trainers/<Trainer>/;
+#               CFG=demo_tiny is each trainer's demo (tiny random CLIP, CPU, no download):
+#               DATA=data CFG=demo_tiny bash scripts/maple/base2new_train_maple.sh demo 1
 #   LOADEP      epoch of the checkpoint to evaluate (default: OPTIM.MAX_EPOCH of the config,
 #               or of EXTRA_OPTS when given there)
 #   MODEL_DIR   model to evaluate (default: where the matching training wrote it);

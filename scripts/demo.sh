@@ -1,22 +1,42 @@
 #!/usr/bin/env bash
-# The embedded demo: CoOp on a tiny random CLIP and a synthetic 8-colour dataset (generated on
-# first use), trained on the 4 base classes, on a CPU in about a minute, with no download.
-# It evaluates the untrained prompts, trains, and prints both base-class accuracies.
-#   bash scripts/demo.sh            (DATA=folder for the generated images, default ./data;
-#                                    OUT=output folder, default ./output/demo)
+# The embedded demo: a prompt learner (CoOp unless TRAINER says otherwise) on a tiny random
+# CLIP and a synthetic 8-colour dataset (generated on first use), trained on the 4 base classes,
+# on a CPU, with no download. It evaluates the untrained prompts, trains, and prints both
+# base-class accuracies.
+#   bash scripts/demo.sh                 DATA=folder for the generated images (default ./data)
+#   TRAINER=MaPLe bash scripts/demo.sh   OUT=output folder (default ./output/demo)
+# TRAINER: any trainer with a configs/trainers/<TRAINER>/demo_tiny.yaml (CoOp, CoCoOp, VPT,
+# IVLP, MaPLe, PromptSRC), or ZeroshotCLIP / ZeroshotCLIP2 (evaluation only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-data}
 OUT=${OUT:-output/demo}
-run=(python train.py --root "$DATA" --trainer CoOp --seed 1
-     --dataset-config-file configs/datasets/demo.yaml
-     --config-file configs/trainers/CoOp/demo_tiny.yaml)
-
-"${run[@]}" --output-dir "$OUT/untrained" --eval-only DATASET.SUBSAMPLE_CLASSES base
-"${run[@]}" --output-dir "$OUT/CoOp" DATASET.SUBSAMPLE_CLASSES base
-
+TRAINER=${TRAINER:-CoOp}
+case $TRAINER in
+    ZeroshotCLIP*) CONFIG=configs/trainers/CoOp/demo_tiny.yaml ;;  # CLIP's settings, as upstream
+    *) CONFIG=configs/trainers/$TRAINER/demo_tiny.yaml ;;
+esac
+if [ ! -f "$CONFIG" ]; then
+    have=$(find configs/trainers -name demo_tiny.yaml | cut -d/ -f3 | sort | tr '\n' ' ')
+    echo "error: no demo config for TRAINER=$TRAINER ($CONFIG); demos: ${have}ZeroshotCLIP" >&2
+    exit 2
+fi
+run=(python train.py --root "$DATA" --trainer "$TRAINER" --seed 1
+     --dataset-config-file configs/datasets/demo.yaml --config-file "$CONFIG")
 last_accuracy() { grep -o '\* accuracy: [0-9.]*%' "$1/log.txt" | tail -n 1 | cut -d' ' -f3; }
+
+"${run[@]}" --output-dir "$OUT/untrained_$TRAINER" --eval-only DATASET.SUBSAMPLE_CLASSES base
+case $TRAINER in
+    ZeroshotCLIP*) ;;  # nothing to train
+    *) "${run[@]}" --output-dir "$OUT/$TRAINER" DATASET.SUBSAMPLE_CLASSES base ;;
+esac
+
 echo
 echo "Demo: base-class test accuracy (4 classes, chance 25.0%)"
-echo "  untrained prompts:  $(last_accuracy "$OUT/untrained")"
-echo "  after CoOp:         $(last_accuracy "$OUT/CoOp")"
+case $TRAINER in
+    ZeroshotCLIP*)
+        echo "  $TRAINER:  $(last_accuracy "$OUT/untrained_$TRAINER")" ;;
+    *)
+        echo "  untrained prompts:  $(last_accuracy "$OUT/untrained_$TRAINER")"
+        echo "  after $TRAINER:$(printf '%*s' $((13 - ${#TRAINER})) '')$(last_accuracy "$OUT/$TRAINER")" ;;
+esac
