@@ -3,7 +3,7 @@
 Beyond Dassl: the files of every split are checked to exist before anything runs (so a run
 does not fail at its final test, hours in); ``DATALOADER.NUM_WORKERS`` is capped at the CPUs
 this process may use (one log line instead of torch's warning per loader); and under torchrun
-each process draws its own random augmentations (:class:`RankSeededLoader`).
+each process draws its own random augmentations (:mod:`engine.data.seeding`).
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ import contextlib
 import logging
 import os
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -23,10 +22,11 @@ from engine import distributed
 from engine.data.datasets import Datum, build_dataset
 from engine.data.read_image import read_image
 from engine.data.samplers import build_sampler
+from engine.data.seeding import RankSeededLoader, derive_seed, seeded_generators
 from engine.data.transforms import build_transform
 
-__all__ = ["DataManager", "DatasetWrapper", "RankSeededLoader", "build_data_loader",
-           "check_files_exist", "worker_count"]
+__all__ = ["DataManager", "DatasetWrapper", "build_data_loader", "check_files_exist",
+           "worker_count"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,53 +70,6 @@ class DatasetWrapper(Dataset):
         if self.item_seeds is None:
             return contextlib.nullcontext()
         return seeded_generators(derive_seed(*self.item_seeds, idx))
-
-
-def derive_seed(*numbers: int) -> int:
-    """A 64-bit seed that depends on every number given (numpy's SeedSequence hashing)."""
-    state = np.random.SeedSequence([n % 2**63 for n in numbers]).generate_state(2)
-    return int(state[0]) << 32 | int(state[1])
-
-
-@contextlib.contextmanager
-def seeded_generators(seed: int) -> Iterator[None]:
-    """Run the block with torch's, Python's and numpy's global generators seeded from ``seed``,
-    then restore them."""
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        try:
-            yield
-        finally:
-            random.setstate(python_state)
-            np.random.set_state(numpy_state)
-
-
-class RankSeededLoader(DataLoader):
-    """A training loader under torchrun, whose random augmentations differ between processes
-    and are reproducible.
-
-    With every process seeded alike (they must be, to build the same prompts), the
-    processes would draw the same flips and crops for their k-th image. Here each epoch, the
-    transform of item i runs on generators seeded from ``(seed, rank, epoch, i)``, whatever
-    process or worker loads it; the workers' own seeds come from ``(seed, rank, epoch)``.
-    The epoch is the sampler's (``set_epoch``), so a resumed run draws what an uninterrupted
-    one does.
-    """
-
-    def __init__(self, dataset: Dataset, *args: Any, seed: int, **kwargs: Any) -> None:
-        super().__init__(dataset, *args, generator=torch.Generator(), **kwargs)
-        self.seed = seed
-
-    def __iter__(self):
-        epoch = getattr(self.sampler, "epoch", 0)
-        rank = distributed.rank()
-        self.generator.manual_seed(derive_seed(self.seed, rank, epoch, -1))
-        if isinstance(self.dataset, DatasetWrapper):
-            self.dataset.item_seeds = (self.seed, rank, epoch)
-        return super().__iter__()
 
 
 def worker_count(requested: int) -> int:
