@@ -1,7 +1,8 @@
 """Check a data folder: which benchmarks are installed, which are broken, and their split sizes.
 
-    python -m datasets.check $DATA                      # all fifteen benchmarks
+    python -m datasets.check $DATA                      # all fifteen, and ELEVATER's 20
     python -m datasets.check $DATA Caltech101 EuroSAT   # only these
+    python -m datasets.check $DATA cifar-10 dtd         # ELEVATER tasks (MVLPT) by name
 
 Each benchmark is loaded with its reader (all shots, all classes); the report gives one line per
 dataset: ``ok`` with the number of classes and of train/val/test images, ``missing`` when its
@@ -20,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from datasets.benchmarks import ALL_BENCHMARKS, Benchmark  # the package registers every reader
+from datasets.elevater import check_tasks as check_elevater
+from datasets.elevater_tasks import TASK_NAMES as ELEVATER_TASKS
 from engine.config import get_cfg_default
 from engine.registry import DATASET_REGISTRY
 
@@ -66,12 +69,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     known = {benchmark.name: benchmark for benchmark in ALL_BENCHMARKS}
-    unknown = [name for name in args.names if name not in known]
+    unknown = [name for name in args.names if name not in known and name not in ELEVATER_TASKS]
     if unknown:
-        parser.error(f"unknown benchmark(s) {unknown}; choose from {', '.join(known)}")
-    chosen = [known[name] for name in args.names] or list(ALL_BENCHMARKS)
+        parser.error(f"unknown benchmark(s) {unknown}; choose from {', '.join(known)} or "
+                     f"ELEVATER's {', '.join(ELEVATER_TASKS)}")
+    chosen = [known[name] for name in args.names if name in known]
+    elevater = [name for name in args.names if name in ELEVATER_TASKS]
+    if not args.names:
+        chosen, elevater = list(ALL_BENCHMARKS), list(ELEVATER_TASKS)
     root = os.path.abspath(os.path.expanduser(args.root))
     reports = [check_benchmark(root, benchmark) for benchmark in chosen]
+    reports += [Report(*report) for report in check_elevater(root, elevater)] if elevater else []
     sys.stdout.write(f"Datasets under {root}:\n{format_report(reports)}\n")
     failed = [r for r in reports if r.status == "error" or (args.names and r.status != "ok")]
     return 1 if failed else 0
