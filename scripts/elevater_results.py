@@ -202,6 +202,7 @@ def plot_elevater(tables: list[Table], path: Path) -> bool:
         ax.plot(shots, [points[k] for k in shots], marker="o", label=label,
                 linestyle="--" if "(paper)" in label else "-")
     ax.set_xscale("log")
+    ax.minorticks_off()
     ax.set_xticks(sorted({k for p in curves.values() for k in p}),
                   [str(k) for k in sorted({k for p in curves.values() for k in p})])
     ax.set_xlabel("shots per class")
