@@ -14,7 +14,7 @@
 # Usage: bash scripts/mvlpt/main_mt_elevater_cut.sh TRAINER CFG NCTX SHOTS [DATA [OUTPUT]]
 set -euo pipefail
 OUTPUT_ENV=${OUTPUT:-}  # before common.sh gives OUTPUT its own default
-source "$(dirname "${BASH_SOURCE[0]}")/elevater_common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../protocols/elevater.sh"
 [ $# -ge 4 ] && [ $# -le 6 ] || usage "main_mt_elevater_cut.sh TRAINER CFG NCTX SHOTS [DATA [OUTPUT]]"
 TRAINER=$1 CFG=$2 NCTX=$3 SHOTS=$4
 DATA=${5:-${DATA:-}}

@@ -20,7 +20,7 @@
 # Usage: bash scripts/mvlpt/main_single_elevater_cut.sh TRAINER CFG NCTX SHOTS SEED DATASET [DATA [OUTPUT]]
 set -euo pipefail
 OUTPUT_ENV=${OUTPUT:-}  # before common.sh gives OUTPUT its own default
-source "$(dirname "${BASH_SOURCE[0]}")/elevater_common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../protocols/elevater.sh"
 [ $# -ge 6 ] && [ $# -le 8 ] || usage "main_single_elevater_cut.sh TRAINER CFG NCTX SHOTS SEED DATASET [DATA [OUTPUT]]"
 TRAINER=$1 CFG=$2 NCTX=$3 SHOTS=$4 SEED=$5 DATASET=$6
 DATA=${7:-${DATA:-}}

@@ -1,5 +1,5 @@
-# Shared by scripts/mvlpt/main_*_elevater_cut.sh (sourced, not run): MVLPT's train.py arguments
-# per prompt type, the loader settings of MVLPT's ELEVATER code, dry runs and the finished check.
+# The ELEVATER protocol of MVLPT, shared by scripts/mvlpt/main_*_elevater_cut.sh (sourced, not
+# run): the train.py arguments per prompt type, the loader settings, dry runs, the finished check.
 # shellcheck source=../common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
