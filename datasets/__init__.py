@@ -15,6 +15,10 @@ from datasets.splits import DatasetFilesError, read_split, write_split
 # The readers register themselves; imported after the names above, which they may import.
 from datasets import custom, demo, fgvc_aircraft, imagenet  # noqa: F401
 
+# isort: split
+# ELEVATER's 20 tasks (MVLPT's protocol) and their evaluator.
+import datasets.elevater  # noqa: F401, E402
+
 __all__ = ["ALL_BENCHMARKS", "SPLIT_FILE_BENCHMARKS", "DatasetFilesError", "ProtocolDataset",
            "SplitFileBenchmark", "SplitFileDataset", "load_few_shot", "read_split",
            "select_few_shot", "subsample_classes", "write_split"]

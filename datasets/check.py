@@ -1,7 +1,8 @@
 """Check a data folder: which datasets are installed, which are broken, and their split sizes.
 
-    python -m datasets.check $DATA                       # the fifteen benchmarks
+    python -m datasets.check $DATA                       # the fifteen, and ELEVATER's 20
     python -m datasets.check $DATA Caltech101 EuroSAT    # only these
+    python -m datasets.check $DATA cifar-10 dtd          # ELEVATER tasks (MVLPT) by name
     python -m datasets.check $DATA --decode              # and decode every image
     python -m datasets.check $DATA configs/datasets/custom.yaml -- DATASET.CUSTOM.DIR pets
     python -m datasets.check $DATA Custom -- DATASET.CUSTOM.DIR pets DATASET.CUSTOM.CSV x.csv
@@ -12,6 +13,9 @@ pairs after ``--`` are set for every dataset checked. Each dataset is loaded wit
 (all shots, all classes); the report gives one line per dataset: ``ok`` with the number of
 classes and of train/val/test images, ``missing`` when a benchmark's folder is absent, or
 ``error`` with the reader's message (missing split file, missing images, ...).
+
+ELEVATER's tasks (datasets/elevater.py) are checked by their ELEVATER names: their index
+files are read and every listed image is looked up in its archive or folder.
 
 ``--decode`` also opens every image of every split as training does (``read_image``), in
 ``--workers`` processes with a progress bar, and reports the files that cannot be read and why
@@ -34,6 +38,8 @@ from dataclasses import dataclass
 from tqdm import tqdm
 
 from datasets.benchmarks import ALL_BENCHMARKS  # the package registers every reader
+from datasets.elevater import check_tasks as check_elevater
+from datasets.elevater_tasks import TASK_NAMES as ELEVATER_TASKS
 from engine.config import CfgNode, get_cfg_default
 from engine.data.datasets import DatasetBase
 from engine.data.read_image import read_image
@@ -147,8 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", help="the data folder ($DATA, DATASET.ROOT)")
     parser.add_argument("names", nargs="*",
-                        help="datasets (DATASET.NAME) or dataset config files (default: the "
-                             "fifteen benchmarks)")
+                        help="datasets (DATASET.NAME), ELEVATER task names or dataset config "
+                             "files (default: the fifteen benchmarks and ELEVATER's 20 tasks)")
     parser.add_argument("--decode", action="store_true",
                         help="decode every image of every split, as training reads them")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
@@ -165,14 +171,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     import_plugins()
     if len(opts) % 2:
         parser.error(f"the words after -- must be KEY VALUE pairs, got {len(opts)}: {opts}")
-    unknown = [n for n in args.names if not n.endswith((".yaml", ".yml"))
-               and n not in DATASET_REGISTRY]
+    elevater = [n for n in args.names if n in ELEVATER_TASKS]
+    names = [n for n in args.names if n not in ELEVATER_TASKS]
+    unknown = [n for n in names if not n.endswith((".yaml", ".yml")) and n not in DATASET_REGISTRY]
     if unknown:
         parser.error(f"unknown dataset(s) {unknown}; choose from "
-                     f"{', '.join(sorted(DATASET_REGISTRY))}, or give a dataset config file")
+                     f"{', '.join(sorted(DATASET_REGISTRY))}, ELEVATER's "
+                     f"{', '.join(ELEVATER_TASKS)}, or give a dataset config file")
+    if not args.names:
+        elevater = list(ELEVATER_TASKS)
     root = os.path.abspath(os.path.expanduser(args.root))
     try:
-        chosen = targets(root, args.names, opts)
+        chosen = targets(root, names, opts) if names or not args.names else []
     except (OSError, KeyError, ValueError) as exc:
         parser.error(str(exc))
     reports = []
@@ -181,6 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.decode and dataset is not None:
             report = decode_report(dataset, report, args.workers)
         reports.append(report)
+    reports += [Report(*report) for report in check_elevater(root, elevater)] if elevater else []
     sys.stdout.write(f"Datasets under {root}:\n{format_report(reports)}\n")
     failed = [r for r in reports if r.status == "error" or (args.names and r.status != "ok")]
     return 1 if failed else 0

@@ -19,15 +19,16 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict, defaultdict
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from engine import distributed
+from engine.metrics import elevater_metric
 from engine.registry import Registry
 
-__all__ = ["EVALUATOR_REGISTRY", "EvaluatorBase", "Classification", "build_evaluator",
-           "macro_f1_score", "confusion_matrix"]
+__all__ = ["EVALUATOR_REGISTRY", "EvaluatorBase", "Classification", "EvalTask", "PerTaskMetrics",
+           "build_evaluator", "macro_f1_score", "confusion_matrix"]
 
 logger = logging.getLogger(__name__)
 
@@ -165,3 +166,98 @@ class Classification(EvaluatorBase):
 def build_evaluator(cfg: Any, **kwargs: Any) -> EvaluatorBase:
     """The evaluator named by ``cfg.TEST.EVALUATOR``."""
     return EVALUATOR_REGISTRY.get(cfg.TEST.EVALUATOR)(cfg, **kwargs)
+
+
+class EvalTask(NamedTuple):
+    """One task of a :class:`PerTaskMetrics` evaluation: its classes are the score columns
+    ``start:end`` (the whole label space for a single task)."""
+
+    name: str
+    metric: str  # an ELEVATER metric: accuracy, mean-per-class or 11point_mAP
+    start: int
+    end: int
+
+
+@EVALUATOR_REGISTRY.register()
+class PerTaskMetrics(EvaluatorBase):
+    """Each task's metric on its own classes, and their average when there are several tasks.
+
+    ``process(mo, gt)`` takes the scores ``[B, C]`` and the truth: labels ``[B]`` or a 0/1 (or
+    soft) target matrix ``[B, C]`` (multi-label tasks). A sample belongs to the task whose
+    classes hold its first positive label, so several tasks can share one loader (the joint
+    multitask label space); its scores and truth are cut to that task's classes. Each task
+    logs a result block (``* task:``, ``* total:``, ``* <metric>: X%``); with several tasks a
+    last block gives ``* average: X%``. ``evaluate()`` returns the average first (or the
+    metric of the task named by ``evalkey``), then ``<task>/<metric>`` for every task.
+    """
+
+    def __init__(self, cfg: Any, lab2cname: dict[int, str] | None = None,
+                 tasks: list[EvalTask] | None = None, evalkey: str = "average",
+                 **kwargs: Any) -> None:
+        super().__init__(cfg)
+        if not tasks:
+            raise ValueError(f"{type(self).__name__} needs the tasks to evaluate "
+                             "(build_evaluator(cfg, tasks=[EvalTask(name, metric, start, end)]))")
+        names = [task.name for task in tasks]
+        if evalkey != "average" and evalkey not in names:
+            raise ValueError(f"Evaluation key {evalkey!r} is neither 'average' nor one of the "
+                             f"tasks {names} (DATASET.MULTITASK_EVALKEY)")
+        for before, after in zip(tasks, tasks[1:], strict=False):
+            if after.start < before.end:
+                raise ValueError(f"Tasks must hold disjoint, increasing class ranges; "
+                                 f"{before} and {after} do not")
+        if any(task.end <= task.start for task in tasks):
+            raise ValueError(f"Every task needs at least one class: {tasks}")
+        self.tasks = list(tasks)
+        self.evalkey = evalkey
+        self._starts = torch.tensor([task.start for task in self.tasks])
+        self.reset()
+
+    def reset(self) -> None:
+        self._scores: dict[str, list[torch.Tensor]] = {task.name: [] for task in self.tasks}
+        self._truth: dict[str, list[torch.Tensor]] = {task.name: [] for task in self.tasks}
+
+    def process(self, mo: torch.Tensor, gt: torch.Tensor) -> None:
+        mo = mo.detach().float().cpu()
+        gt = gt.detach().cpu()
+        first = gt.long() if gt.dim() == 1 else (gt > 0).float().argmax(dim=1)
+        if int(first.min()) < 0 or int(first.max()) >= self.tasks[-1].end:
+            raise ValueError(f"labels must lie in [0, {self.tasks[-1].end}), the classes of the "
+                             f"tasks; got {int(first.min())}..{int(first.max())}")
+        owner = torch.bucketize(first, self._starts, right=True) - 1
+        for index, task in enumerate(self.tasks):
+            rows = owner == index
+            if not rows.any():
+                continue
+            truth = gt[rows] - task.start if gt.dim() == 1 else gt[rows, task.start:task.end]
+            self._scores[task.name].append(mo[rows, task.start:task.end])
+            self._truth[task.name].append(truth)
+
+    def gather_from_processes(self) -> None:
+        """Under torchrun: every process takes in the others' scores and truth."""
+        if distributed.world_size() == 1:
+            return
+        parts = distributed.all_gather_objects((self._scores, self._truth))
+        self._scores = {name: [t for part in parts for t in part[0][name]] for name in self._scores}
+        self._truth = {name: [t for part in parts for t in part[1][name]] for name in self._truth}
+
+    def evaluate(self) -> OrderedDict:
+        values: OrderedDict = OrderedDict()
+        for task in self.tasks:
+            if not self._scores[task.name]:
+                raise RuntimeError(f"The evaluator saw no sample of task {task.name}")
+            scores = torch.cat(self._scores[task.name]).numpy()
+            truth = torch.cat(self._truth[task.name]).numpy()
+            values[task.name] = 100.0 * elevater_metric(task.metric, truth, scores)
+            logger.info("=> result\n* task: %s\n* total: %s\n* %s: %.2f%%", task.name,
+                        f"{len(scores):,}", task.metric, values[task.name])
+        results: OrderedDict = OrderedDict()
+        if len(self.tasks) > 1:
+            average = sum(values.values()) / len(values)
+            logger.info("=> result\n* tasks: %d\n* average: %.2f%%", len(values), average)
+            if self.evalkey != "average":  # the first value is what trainer.test() returns
+                results[self.evalkey] = values[self.evalkey]
+            results["average"] = average
+        for task in self.tasks:
+            results[f"{task.name}/{task.metric}"] = values[task.name]
+        return results

@@ -550,13 +550,18 @@ def write_outputs(tables: dict[str, list[Table]], records: list[Record], out: Pa
         written.append(out / "base2new.png")
     if plot_few_shot(few_shot_tables(records, source)[1], out / "few_shot.png"):
         written.append(out / "few_shot.png")
+    from scripts.elevater_results import plot_elevater
+
+    if plot_elevater(tables.get("elevater", []), out / "elevater.png"):
+        written.append(out / "elevater.png")
     return written
 
 
 def render(tables: dict[str, list[Table]]) -> str:
     """All tables as one Markdown document."""
     titles = {"base2new": "Base-to-novel generalization", "xd": "Cross-dataset transfer",
-              "dg": "Domain generalization", "few_shot": "Few-shot learning"}
+              "dg": "Domain generalization", "few_shot": "Few-shot learning",
+              "elevater": "ELEVATER (MVLPT's protocol)"}
     parts = []
     for key, group in tables.items():
         if group:
@@ -578,11 +583,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.root.is_dir():
         raise SystemExit(f"error: {args.root} is not a directory (give the output root)")
-    records = scan(args.root)
-    if not records:
+    from scripts.elevater_results import elevater_tables, is_elevater_log  # ELEVATER (MVLPT)
+
+    records = [record for record in scan(args.root) if not is_elevater_log(record.log)]
+    elevater = elevater_tables(args.root)
+    if not records and not elevater:
         raise SystemExit(f"error: no finished run under {args.root} (folders seed<N> whose "
                          "log.txt holds a final '* accuracy: X%' line)")
-    tables = build_tables(records, args.source)
+    tables = {**build_tables(records, args.source), "elevater": elevater}
     print(render(tables))
     for group in tables.values():
         for table in group:

@@ -35,7 +35,12 @@ _capped_logged: set[tuple[int, int]] = set()  # (asked, allowed) already logged
 
 
 class DatasetWrapper(Dataset):
-    """Items as dicts: ``img`` (transformed), ``label``, ``domain``, ``impath``, ``index``."""
+    """Items as dicts: ``img`` (transformed), ``label``, ``domain``, ``impath``, ``index``.
+
+    An item may read its own image (a method ``load_image()``, e.g. from inside an archive) and
+    carry a 0/1 target vector over the label space (a method ``target_vector()``, for
+    multi-label data); the dict then also holds ``target``.
+    """
 
     def __init__(self, cfg: Any, data_source: Sequence[Datum], transform: Callable | None = None,
                  is_train: bool = False) -> None:
@@ -56,7 +61,9 @@ class DatasetWrapper(Dataset):
         item = self.data_source[idx]
         output = {"label": item.label, "domain": item.domain, "impath": item.impath,
                   "index": idx}
-        img0 = read_image(item.impath)
+        img0 = item.load_image() if hasattr(item, "load_image") else read_image(item.impath)
+        if hasattr(item, "target_vector"):
+            output["target"] = item.target_vector()
         with self.random_state(idx):
             output["img"] = self.transform(img0) if self.transform is not None else img0
         if self.to_tensor is not None:

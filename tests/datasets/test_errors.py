@@ -153,7 +153,8 @@ def test_check_command(root, capsys):
     assert check_main([str(root)]) == 1
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]
              if line and not line.startswith(" ")}
-    assert len(lines) == 15
+    assert len(lines) == 15 + 20  # and ELEVATER's 20 tasks, all missing here
+    assert "missing" in lines["voc-2007-classification"]
     assert "ok" in lines["DescribableTextures"]
     assert "3 classes, train 18, val 9, test 6" in lines["DescribableTextures"]
     assert "3 classes, train 12, val 6, test 6" in lines["FGVCAircraft"]

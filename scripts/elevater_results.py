@@ -1,0 +1,215 @@
+"""The ELEVATER table of MVLPT's protocol, from the runs of scripts/mvlpt/*_elevater_cut.sh.
+
+A run folder ``.../<Trainer>/<cfg>_<K>shots/<tag>/seed<N>`` counts when its log holds, after
+training (``Finish training``) or in an evaluation-only log, ELEVATER result blocks
+(``* task: <name>`` then ``* <metric>: X%``, :class:`engine.evaluator.PerTaskMetrics`). A folder
+under ``<task>/`` is a single-task run (one block); a joint run has a block per task. Each cell
+is the task's metric (accuracy, mean-per-class accuracy or 11-point mAP, in %) averaged over
+seeds; the Average column is the mean over the 20 tasks (over those present, marked, when
+some are missing). MVLPT's published numbers (``scripts/elevater_published.csv``) are shown in
+the rows beside ours.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from scripts.logparse import log_files
+from scripts.results import Stat, Table, _csv, fmt
+
+TASKS = (  # ELEVATER's 20 tasks (datasets/elevater_tasks.py), the columns of the table
+    "caltech-101", "cifar-10", "cifar-100", "country211", "dtd", "eurosat_clip", "fer-2013",
+    "fgvc-aircraft-2013b-variants102", "food-101", "gtsrb", "hateful-memes", "kitti-distance",
+    "mnist", "oxford-flower-102", "oxford-iiit-pets", "patch-camelyon", "rendered-sst2",
+    "resisc45_clip", "stanford-cars", "voc-2007-classification",
+)
+SHORT = {"fgvc-aircraft-2013b-variants102": "fgvc-aircraft",
+         "voc-2007-classification": "voc-2007", "oxford-flower-102": "flower-102",
+         "oxford-iiit-pets": "pets"}
+PUBLISHED = Path(__file__).with_name("elevater_published.csv")
+_SEED = re.compile(r"seed(\d+)$")
+_SHOTS_DIR = re.compile(r"(.+)_(\d+)shots$")
+_TASK = re.compile(r"^\* task: (\S+)$")
+_METRIC = re.compile(r"^\* (accuracy|mean-per-class|11point_mAP): ([-+.\deE]+)%$")
+TRAIN_END = ("Finish training", "Finished training")
+TITLES = {"single": "ELEVATER: prompts from CoOp's datasets, fine-tuned per task",
+          "joint": "ELEVATER: one prompt trained on the 20 tasks"}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One task's final metric in one run folder."""
+
+    setting: str  # "single" (one task per run) or "joint" (all tasks in one run)
+    method: str  # Trainer/cfg[/tag]
+    shots: int
+    seed: int
+    task: str
+    metric: str
+    value: float
+
+
+def parse_blocks(path: str | Path) -> dict[str, tuple[str, float]]:
+    """task -> (metric, value) of the last result blocks of a log after training (every block
+    of an evaluation-only log, which has no training)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = [line.strip() for line in f]
+    ends = [i for i, line in enumerate(lines) if line in TRAIN_END]
+    found: dict[str, tuple[str, float]] = {}
+    task = None
+    for line in lines[ends[-1] if ends else 0:]:
+        match = _TASK.match(line)
+        if match:
+            task = match.group(1)
+            continue
+        match = _METRIC.match(line)
+        if match and task is not None:
+            found[task] = (match.group(1), float(match.group(2)))
+            task = None
+    return found
+
+
+def is_elevater_log(path: str | Path) -> bool:
+    """True for the log of an ELEVATER run (its results belong to the ELEVATER table only)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return any((match := _TASK.match(line.strip())) and match.group(1) in TASKS
+                   for line in f)
+
+
+def _where(parts: tuple[str, ...]) -> tuple[str, str, int] | None:
+    """(setting, method, shots) of a run folder from its path parts below the root."""
+    for i, part in enumerate(parts):
+        match = _SHOTS_DIR.match(part)
+        if match and i >= 1:
+            method = "/".join((parts[i - 1], match.group(1), *parts[i + 1:-1]))
+            single = i >= 2 and parts[i - 2] in TASKS
+            return ("single" if single else "joint"), method, int(match.group(2))
+    return None
+
+
+def scan(root: str | Path) -> list[Run]:
+    """Every ELEVATER result below ``root``."""
+    root = Path(root)
+    runs = []
+    for dirpath, dirnames, _files in os.walk(root):
+        seed = _SEED.match(os.path.basename(dirpath))
+        if seed is None:
+            continue
+        dirnames[:] = []
+        where = _where(Path(dirpath).relative_to(root).parts)
+        if where is None:
+            continue
+        for path in reversed(log_files(dirpath)):
+            blocks = parse_blocks(path)
+            if blocks:
+                runs += [Run(*where, int(seed.group(1)), task, metric, value)
+                         for task, (metric, value) in blocks.items() if task in TASKS]
+                break
+    return runs
+
+
+def read_published(path: Path = PUBLISHED) -> dict[tuple[str, str, int], dict[str, float]]:
+    """(setting, method, shots) -> task -> MVLPT's published value (the CSV's rows)."""
+    table: dict[tuple[str, str, int], dict[str, float]] = defaultdict(dict)
+    if not path.exists():
+        return table
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(line for line in f if not line.startswith("#")):
+            table[(row["setting"], row["method"], int(row["shots"]))][row["task"]] = \
+                float(row["value"])
+    return table
+
+
+def paper_method(method: str) -> str:
+    """The paper's name of a run's prompt type (the TRAINER of the scripts)."""
+    trainer = method.split("/")[0]
+    return {"UPT": "MUPT", "VPT": "MVPT", "COCOOP": "MCoCoOp"}.get(trainer, "MCoOp")
+
+
+def _average(values: dict[str, float]) -> str:
+    if not values:
+        return "–"
+    mean = statistics.fmean(values.values())
+    return f"{mean:.2f}" if len(values) == len(TASKS) else f"{mean:.2f} ({len(values)})"
+
+
+def elevater_tables(root: str | Path, published: Path = PUBLISHED) -> list[Table]:
+    """One table per setting (single-task, joint): a row per method and shots (ours, then the
+    paper's when published), a column per task and the Average."""
+    runs = scan(root)
+    paper = read_published(published)
+    cells: dict[tuple[str, str, int], dict[str, Stat]] = defaultdict(lambda: defaultdict(Stat))
+    for run in runs:
+        cells[(run.setting, run.method, run.shots)][run.task].by_seed[run.seed] = run.value
+    tables = []
+    for setting, title in TITLES.items():
+        keys = sorted(key for key in cells if key[0] == setting)
+        if not keys:
+            continue
+        table = Table(title, ["Method", "Shots", *(SHORT.get(t, t) for t in TASKS), "Average"],
+                      [], note="Metric of each task as ELEVATER defines it, mean over seeds; "
+                               "(n): average over the n tasks present.")
+        for key in keys:
+            _setting, method, shots = key
+            stats = cells[key]
+            means = {task: stat.mean for task, stat in stats.items()}
+            table.rows.append([method, str(shots), *(fmt(stats.get(t)) for t in TASKS),
+                               _average(means)])
+            for task, stat in stats.items():
+                table.csv_rows.append(_csv(f"elevater_{setting}", method, task,
+                                           runs_metric(runs, task), shots, stat))
+            if means:
+                table.csv_rows.append(_csv(f"elevater_{setting}", method, "average", "average",
+                                           shots, statistics.fmean(means.values())))
+            published_row = paper.get((setting, paper_method(method), shots))
+            if published_row:
+                table.rows.append([f"{paper_method(method)} (paper)", str(shots),
+                                   *(fmt(published_row.get(t)) for t in TASKS),
+                                   _average(published_row)])
+        tables.append(table)
+    return tables
+
+
+def runs_metric(runs: list[Run], task: str) -> str:
+    return next(run.metric for run in runs if run.task == task)
+
+
+def plot_elevater(tables: list[Table], path: Path) -> bool:
+    """Average over the tasks against shots: ours (solid) and the paper's (dashed)."""
+    curves: dict[str, dict[int, float]] = defaultdict(dict)
+    for table in tables:
+        setting = "joint" if table.title == TITLES["joint"] else "single"
+        for row in table.rows:
+            value = row[-1].split(" ")[0]
+            if value != "–":
+                curves[f"{row[0]} ({setting})"][int(row[1])] = float(value)
+    if not curves:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for label, points in sorted(curves.items()):
+        shots = sorted(points)
+        ax.plot(shots, [points[k] for k in shots], marker="o", label=label,
+                linestyle="--" if "(paper)" in label else "-")
+    ax.set_xscale("log")
+    ax.minorticks_off()
+    ax.set_xticks(sorted({k for p in curves.values() for k in p}),
+                  [str(k) for k in sorted({k for p in curves.values() for k in p})])
+    ax.set_xlabel("shots per class")
+    ax.set_ylabel("average over tasks (%)")
+    ax.set_title("ELEVATER (MVLPT protocol)")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
