@@ -327,7 +327,13 @@ def read_items(root: str, task: ElevaterTask, split: str,
 
 class ElevaterDataset(DatasetBase):
     """train_x / val / test of one or several ELEVATER tasks; ``tasks`` are their class ranges
-    for evaluation, ``classnames`` all their classes (the label space)."""
+    for evaluation, ``classnames`` all their classes (the label space).
+
+    The label space is the label map's, whatever the few-shot draw kept: a multi-label draw
+    (vision-datasets') can leave a class without a training image, and it stays in the space.
+    """
+
+    allow_untrained_classes = True
 
     def __init__(self, train_x: list[ElevaterDatum], val: list[ElevaterDatum],
                  test: list[ElevaterDatum], classnames: list[str], tasks: list[EvalTask]) -> None:
