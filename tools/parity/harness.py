@@ -271,3 +271,67 @@ def write_fixture(out_dir: Path, name: str, spec: dict, expected: dict) -> None:
 
 def torch_version() -> str:
     return torch.__version__
+
+
+def named_trainables(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def official_eval(trainer, images: torch.Tensor, taps: dict[str, torch.nn.Module],
+                  **kwargs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Logits of the official ``model_inference`` in eval mode, and the last output of each
+    tapped module during that call."""
+    stores: dict[str, list] = {name: [] for name in taps}
+    handles = [capture_outputs(module, stores[name]) for name, module in taps.items()]
+    trainer.set_model_mode("eval")
+    with torch.no_grad():
+        logits = trainer.model_inference(images, **kwargs)
+    for handle in handles:
+        handle.remove()
+    return logits.detach().clone(), {name: _detach(store[-1]) for name, store in stores.items()}
+
+
+def official_train_step(trainer, batch: dict, named: dict[str, torch.nn.Parameter],
+                        taps: dict[str, torch.nn.Module] | None = None) -> dict:
+    """One official ``forward_backward`` in train mode with the optimizer step recorded instead
+    of taken: its loss summary, the gradients the step would apply, every gradient autograd
+    delivered to each trainable (one per backward pass), and the tapped modules' outputs."""
+    stores: dict[str, list] = {name: [] for name in taps or {}}
+    handles = [capture_outputs(module, stores[name]) for name, module in (taps or {}).items()]
+    trainer.set_model_mode("train")
+    recorder = StepRecorder(trainer, named)
+    grad_taps = GradTaps(named)
+    trainer.batch_idx, trainer.num_batches = 0, 2  # not the last batch: no scheduler step
+    summary = trainer.forward_backward(batch)
+    for handle in handles:
+        handle.remove()
+    if recorder.grads is None:
+        raise RuntimeError("the official forward_backward took no optimizer step")
+    return {"summary": summary, "grads": recorder.grads, "raw_grads": grad_taps.seen,
+            "outputs": {name: _detach(store[-1]) for name, store in stores.items() if store}}
+
+
+def _detach(value):
+    if isinstance(value, tuple | list):
+        return type(value)(_detach(v) for v in value)
+    return value.detach().clone() if torch.is_tensor(value) else value
+
+
+def zeroed_logits(trainer, module: torch.nn.Module, images: torch.Tensor, **kwargs):
+    """Logits with every trainable of ``module`` set to zero (then restored)."""
+    saved = {n: p.detach().clone() for n, p in named_trainables(module).items()}
+    with torch.no_grad():
+        for p in named_trainables(module).values():
+            p.zero_()
+        logits, _ = official_eval(trainer, images, {}, **kwargs)
+        for n, p in named_trainables(module).items():
+            p.copy_(saved[n])
+    return logits
+
+
+def decode_prompts(tokenized: torch.Tensor) -> list[str]:
+    """The official tokenizer's reading of each tokenised prompt, SOS and EOT excluded."""
+    tokenizer = importlib.import_module("clip.simple_tokenizer").SimpleTokenizer()
+    eot = tokenized.argmax(dim=-1)
+    return [tokenizer.decode(row[1:end].tolist()).strip()
+            for row, end in zip(tokenized, eot, strict=True)]
