@@ -13,7 +13,6 @@ and the ten Caltech101 class names of the CoOp fixture.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import logging
 from pathlib import Path
@@ -197,16 +196,7 @@ def sensitivity(trainer, images, expected: dict, w: float) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--official", type=Path, required=True, help="DePT work tree")
-    parser.add_argument("--dassl", type=Path, required=True, help="Dassl.pytorch work tree")
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--official-commit", default="", help="recorded in the JSON")
-    parser.add_argument("--dassl-commit", default="", help="recorded in the JSON")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    args = parser.parse_args()
-    H.setup_logging()
-    torch.set_num_threads(2)
+    args = H.command_line(__doc__, dassl=True, variants=list(VARIANTS))
     recipe = H.load_recipe()
     code = args.official.resolve()
     H.use_official(code, args.dassl.resolve(), STUBS)
@@ -216,14 +206,8 @@ def main() -> None:
     for variant in args.variants:
         LOG.info("running %s", variant)
         record, expected = run_variant(train, code, variant, recipe, official_clip, state)
-        record = {"official_repository": "Koorye/DePT",
-                  "official_repository_commit": args.official_commit,
-                  "dassl_commit": args.dassl_commit, "torch": H.torch_version()} | record
-        record["run"] = ("official code (trainers/elp_*.py) in fp32 on CPU; trainables written "
-                         "with the official save_model and read with the official load_model; "
-                         "loss from the official forward_backward in train mode before any "
-                         "optimizer step (gradients as the optimizer would receive them); "
-                         "logits from the official model_inference in eval mode")
+        record = H.provenance("Koorye/DePT", args) | record
+        record["run"] = H.run_description("trainers/elp_*.py")
         H.write_fixture(args.out, variant, record, expected)
 
 

@@ -15,6 +15,7 @@ root on ``sys.path``: the recipe is loaded from its file.
 
 from __future__ import annotations
 
+import argparse
 import importlib.machinery
 import importlib.util
 import inspect
@@ -28,6 +29,7 @@ from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
 import torch
+from official_cfg import load_train_module, official_cfg
 
 LOG = logging.getLogger("parity")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -335,3 +337,68 @@ def decode_prompts(tokenized: torch.Tensor) -> list[str]:
     eot = tokenized.argmax(dim=-1)
     return [tokenizer.decode(row[1:end].tolist()).strip()
             for row, end in zip(tokenized, eot, strict=True)]
+
+
+def command_line(doc: str, dassl: bool, variants: list[str] | None = None) -> argparse.Namespace:
+    """The generators' shared options: ``--official`` (work tree), ``--dassl`` (for the
+    repositories that run on upstream Dassl), ``--out`` and the commits to record."""
+    parser = argparse.ArgumentParser(description=doc.strip().split("\n")[0])
+    parser.add_argument("--official", type=Path, required=True,
+                        help="work tree of the official repository (its root folder)")
+    if dassl:
+        parser.add_argument("--dassl", type=Path, required=True,
+                            help="work tree of KaiyangZhou/Dassl.pytorch")
+        parser.add_argument("--dassl-commit", default="", help="recorded in the JSON")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--official-commit", default="", help="recorded in the JSON")
+    if variants:
+        parser.add_argument("--variants", nargs="+", default=variants, choices=variants)
+    args = parser.parse_args()
+    setup_logging()
+    torch.set_num_threads(2)
+    return args
+
+
+def provenance(repository: str, args: argparse.Namespace) -> dict:
+    """Where the recorded numbers come from (leading keys of every JSON)."""
+    out = {"official_repository": repository,
+           "official_repository_commit": args.official_commit}
+    if hasattr(args, "dassl_commit"):
+        out["dassl_commit"] = args.dassl_commit
+    return out | {"torch": torch_version()}
+
+
+def run_description(source: str) -> str:
+    return (f"official code ({source}) in fp32 on CPU; trainables written with the official "
+            "save_model and read with the official load_model; loss from the official "
+            "forward_backward in train mode before any optimizer step (gradients as the "
+            "optimizer would receive them); logits from the official model_inference in eval "
+            "mode")
+
+
+def bundled_trainer(root: Path, method_dir: str, trainer_module: str, trainer_name: str,
+                    config_file: str, dataset: str, opts: list[str],
+                    classnames: list[str]) -> SimpleNamespace:
+    """The official trainer of a repository that bundles ``Dassl.ProGrad.pytorch`` next to its
+    method folder (KgCoOp, Prompt-align), configured by its ``train.setup_cfg`` and built on the
+    recipe's CLIP, with the recipe's trainable values written and read back through the official
+    checkpoint functions. Returns the pieces the generators need as attributes."""
+    recipe = load_recipe()
+    state = recipe.clip_state_dict()
+    code = root.resolve() / method_dir
+    use_official(code, root.resolve() / "Dassl.ProGrad.pytorch")
+    train = load_train_module(code)
+    module = importlib.import_module(trainer_module)  # the official packages, not ours
+    official_clip = importlib.import_module("clip.clip")
+    module.load_clip_to_cpu = clip_loader(official_clip, state)
+    cfg = official_cfg(train, opts, trainer=trainer_name, config_file=str(code / config_file),
+                       dataset_config_file=str(code / f"configs/datasets/{dataset}.yaml"))
+    trainer = build_trainer(getattr(module, trainer_name), cfg, fake_data_manager(classnames))
+    named = named_trainables(trainer.model)
+    spec = [[n, list(p.shape)] for n, p in named.items()]
+    values = recipe.trainable_tensors(spec)
+    round_trip_checkpoint(trainer, {k.removeprefix("prompt_learner."): v
+                                    for k, v in values.items()},
+                          poison=["token_prefix", "token_suffix"])
+    return SimpleNamespace(recipe=recipe, state=state, module=module, clip=official_clip,
+                           cfg=cfg, trainer=trainer, named=named, spec=spec, values=values)

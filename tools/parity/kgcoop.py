@@ -11,15 +11,12 @@ fp32, on the deterministic ViT-B/16 and the ten Caltech101 class names of the Co
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import logging
-from pathlib import Path
 
 import harness as H
 import torch
 import torch.nn.functional as F
-from official_cfg import cfg_subset, load_train_module, official_cfg
+from official_cfg import cfg_subset
 
 LOG = logging.getLogger("parity.kgcoop")
 CLASSNAMES = ["face", "leopard", "motorbike", "accordion", "airplane", "anchor", "ant", "barrel",
@@ -52,33 +49,13 @@ def handcrafted_fp32(official_clip, state_dict, prompts: list[str]) -> torch.Ten
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--official", type=Path, required=True, help="KgCoOp repository root")
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--official-commit", default="", help="recorded in the JSON")
-    args = parser.parse_args()
-    H.setup_logging()
-    torch.set_num_threads(2)
-    recipe = H.load_recipe()
-    code = args.official.resolve() / "KgCoOp"
-    H.use_official(code, args.official.resolve() / "Dassl.ProGrad.pytorch")
-    train = load_train_module(code)
-    kgcoop = importlib.import_module("trainers.kgcoop")  # the official packages, not ours
-    official_clip = importlib.import_module("clip.clip")
-    state = recipe.clip_state_dict()
-    kgcoop.load_clip_to_cpu = H.clip_loader(official_clip, state)
-
-    cfg = official_cfg(train, SCRIPT_OPTS + PREC_OPTS, trainer="KgCoOp",
-                       dataset_config_file=str(code / f"configs/datasets/{DATASET}.yaml"),
-                       config_file=str(code / "configs/trainers/KgCoOp/vit_b16_ep100_ctxv1.yaml"))
-    trainer = H.build_trainer(kgcoop.KgCoOp, cfg, H.fake_data_manager(CLASSNAMES))
+    args = H.command_line(__doc__, dassl=False)
+    run = H.bundled_trainer(args.official, "KgCoOp", "trainers.kgcoop", "KgCoOp",
+                            "configs/trainers/KgCoOp/vit_b16_ep100_ctxv1.yaml", DATASET,
+                            SCRIPT_OPTS + PREC_OPTS, CLASSNAMES)
+    recipe, state, kgcoop, official_clip = run.recipe, run.state, run.module, run.clip
+    cfg, trainer, named, spec, values = run.cfg, run.trainer, run.named, run.spec, run.values
     model, learner = trainer.model, trainer.model.prompt_learner
-    named = H.named_trainables(model)
-    spec = [[n, list(p.shape)] for n, p in named.items()]
-    values = recipe.trainable_tensors(spec)
-    H.round_trip_checkpoint(trainer, {k.removeprefix("prompt_learner."): v
-                                      for k, v in values.items()},
-                            poison=["token_prefix", "token_suffix"])
     images, labels = recipe.images(), torch.tensor(LABELS)
 
     taps = {"image": model.image_encoder, "text": model.text_encoder, "model": model}
@@ -109,10 +86,9 @@ def main() -> None:
         "grads": {n: g for n, g in step["grads"].items()},
         "trainable_values": values,
     }
-    record = {
-        "trainer": "KgCoOp", "official_repository": "htyao89/KgCoOp",
-        "official_repository_commit": args.official_commit,
-        "dassl": "Dassl.ProGrad.pytorch bundled in the repository", "torch": H.torch_version(),
+    record = H.provenance("htyao89/KgCoOp", args) | {
+        "trainer": "KgCoOp",
+        "dassl": "Dassl.ProGrad.pytorch bundled in the repository",
         "config_file": "configs/trainers/KgCoOp/vit_b16_ep100_ctxv1.yaml",
         "dataset_config_file": f"configs/datasets/{DATASET}.yaml",
         "script_opts": SCRIPT_OPTS, "precision_opts": PREC_OPTS,
@@ -133,11 +109,7 @@ def main() -> None:
                 "loss": (ce + w * score * len(CLASSNAMES)).item()},
             "config_default_w_1_instead_of_the_script_8": {"loss": (ce + score).item()},
         },
-        "run": ("official code (KgCoOp/trainers/kgcoop.py) in fp32 on CPU; ctx written with "
-                "the official save_model and read with the official load_model; loss terms "
-                "from the official forward_backward in train mode before any optimizer step "
-                "(gradients as the optimizer would receive them); logits from the official "
-                "model_inference in eval mode"),
+        "run": H.run_description("KgCoOp/trainers/kgcoop.py"),
     }
     H.write_fixture(args.out, "KgCoOp", record, expected)
 

@@ -11,7 +11,6 @@ label space below, the same images, labels, tasks and trainable recipe.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import logging
 from pathlib import Path
@@ -230,39 +229,23 @@ def sensitivity(trainer, variant: str, images: torch.Tensor, expected: dict) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--official", type=Path, required=True, help="MVLPT work tree")
-    parser.add_argument("--dassl", type=Path, required=True, help="Dassl.pytorch work tree")
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--official-commit", default="", help="recorded in the JSON")
-    parser.add_argument("--dassl-commit", default="", help="recorded in the JSON")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    args = parser.parse_args()
-    H.setup_logging()
-    torch.set_num_threads(2)
+    args = H.command_line(__doc__, dassl=True, variants=list(VARIANTS))
     recipe = H.load_recipe()
-    H.use_official(args.official.resolve(), args.dassl.resolve(), STUBS)
+    code = args.official.resolve()
+    H.use_official(code, args.dassl.resolve(), STUBS)
     for name, attrs in ELEVATER_STUBS.items():
         H.stub_submodule(name, attrs)
-    train = load_train_module(args.official.resolve())
+    train = load_train_module(code)
     mvlpt = importlib.import_module("trainers.mvlpt")  # the official packages, not ours
     official_clip = importlib.import_module("clip.clip")
-
     mvlpt.load_clip_to_cpu = H.clip_loader(official_clip, recipe.clip_state_dict())
     images = recipe.images()
     for variant in args.variants:
         LOG.info("running %s", variant)
-        trainer, record, expected, _ = run_variant(train, mvlpt, args.official.resolve(),
-                                                   variant, images)
+        trainer, record, expected, _ = run_variant(train, mvlpt, code, variant, images)
         record.update(sensitivity(trainer, variant, images, expected))
-        record = {"official_repository": "sIncerass/MVLPT",
-                  "official_repository_commit": args.official_commit,
-                  "dassl_commit": args.dassl_commit, "torch": H.torch_version()} | record
-        record["run"] = ("official code (trainers/mvlpt.py) in fp32 on CPU; values written with "
-                         "the official save_model and read with the official load_model; loss "
-                         "from the official forward_backward in train mode before any optimizer "
-                         "step (gradients as the optimizer would receive them); logits from the "
-                         "official model_inference in eval mode")
+        record = H.provenance("sIncerass/MVLPT", args) | record
+        record["run"] = H.run_description("trainers/mvlpt.py")
         H.write_fixture(args.out, variant, record, expected)
 
 

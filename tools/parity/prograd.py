@@ -14,15 +14,12 @@ gradient rule projects in one and leaves the gradient alone in the other.
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import logging
-from pathlib import Path
 
 import harness as H
 import torch
 import torch.nn.functional as F
-from official_cfg import cfg_subset, load_train_module, official_cfg
+from official_cfg import cfg_subset
 
 LOG = logging.getLogger("parity.prograd")
 CLASSNAMES = ["face", "leopard", "motorbike", "accordion", "airplane", "anchor", "ant", "barrel",
@@ -99,32 +96,13 @@ def init_misalignment(prograd, official_clip, state, cfg) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--official", type=Path, required=True, help="Prompt-align root")
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--official-commit", default="", help="recorded in the JSON")
-    args = parser.parse_args()
-    H.setup_logging()
-    torch.set_num_threads(2)
-    recipe = H.load_recipe()
-    code = args.official.resolve() / "ProGrad.public"
-    H.use_official(code, args.official.resolve() / "Dassl.ProGrad.pytorch")
-    train = load_train_module(code)
-    prograd = importlib.import_module("trainers.prograd")  # the official packages, not ours
-    official_clip = importlib.import_module("clip.clip")
-    prograd.load_clip_to_cpu = H.clip_loader(official_clip, recipe.clip_state_dict())
-
-    cfg = official_cfg(train, SCRIPT_OPTS + OUR_OPTS, trainer="ProGrad",
-                       dataset_config_file=str(code / f"configs/datasets/{DATASET}.yaml"),
-                       config_file=str(code / f"configs/trainers/ProGrad/{CONFIG}.yaml"))
-    trainer = H.build_trainer(prograd.ProGrad, cfg, H.fake_data_manager(CLASSNAMES))
+    args = H.command_line(__doc__, dassl=False)
+    run = H.bundled_trainer(args.official, "ProGrad.public", "trainers.prograd", "ProGrad",
+                            f"configs/trainers/ProGrad/{CONFIG}.yaml", DATASET,
+                            SCRIPT_OPTS + OUR_OPTS, CLASSNAMES)
+    recipe, state, prograd, official_clip = run.recipe, run.state, run.module, run.clip
+    cfg, trainer, named, spec, values = run.cfg, run.trainer, run.named, run.spec, run.values
     model, learner = trainer.model, trainer.model.prompt_learner
-    named = H.named_trainables(model)
-    spec = [[n, list(p.shape)] for n, p in named.items()]
-    values = recipe.trainable_tensors(spec)
-    H.round_trip_checkpoint(trainer, {k.removeprefix("prompt_learner."): v
-                                      for k, v in values.items()},
-                            poison=["token_prefix", "token_suffix"])
     images = recipe.images()
     taps = {"image": model.image_encoder, "text": model.text_encoder}
     logits, seen = H.official_eval(trainer, images, taps)
@@ -142,7 +120,7 @@ def main() -> None:
         LOG.warning("only one decision of the gradient rule occurs among the candidate labels")
     zeroed = H.zeroed_logits(trainer, learner, images)
     zs_model = trainer.zs_clip.clip_model
-    misalignment = init_misalignment(prograd, official_clip, recipe.clip_state_dict(), cfg)
+    misalignment = init_misalignment(prograd, official_clip, state, cfg)
     expected = {
         "logits": logits, "image_features": seen["image"], "text_features": seen["text"],
         "zero_shot_logits": cases[0]["tensors"]["zero_shot_logits"],
@@ -151,10 +129,9 @@ def main() -> None:
         "cases": [c.pop("tensors") for c in cases],
     }
     template = prograd.CUSTOM_TEMPLATES[cfg.DATASET.NAME]
-    record = {
-        "trainer": "ProGrad", "official_repository": "BeierZhu/Prompt-align",
-        "official_repository_commit": args.official_commit,
-        "dassl": "Dassl.ProGrad.pytorch bundled in the repository", "torch": H.torch_version(),
+    record = H.provenance("BeierZhu/Prompt-align", args) | {
+        "trainer": "ProGrad",
+        "dassl": "Dassl.ProGrad.pytorch bundled in the repository",
         "config_file": f"configs/trainers/ProGrad/{CONFIG}.yaml",
         "dataset_config_file": f"configs/datasets/{DATASET}.yaml",
         "script_opts": SCRIPT_OPTS, "our_opts": OUR_OPTS, "config": cfg_subset(cfg, CONFIG_KEYS),
@@ -168,12 +145,8 @@ def main() -> None:
         "checkpoint_keys": sorted(learner.state_dict()),
         "lambda": lam, "T": t, "cases": cases, "ctx_init_misalignment": misalignment,
         "max_abs_logit_change_when_trainables_zeroed": H.max_abs(zeroed, logits),
-        "run": ("official code (ProGrad.public/trainers/prograd.py, Dassl.ProGrad's "
-                "prograd_backward_and_update) in fp32 on CPU; ctx written with the official "
-                "save_model and read with the official load_model; losses and gradients from "
-                "the official forward_backward in train mode before any optimizer step (the "
-                "optimizer's step replaced by a recorder); logits from the official "
-                "model_inference in eval mode"),
+        "run": H.run_description("ProGrad.public/trainers/prograd.py with Dassl.ProGrad's "
+                                 "prograd_backward_and_update"),
     }
     H.write_fixture(args.out, "ProGrad", record, expected)
 
