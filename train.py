@@ -181,15 +181,17 @@ def run_folder(output_dir: str) -> Iterator[None]:
     open its log.txt, remove the temporary files of killed runs, and write a failure to
     log.txt. Under torchrun only the first process does this; the others follow its lead."""
     lock = RunLock(output_dir) if distributed.is_main() else None
-    refusal = None
+    failure = None
     if lock is not None:
         try:
             lock.acquire()
-        except RunLocked as exc:
-            refusal = str(exc)
-    refusals = [r for r in distributed.all_gather_objects(refusal) if r]
-    if refusals:
-        raise RunLocked(refusals[0])
+        except Exception as exc:  # every process must hear of it, or the others would wait
+            failure = exc
+    shared = [r for r in distributed.all_gather_objects(str(failure) if failure else None) if r]
+    if failure is not None:
+        raise failure
+    if shared:
+        raise RunLocked(shared[0])
     try:
         if lock is None:
             setup_logger(None, level=logging.WARNING)

@@ -291,7 +291,7 @@ def _add_optim(_C: CfgNode) -> None:
 
 def _add_train_test(_C: CfgNode) -> None:
     _C.TRAIN = CN()
-    _C.TRAIN.CHECKPOINT_FREQ = 0  # save every N epochs; <= 0: only the last epoch
+    _C.TRAIN.CHECKPOINT_FREQ = 0  # keep every N-th epoch file (<= 0: the last); others: resume file
     _C.TRAIN.PRINT_FREQ = 10  # log a training line every N batches
     _C.TRAIN.COUNT_ITER = "train_x"  # which loader defines an epoch (TrainerXU only)
     _C.TEST = CN()

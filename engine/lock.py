@@ -138,6 +138,10 @@ class RunLock:
         hint = (f" This filesystem cannot lock files; if that run is gone, delete {self.path}."
                 if unlockable else " Wait for it to finish, stop it, or use another "
                 "--output-dir.")
+        if not unlockable and record.get("host") == socket.gethostname() and not _pid_alive(
+                record.get("pid")):
+            hint = (" That process has ended, but processes it started (data-loader workers) "
+                    "still hold the lock; stop them or wait for them to exit.")
         raise RunLocked(f"The output folder {self.directory} is in use by another run: "
                         f"{describe_holder(record)}.{hint}")
 

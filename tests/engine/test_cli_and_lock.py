@@ -47,6 +47,26 @@ def test_a_dead_runs_lock_and_temporaries_are_taken_over_with_a_log_line(tmp_pat
     assert os.listdir(tmp_path / "model") == [] and not (tmp_path / LOCK_FILE).exists()
 
 
+def test_without_file_locking_the_record_decides(tmp_path, monkeypatch):
+    import errno
+
+    import engine.lock
+
+    def unsupported(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(engine.lock.fcntl, "flock", unsupported)
+    host = socket.gethostname()
+    (tmp_path / LOCK_FILE).write_text(json.dumps({"host": host, "pid": os.getppid()}))
+    with pytest.raises(RunLocked, match=f"pid {os.getppid()} on host {host}.*cannot lock"):
+        RunLock(str(tmp_path)).acquire()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / LOCK_FILE).write_text(json.dumps({"host": host, "pid": dead.pid}))
+    with RunLock(str(tmp_path)) as lock:
+        assert lock.taken_over == {"host": host, "pid": dead.pid}
+
+
 def test_a_second_run_in_a_held_folder_stops_naming_the_holder(image_root, tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, ENGINE_IMPORTS="tests.engine.toy", PYTHONPATH=REPO)
