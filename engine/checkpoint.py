@@ -2,11 +2,11 @@
 
 Layout: ``<directory>/<model name>/model.pth.tar-<epoch>`` (and ``model-best.pth.tar``),
 each a dict ``{state_dict, epoch, optimizer, scheduler, val_result}`` (ours add
-``rng_state``, ``best_result`` and ``extras``), plus a ``checkpoint`` text file naming the
-latest checkpoint file. Every file is written to a temporary file in the same folder, flushed
-to disk and renamed over the target, so a crash leaves either the old or the new file; a run
-removes the temporary files that killed runs left (:func:`remove_stale_temporaries`). Files
-get the permissions of the user's umask.
+``rng_state``, ``best_result``, ``extras`` and ``meta``: see :mod:`engine.checkpoint_checks`),
+plus a ``checkpoint`` text file naming the latest checkpoint file. Every file is written to a
+temporary file in the same folder, flushed to disk and renamed over the target, so a crash
+leaves either the old or the new file; a run removes the temporary files that killed runs left
+(:func:`remove_stale_temporaries`). Files get the permissions of the user's umask.
 
 Between the epochs that ``TRAIN.CHECKPOINT_FREQ`` keeps, the trainer saves the epoch's state
 to ``model-resume.pth.tar`` (:data:`RESUME_FILE`, replaced every epoch, named by the pointer
@@ -50,8 +50,8 @@ from engine.errors import CheckpointError
 __all__ = ["save_checkpoint", "save_resume_checkpoint", "load_checkpoint",
            "load_foreign_checkpoint", "resume_from_checkpoint", "atomic_write", "check_plain",
            "InertObject", "get_rng_state", "set_rng_state", "latest_checkpoint_path",
-           "remove_stale_temporaries", "weights_fingerprint", "POINTER_FILE", "RESUME_FILE",
-           "BEST_FILE"]
+           "remove_stale_temporaries", "weights_fingerprint", "check_archive", "POINTER_FILE",
+           "RESUME_FILE", "BEST_FILE"]
 
 logger = logging.getLogger(__name__)
 

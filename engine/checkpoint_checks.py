@@ -4,8 +4,8 @@
 garbage optimizer / scheduler / epoch fields, NaN or infinite weights), naming the file and
 the field. Our checkpoints also record ``meta``: the trainer, the backbone (name and a
 fingerprint of its weights), the config that shapes the learned tensors and the optimisation
-config; :func:`check_meta` compares them with the current run (a checkpoint trained on
-another backbone, or resumed with another schedule, is an error naming both values) and
+config and seed; :func:`check_meta` compares them with the current run (a checkpoint trained
+on another backbone, or resumed with another schedule or seed, is an error naming both) and
 :func:`describe_mismatch` replaces torch's raw size-mismatch lists by what the file looks like.
 Official checkpoints have no ``meta``; they are checked for structure only.
 """
@@ -116,9 +116,9 @@ def check_meta(saved: dict | None, current: dict, path: str, resuming: bool) -> 
         differences = _differences(saved.get("optim"), current.get("optim"))
         if differences:
             raise ConfigError(
-                f"Cannot resume from {path}: {differences}. Its optimizer and learning-rate "
-                "schedule were built for the saved values, so the rest of the run would follow "
-                "neither schedule. Resume with the saved values, or train in a new --output-dir.")
+                f"Cannot resume from {path}: {differences}. A resume continues the saved run "
+                "(its optimizer, learning-rate schedule and random streams were made for the "
+                "saved values): resume with them, or train in a new --output-dir.")
 
 
 def _other_backbone(saved: dict, current: dict) -> bool:

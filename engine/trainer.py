@@ -15,7 +15,7 @@ Resume: ``before_train`` looks for the ``checkpoint`` pointer of every registere
 ``RESUME`` (or ``OUTPUT_DIR``) and restores weights, optimizer, scheduler, trainer extras and
 the Python / numpy / torch generator states saved with them, so training goes on exactly as
 if it had not stopped (the data order comes from those generators, as in Dassl). A resume
-with other ``OPTIM`` values than the saved ones is refused, naming both.
+with other ``OPTIM`` values or another ``SEED`` than the saved ones is refused, naming both.
 
 Under torchrun (:mod:`engine.distributed`) the gradients of what the optimizers update are
 averaged over the processes in :meth:`TrainerBase.model_update`, and only the first process
@@ -132,7 +132,8 @@ class TrainerBase:
         data), compared with the loading run by :func:`engine.checkpoint_checks.check_meta`:
         ``trainer``; ``backbone`` ``{"name", "fingerprint"}``; ``config`` and ``optim``
         (``{"DOTTED.KEY": value}``: the settings that shape the learned tensors, which must
-        match to load them, and the optimisation settings, which must match to resume)."""
+        match to load them, and the optimisation settings and seed, which must match to
+        resume)."""
         return {}
 
     # ------------------------------------------------------------------ save / load
@@ -383,8 +384,9 @@ class SimpleTrainer(TrainerBase):
         """Check trainer-specific settings (optional)."""
 
     def checkpoint_meta(self, name: str) -> dict:
+        # a resume continues the saved run: its schedule, and its seed's random streams
         return {"trainer": self.cfg.TRAINER.NAME or type(self).__name__,
-                "optim": flat_config(self.cfg.OPTIM, "OPTIM")}
+                "optim": {**flat_config(self.cfg.OPTIM, "OPTIM"), "SEED": self.cfg.SEED}}
 
     def build_data_loader(self) -> None:
         dm = DataManager(self.cfg)

@@ -163,6 +163,9 @@ def test_resume_with_another_schedule_is_refused(toy_cfg):
     toy_cfg.OPTIM.MAX_EPOCH = 6
     with pytest.raises(ConfigError, match=r"OPTIM.MAX_EPOCH is 4 in the checkpoint, 6 in this"):
         _run(toy_cfg)
+    toy_cfg.OPTIM.MAX_EPOCH, toy_cfg.SEED = 4, 2  # another seed would continue seed 1's run
+    with pytest.raises(ConfigError, match=r"SEED is 1 in the checkpoint, 2 in this run"):
+        _run(toy_cfg)
 
 
 def test_resume_from_garbage_optimizer_state_names_the_file(toy_cfg):
