@@ -10,22 +10,36 @@ file, method config file, command-line flags, ``KEY VALUE`` overrides, freeze.
 The packages ``trainers`` and ``datasets`` are imported when present; the environment
 variable ``ENGINE_IMPORTS`` (comma-separated module names) imports more modules first, e.g.
 a trainer or dataset of your own.
+
+A run locks its output folder (``OUTPUT_DIR/run.lock``, :mod:`engine.lock`) before it writes
+there. An error in the input (flag, config value, file) is printed as one message, without a
+traceback (``--debug`` or ``ENGINE_DEBUG=1`` shows it), and written to the run's log.txt; the
+exit status says what happened (:mod:`engine.errors`: 2 input refused, 75 folder locked by
+another run, 1 crash).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import difflib
 import importlib
 import logging
 import os
+import socket
 import sys
+import traceback
+from collections.abc import Iterator
 
 import torch
 
 from engine import distributed
+from engine.checkpoint import remove_stale_temporaries
 from engine.config import CfgNode, get_cfg_default
+from engine.errors import ConfigError, RunLocked, exit_status, is_own_error
+from engine.lock import RunLock, describe_holder
 from engine.trainer import build_trainer
-from engine.utils import collect_env_info, set_random_seed, setup_logger
+from engine.utils import collect_env_info, log_to_file, set_random_seed, setup_logger
 
 logger = logging.getLogger("train")
 
@@ -42,7 +56,13 @@ def import_plugins() -> None:
                 raise
     extra = os.environ.get("ENGINE_IMPORTS", "")
     for module in filter(None, (m.strip() for m in extra.split(","))):
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not module.startswith(exc.name):
+                raise
+            raise ConfigError(f"ENGINE_IMPORTS names {module}, which cannot be imported "
+                              f"({exc}); check the name and PYTHONPATH") from exc
 
 
 def reset_cfg(cfg: CfgNode, args: argparse.Namespace) -> None:
@@ -64,7 +84,42 @@ def reset_cfg(cfg: CfgNode, args: argparse.Namespace) -> None:
         cfg.SEED = args.seed
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse, before any work, the command-line mistakes that would otherwise surface as an
+    unrelated error: flags among the overrides, config files that do not exist."""
+    opts = [str(item) for item in args.opts or []]
+    flags = [i for i, item in enumerate(opts) if item.startswith("--")]
+    if flags:
+        i = flags[0]
+        flag = opts[i:i + 2] if i + 1 < len(opts) and not _is_key(opts[i + 1]) else opts[i:i + 1]
+        rest = [item for j, item in enumerate(opts) if j not in range(i, i + len(flag))]
+        raise ConfigError(
+            f"{' '.join(flag)} comes after the KEY VALUE overrides, where it is read as a config "
+            f"key; flags go first: train.py ... {' '.join(flag)} {' '.join(rest[:4])}"
+            f"{' ...' if len(rest) > 4 else ''}")
+    for flag, path in (("--dataset-config-file", args.dataset_config_file),
+                       ("--config-file", args.config_file)):
+        if path and not os.path.isfile(path):
+            raise ConfigError(f"{flag} {path}: no such file{_similar_files(path)}")
+    if args.load_epoch is not None and args.load_epoch < 1:
+        raise ConfigError(f"--load-epoch {args.load_epoch}: epoch files start at "
+                          "model.pth.tar-1; pass N >= 1 (or omit it for model-best.pth.tar)")
+
+
+def _is_key(item: str) -> bool:
+    return item.startswith("--") or (item.isupper() and "." in item)
+
+
+def _similar_files(path: str) -> str:
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        return f" (the folder {folder} does not exist either)"
+    close = difflib.get_close_matches(os.path.basename(path), os.listdir(folder), n=3)
+    return f" (did you mean {', '.join(os.path.join(folder, c) for c in close)}?)" if close else ""
+
+
 def setup_cfg(args: argparse.Namespace) -> CfgNode:
+    check_args(args)
     cfg = get_cfg_default()
     if args.dataset_config_file:
         cfg.merge_from_file(args.dataset_config_file)
@@ -84,13 +139,25 @@ def print_args(args: argparse.Namespace, cfg: CfgNode) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    cfg = setup_cfg(args)
-    # under torchrun: join the process group; only the first process logs to log.txt
+    try:
+        cfg = setup_cfg(args)
+    except Exception as exc:
+        _record_in_folder(args.output_dir, exc)
+        raise
+    # under torchrun: join the process group; only the first process locks the output folder
+    # and logs to log.txt
     distributed.init_distributed(torch.cuda.is_available() and cfg.USE_CUDA)
-    if distributed.is_main():
-        setup_logger(cfg.OUTPUT_DIR)
-    else:
-        setup_logger(None, level=logging.WARNING)
+    try:
+        with run_folder(cfg.OUTPUT_DIR):
+            run(args, cfg)
+    finally:
+        distributed.shutdown()
+
+
+def run(args: argparse.Namespace, cfg: CfgNode) -> None:
+    logger.info("Run: trainer %s, dataset %s, backbone %s, seed %s, output %s (pid %d on %s)",
+                cfg.TRAINER.NAME or "-", cfg.DATASET.NAME or "-", cfg.MODEL.BACKBONE.NAME or "-",
+                cfg.SEED, cfg.OUTPUT_DIR, os.getpid(), socket.gethostname())
     if cfg.SEED >= 0:
         logger.info("Setting fixed seed: %d", cfg.SEED)
         set_random_seed(cfg.SEED)
@@ -99,16 +166,85 @@ def main(args: argparse.Namespace) -> None:
     print_args(args, cfg)
     logger.info("Collecting env info ...")
     logger.info("** System info **\n%s\n", collect_env_info())
+    trainer = build_trainer(cfg)
+    if args.eval_only:
+        trainer.load_model(args.model_dir, epoch=args.load_epoch)
+        trainer.test()
+        return
+    if not args.no_train:
+        trainer.train()
+
+
+@contextlib.contextmanager
+def run_folder(output_dir: str) -> Iterator[None]:
+    """Hold ``output_dir`` for one run: lock it (or stop with RunLocked naming the holder),
+    open its log.txt, remove the temporary files of killed runs, and write a failure to
+    log.txt. Under torchrun only the first process does this; the others follow its lead."""
+    lock = RunLock(output_dir) if distributed.is_main() else None
+    failure = None
+    if lock is not None:
+        try:
+            lock.acquire()
+        except Exception as exc:  # every process must hear of it, or the others would wait
+            failure = exc
+    shared = [r for r in distributed.all_gather_objects(str(failure) if failure else None) if r]
+    if failure is not None:
+        raise failure
+    if shared:
+        raise RunLocked(shared[0])
     try:
-        trainer = build_trainer(cfg)
-        if args.eval_only:
-            trainer.load_model(args.model_dir, epoch=args.load_epoch)
-            trainer.test()
-            return
-        if not args.no_train:
-            trainer.train()
+        if lock is None:
+            setup_logger(None, level=logging.WARNING)
+        else:
+            setup_logger(output_dir)
+            _tidy(lock, output_dir)
+        try:
+            yield
+        except BaseException as exc:
+            if lock is not None:
+                log_to_file(_failure_text(exc))
+            raise
     finally:
-        distributed.shutdown()
+        if lock is not None:
+            lock.release()
+
+
+def _tidy(lock: RunLock, output_dir: str) -> None:
+    if lock.taken_over:
+        logger.info("Took over the lock of %s from a run that ended without releasing it: %s",
+                    output_dir, describe_holder(lock.taken_over))
+    removed = remove_stale_temporaries(output_dir)
+    if removed:
+        logger.info("Removed %d temporary files left by interrupted saves (%s%s)", len(removed),
+                    ", ".join(os.path.basename(p) for p in removed[:3]),
+                    ", ..." if len(removed) > 3 else "")
+
+
+def _failure_text(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "Interrupted (KeyboardInterrupt)"
+    trace = "".join(traceback.format_exception(exc))
+    if exit_status(exc) is None:
+        return f"Run failed:\n{trace}"
+    return f"Error: {exc}" if is_own_error(exc) else f"Error: {exc}\n{trace}"
+
+
+def _record_in_folder(output_dir: str, exc: BaseException) -> None:
+    """An error before the run could open its folder (bad flag or config) still goes to the
+    folder's log.txt, unless another run holds the folder."""
+    if not output_dir or not _first_process() or exit_status(exc) is None:
+        return
+    try:
+        with RunLock(output_dir):
+            setup_logger(output_dir)
+            log_to_file(_failure_text(exc))
+            setup_logger(None)
+    except (RunLocked, OSError):
+        return
+
+
+def _first_process() -> bool:
+    return int(os.environ.get("RANK", "0") or 0) == 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,15 +270,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--load-epoch", type=int,
                    help="load model weights at this epoch for evaluation")
     p.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    p.add_argument("--debug", action="store_true",
+                   help="show the traceback of input errors too (also: ENGINE_DEBUG=1)")
     p.add_argument("opts", default=None, nargs=argparse.REMAINDER,
                    help="modify config options using the command-line")
     return p
 
 
 def cli(argv: list[str] | None = None) -> None:
+    """The command line: errors in the input end the process with one message and the exit
+    status of :func:`engine.errors.exit_status`; crashes keep their traceback."""
     setup_logger(None)
-    import_plugins()
-    main(build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    try:
+        import_plugins()
+        main(args)
+    except Exception as exc:
+        status = exit_status(exc)
+        if status is None or args.debug or os.environ.get("ENGINE_DEBUG", "0") not in ("", "0"):
+            raise
+        if _first_process():  # under torchrun every process has the same input: say it once
+            sys.stderr.write(f"train.py: error: {exc}\n")
+        raise SystemExit(status) from None
 
 
 if __name__ == "__main__":

@@ -2,26 +2,40 @@
 
 Layout: ``<directory>/<model name>/model.pth.tar-<epoch>`` (and ``model-best.pth.tar``),
 each a dict ``{state_dict, epoch, optimizer, scheduler, val_result}`` (ours add
-``rng_state``, ``best_result`` and ``extras``), plus a ``checkpoint`` text file naming the
-latest epoch file. Every file is written to a temporary file in the same folder, flushed to
-disk and renamed over the target, so a crash leaves either the old or the new file.
+``rng_state``, ``best_result``, ``extras`` and ``meta``: see :mod:`engine.checkpoint_checks`),
+plus a ``checkpoint`` text file naming the latest checkpoint file. Every file is written to a
+temporary file in the same folder, flushed to disk and renamed over the target, so a crash
+leaves either the old or the new file; a run removes the temporary files that killed runs left
+(:func:`remove_stale_temporaries`). Files get the permissions of the user's umask.
+
+Between the epochs that ``TRAIN.CHECKPOINT_FREQ`` keeps, the trainer saves the epoch's state
+to ``model-resume.pth.tar`` (:data:`RESUME_FILE`, replaced every epoch, named by the pointer
+and removed once a later epoch file exists), so an interrupted run resumes from its last
+finished epoch whatever the config says.
+
+Reading checks the file before trusting it: the zip archive's checksums (a flipped bit is an
+error, not a silently different prompt), only uncompressed records (as torch writes them), and
+tensors that do not expand beyond a few times the file's size (:data:`MAX_EXPANSION`).
 
 Our files hold only tensors and plain containers and load with ``weights_only=True``.
 Official Dassl files also pickle a scheduler object (``CosineAnnealingLR`` holding the SGD
 optimizer); those are read by :func:`load_foreign_checkpoint`, a restricted unpickler that
 rebuilds tensors and plain containers, stands an inert :class:`InertObject` in for classes of
 ``torch.optim`` / ``dassl`` / ``numpy``, and refuses every other global. It never imports a
-module nor calls anything that the file names.
+module nor calls anything that the file names, and sets state (pickle's BUILD) only on the
+inert objects and ordered dicts it made itself.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
 import pickle
 import random
-import tempfile
+import re
+import secrets
 import zipfile
 from collections import OrderedDict
 from collections.abc import Callable
@@ -29,15 +43,23 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import torch
+from torch import nn
 
-__all__ = ["save_checkpoint", "load_checkpoint", "load_foreign_checkpoint",
-           "resume_from_checkpoint", "atomic_write", "check_plain", "InertObject",
-           "get_rng_state", "set_rng_state", "latest_checkpoint_path", "POINTER_FILE"]
+from engine.errors import CheckpointError
+
+__all__ = ["save_checkpoint", "save_resume_checkpoint", "load_checkpoint",
+           "load_foreign_checkpoint", "resume_from_checkpoint", "atomic_write", "check_plain",
+           "InertObject", "get_rng_state", "set_rng_state", "latest_checkpoint_path",
+           "remove_stale_temporaries", "weights_fingerprint", "check_archive", "POINTER_FILE",
+           "RESUME_FILE", "BEST_FILE"]
 
 logger = logging.getLogger(__name__)
 
 POINTER_FILE = "checkpoint"
 BEST_FILE = "model-best.pth.tar"
+RESUME_FILE = "model-resume.pth.tar"
+MAX_EXPANSION = 4  # tensors may hold this many times the file's bytes (+ 1 MiB), no more
+_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8,}\.tmp$")  # what atomic_write leaves behind
 
 
 # --------------------------------------------------------------------------- writing
@@ -48,8 +70,8 @@ def atomic_write(fpath: str, write: Callable[[BinaryIO], None]) -> None:
     ``fpath``. On any error the temporary file is removed and ``fpath`` is untouched."""
     directory = os.path.dirname(os.path.abspath(fpath))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(fpath)}.", suffix=".tmp",
-                               dir=directory)
+    tmp = os.path.join(directory, f".{os.path.basename(fpath)}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -61,6 +83,25 @@ def atomic_write(fpath: str, write: Callable[[BinaryIO], None]) -> None:
             os.remove(tmp)
         raise
     _fsync_dir(directory)
+
+
+def remove_stale_temporaries(directory: str) -> list[str]:
+    """Remove what interrupted :func:`atomic_write` calls left in ``directory`` and its
+    sub-folders (one level: the model folders). Call it only while holding the folder's run
+    lock (:mod:`engine.lock`), when no other process can be writing there. Returns the
+    removed paths."""
+    removed = []
+    folders = [directory]
+    if os.path.isdir(directory):
+        folders += [e.path for e in os.scandir(directory) if e.is_dir(follow_symlinks=False)]
+    for folder in folders:
+        if not os.path.isdir(folder):
+            continue
+        for entry in os.scandir(folder):
+            if _TEMPORARY.match(entry.name) and entry.is_file(follow_symlinks=False):
+                os.remove(entry.path)
+                removed.append(entry.path)
+    return removed
 
 
 def _fsync_dir(directory: str) -> None:
@@ -118,9 +159,10 @@ def save_checkpoint(state: dict, save_dir: str, is_best: bool = False,
     atomic_write(fpath, lambda f: _write_payload(state, f))
     logger.info("Checkpoint saved to %s", fpath)
     if not model_name:
-        name = os.path.basename(fpath)
-        atomic_write(os.path.join(save_dir, POINTER_FILE),
-                     lambda f: f.write(f"{name}\n".encode()))
+        _point_to(save_dir, os.path.basename(fpath))
+        resume_file = os.path.join(save_dir, RESUME_FILE)
+        if os.path.exists(resume_file):  # older than the file the pointer now names
+            os.remove(resume_file)
     if is_best:
         best = os.path.join(save_dir, BEST_FILE)
         atomic_write(best, lambda f: _write_payload(state, f))
@@ -128,22 +170,127 @@ def save_checkpoint(state: dict, save_dir: str, is_best: bool = False,
     return fpath
 
 
+def save_resume_checkpoint(state: dict, save_dir: str) -> str:
+    """Save ``state`` as ``save_dir/model-resume.pth.tar``, replacing the previous one, and
+    point the pointer at it: what a resume needs between the epoch files that are kept."""
+    check_plain(state)
+    fpath = os.path.join(save_dir, RESUME_FILE)
+    atomic_write(fpath, lambda f: _write_payload(state, f))
+    _point_to(save_dir, RESUME_FILE)
+    logger.info("Resumable checkpoint of epoch %s saved to %s", state.get("epoch"), fpath)
+    return fpath
+
+
+def _point_to(save_dir: str, name: str) -> None:
+    atomic_write(os.path.join(save_dir, POINTER_FILE), lambda f: f.write(f"{name}\n".encode()))
+
+
 # --------------------------------------------------------------------------- reading
 
 
-def load_checkpoint(fpath: str) -> dict:
-    """Load a checkpoint onto the CPU: ``weights_only=True`` first; a file that needs more
-    (an official Dassl checkpoint) goes through :func:`load_foreign_checkpoint`."""
+def load_checkpoint(fpath: str) -> Any:
+    """Load a checkpoint onto the CPU after checking the file (see the module doc):
+    ``weights_only=True`` first; a file that needs more (an official Dassl checkpoint) goes
+    through :func:`load_foreign_checkpoint`. A damaged or unreadable file raises
+    :class:`~engine.errors.CheckpointError` naming it and saying what is wrong."""
     if not fpath:
         raise ValueError("Checkpoint path is empty")
     if not os.path.isfile(fpath):
         raise FileNotFoundError(f'No checkpoint file at "{fpath}"')
+    check_archive(fpath)
     try:
-        return torch.load(fpath, map_location="cpu", weights_only=True)
+        obj = torch.load(fpath, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         logger.info("%s is not a weights-only file (%s); reading it with the restricted "
                     "unpickler", fpath, str(exc).splitlines()[0][:120])
-    return load_foreign_checkpoint(fpath)
+        return load_foreign_checkpoint(fpath)
+    except _READ_ERRORS as exc:
+        raise _unreadable(fpath, exc) from exc
+    _check_expansion(obj, fpath)
+    return obj
+
+
+# what a malformed record makes torch or the restricted unpickler raise
+_READ_ERRORS = (RuntimeError, EOFError, ValueError, TypeError, IndexError, KeyError,
+                AttributeError)
+
+
+def _unreadable(fpath: str, exc: BaseException) -> CheckpointError:
+    first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
+    return CheckpointError(f"{fpath} cannot be read as a checkpoint: {first_line[:300]}")
+
+
+def check_archive(fpath: str) -> None:
+    """Refuse a file that cannot be a sound torch checkpoint: empty, truncated, text, a zip
+    archive with compressed records (torch never writes them; they can expand to gigabytes)
+    or with a record whose checksum does not match (a bit flipped since it was written)."""
+    size = os.path.getsize(fpath)
+    if size == 0:
+        raise CheckpointError(f"{fpath} is empty (0 bytes): its save was interrupted or the copy "
+                              "failed; copy it again or train again")
+    if not zipfile.is_zipfile(fpath):
+        with open(fpath, "rb") as f:
+            head = f.read(256)
+        if head.startswith(b"PK\x03\x04"):
+            raise CheckpointError(f"{fpath} is truncated ({size:,} bytes, the end of its zip "
+                                  "archive is missing): its save or copy was cut short")
+        if head[:1] == b"\x80":
+            return  # a pickle: the legacy format of torch < 1.6, which torch.load reads
+        kind = "a text file" if _is_text(head) else "neither a zip archive nor a pickle"
+        raise CheckpointError(f"{fpath} is not a torch checkpoint: it is {kind} (it starts "
+                              f"with {head[:40]!r})")
+    try:
+        with zipfile.ZipFile(fpath) as archive:
+            packed = [i.filename for i in archive.infolist()
+                      if i.compress_type != zipfile.ZIP_STORED]
+            if packed:
+                raise CheckpointError(f"{fpath} holds compressed records ({packed[0]}), which "
+                                      "torch never writes; refusing to expand them")
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise CheckpointError(f"{fpath} is a damaged zip archive: {exc}") from exc
+    if damaged is not None:
+        raise CheckpointError(
+            f"{fpath} is damaged: the checksum of its record {damaged} does not match the "
+            "content (the file changed after it was written: a disk or copy error); copy it "
+            "again or train again")
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(c.isprintable() or c.isspace() for c in text)
+
+
+def _check_expansion(obj: Any, fpath: str) -> None:
+    """Refuse tensors that together hold more than :data:`MAX_EXPANSION` times the file's
+    bytes: views with zero or overlapping strides, or one record viewed many times, which
+    turn a small file into gigabytes once copied."""
+    limit = MAX_EXPANSION * os.path.getsize(fpath) + (1 << 20)
+    total, seen, stack = 0, set(), [obj]
+    while stack:
+        item = stack.pop()
+        if not isinstance(item, (torch.Tensor, dict, list, tuple, set, InertObject)):
+            continue
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, torch.Tensor):
+            total += item.numel() * item.element_size()
+            if total > limit:
+                raise CheckpointError(
+                    f"{fpath}: its tensors would take more than {limit:,} bytes, over "
+                    f"{MAX_EXPANSION} times the file's size (views with repeated or "
+                    "overlapping strides); refusing to load it")
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, InertObject):
+            stack.extend((item.args, item.state))
+        else:
+            stack.extend(item)
 
 
 class InertObject:
@@ -155,6 +302,8 @@ class InertObject:
 
     module = ""
     name = ""
+    args: tuple = ()
+    state: Any = None
 
     def __new__(cls, *args: Any, **kwargs: Any) -> InertObject:
         return object.__new__(cls)
@@ -225,7 +374,28 @@ _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
 }
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
+class _RestrictedUnpickler(pickle._Unpickler):
+    """The pure-Python unpickler (its opcodes can be overridden) with the globals of
+    :data:`_SAFE_GLOBALS` only and a guarded BUILD."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def _load_build(self) -> None:
+        """BUILD sets the state of the object below it: allowed only on the inert objects
+        and the ordered dicts (``_metadata``) that this unpickler made, never on a function,
+        class or tensor (that would change the loader itself for the rest of the process)."""
+        state, target = self.stack[-1], self.stack[-2]
+        plain_attributes = (type(target) is OrderedDict and isinstance(state, dict)
+                            and all(isinstance(k, str) and not k.startswith("__")
+                                    for k in state))
+        if not (isinstance(target, InertObject) or plain_attributes):
+            raise pickle.UnpicklingError(
+                f"Refusing to set the state of a {type(target).__name__} (pickle BUILD): a "
+                "checkpoint sets state only on the records it creates")
+        pickle._Unpickler.load_build(self)
+
+    dispatch[pickle.BUILD[0]] = _load_build
+
     def __init__(self, data: bytes, read_record: Callable[[str], bytes]) -> None:
         super().__init__(io.BytesIO(data))
         self._read_record = read_record
@@ -269,6 +439,9 @@ def load_foreign_checkpoint(fpath: str) -> Any:
             f"{fpath} is neither a weights-only checkpoint nor a torch zip archive (legacy "
             f"torch<1.6 format is not supported: re-save it with a recent torch)")
     with zipfile.ZipFile(fpath) as archive:
+        if any(i.compress_type != zipfile.ZIP_STORED for i in archive.infolist()):
+            raise CheckpointError(f"{fpath} holds compressed records, which torch never "
+                                  "writes; refusing to expand them")
         pkl = [n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
         if len(pkl) != 1:
             raise pickle.UnpicklingError(f"{fpath}: expected one data.pkl, found {pkl}")
@@ -278,7 +451,14 @@ def load_foreign_checkpoint(fpath: str) -> Any:
             raise pickle.UnpicklingError(f"{fpath}: big-endian checkpoints are not supported")
         unpickler = _RestrictedUnpickler(archive.read(pkl[0]),
                                          lambda key: archive.read(f"{prefix}data/{key}"))
-        return unpickler.load()
+        try:
+            obj = unpickler.load()
+        except pickle.UnpicklingError as exc:
+            raise pickle.UnpicklingError(f"{fpath}: {exc}") from None
+        except _READ_ERRORS as exc:
+            raise _unreadable(fpath, exc) from exc
+    _check_expansion(obj, fpath)
+    return obj
 
 
 def latest_checkpoint_path(model_dir: str) -> str | None:
@@ -289,8 +469,14 @@ def latest_checkpoint_path(model_dir: str) -> str | None:
     with open(pointer) as f:
         lines = [line.strip() for line in f if line.strip()]
     if not lines:
-        raise ValueError(f"Checkpoint pointer {pointer} is empty; delete it to start again")
-    return os.path.join(model_dir, lines[0])
+        raise CheckpointError(f"Checkpoint pointer {pointer} is empty; delete it to start "
+                              "again")
+    name = lines[0]
+    if os.path.basename(name) != name or name in (".", ".."):
+        raise CheckpointError(f"Checkpoint pointer {pointer} names {name!r}, which is not a file "
+                              "of its own folder; it must hold a bare file name such as "
+                              "model.pth.tar-5")
+    return os.path.join(model_dir, name)
 
 
 def resume_from_checkpoint(fdir: str, model: torch.nn.Module, optimizer: Any = None,
@@ -313,6 +499,21 @@ def resume_from_checkpoint(fdir: str, model: torch.nn.Module, optimizer: Any = N
         scheduler.load_state_dict(sched_state)
     logger.info("Previous epoch: %s", checkpoint["epoch"])
     return int(checkpoint["epoch"])
+
+
+def weights_fingerprint(module: nn.Module, samples: int = 256) -> str:
+    """A short hash of ``module``'s weights: every tensor's name and shape, and ``samples``
+    evenly spaced values of each (as float32). Two backbones of the same architecture but
+    other weights differ; it costs milliseconds for a ViT-B/16. Take it from the weights as
+    loaded (before a cast to fp16), so that it does not depend on the precision."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(f"{name}:{tuple(tensor.shape)};".encode())
+        flat = tensor.detach().reshape(-1)
+        if flat.numel():
+            step = max(1, flat.numel() // samples)
+            digest.update(flat[::step][:samples].float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------- RNG state

@@ -4,7 +4,8 @@
 added by functions registered with :func:`register_config` (trainer and dataset files add
 their own ``TRAINER.<NAME>`` node that way). Merging a YAML file or a ``KEY VALUE`` list that
 names an unknown key raises ``KeyError`` naming the key and the closest valid keys; yacs'
-type checking is kept.
+type checking is kept. :func:`check_values` refuses values that cannot work (an epoch count
+of 0, an empty batch), naming the key; the trainer calls it before anything is built.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from collections.abc import Callable, Iterator, Sequence
 
 from yacs.config import CfgNode as _YacsNode
 
+from engine.errors import ConfigError, ConfigKeyError
+
 __all__ = ["CfgNode", "CN", "get_cfg_default", "register_config", "registered_config_functions",
-           "all_keys", "check_keys"]
+           "all_keys", "check_keys", "check_values"]
 
 
 class CfgNode(_YacsNode):
@@ -24,16 +27,25 @@ class CfgNode(_YacsNode):
     def merge_from_file(self, cfg_filename: str) -> None:
         with open(cfg_filename) as f:
             other = self.load_cfg(f)
+        if not isinstance(other, dict):
+            raise ConfigError(f"{cfg_filename} is not a YAML mapping of config keys (it holds "
+                              f"a {type(other).__name__})")
         check_keys(self, _flatten(other), source=cfg_filename)
-        self.merge_from_other_cfg(other)
+        try:
+            self.merge_from_other_cfg(other)
+        except ValueError as exc:  # yacs' type check: the message names the key
+            raise ConfigError(f"{cfg_filename}: {exc}") from exc
 
     def merge_from_list(self, cfg_list: Sequence) -> None:
         cfg_list = list(cfg_list)
         if len(cfg_list) % 2:
-            raise ValueError(f"Config overrides must be KEY VALUE pairs; got an odd number of "
+            raise ConfigError(f"Config overrides must be KEY VALUE pairs; got an odd number of "
                              f"items: {cfg_list}")
         check_keys(self, cfg_list[0::2], source="the command line")
-        super().merge_from_list(cfg_list)
+        try:
+            super().merge_from_list(cfg_list)
+        except ValueError as exc:  # yacs' type check: the message names the key
+            raise ConfigError(f"{exc} (from the command line)") from exc
 
 
 CN = CfgNode
@@ -79,7 +91,7 @@ def check_keys(cfg: _YacsNode, keys: Sequence[str] | Iterator[str], source: str)
     valid = None
     for key in keys:
         if not isinstance(key, str):
-            raise KeyError(f"Config key {key!r} from {source} is not a string")
+            raise ConfigKeyError(f"Config key {key!r} from {source} is not a string")
         if _exists(cfg, key) or _allows_new(cfg, key.split(".")[:-1]):
             continue
         valid = valid if valid is not None else all_keys(cfg)
@@ -87,9 +99,51 @@ def check_keys(cfg: _YacsNode, keys: Sequence[str] | Iterator[str], source: str)
         leaf = key.rsplit(".", 1)[-1]
         close += [k for k in valid if k.rsplit(".", 1)[-1] == leaf and k not in close][:3]
         hint = f" Closest valid keys: {', '.join(close)}." if close else ""
-        raise KeyError(f"Unknown config key '{key}' (from {source}).{hint} If the key belongs "
-                       f"to a trainer or dataset, make sure its module is imported so that its "
-                       f"@register_config function runs.")
+        raise ConfigKeyError(f"Unknown config key '{key}' (from {source}).{hint} If the key "
+                             f"belongs to a trainer or dataset, make sure its module is imported "
+                             f"so that its @register_config function runs.")
+
+
+# key -> (smallest valid value, what the key means); checked by check_values
+_AT_LEAST = {
+    "OPTIM.MAX_EPOCH": (1, "the number of training epochs"),
+    "DATALOADER.TRAIN_X.BATCH_SIZE": (1, "the training batch size"),
+    "DATALOADER.TRAIN_U.BATCH_SIZE": (1, "the batch size of the unlabelled loader"),
+    "DATALOADER.TEST.BATCH_SIZE": (1, "the evaluation batch size"),
+    "DATALOADER.NUM_WORKERS": (0, "the number of loader processes"),
+    "TRAIN.PRINT_FREQ": (1, "a training line every N batches"),
+    "OPTIM.LR": (0, "the learning rate"),
+}
+_ONE_OF = {
+    "TEST.FINAL_MODEL": ("last_step", "best_val"),
+    "TEST.SPLIT": ("test", "val"),
+}
+
+
+def check_values(cfg: _YacsNode) -> None:
+    """Raise :class:`~engine.errors.ConfigError`, naming the key, for a value that cannot
+    work: see ``_AT_LEAST`` and ``_ONE_OF``; an empty ``DATASET.NAME`` says which flag sets
+    it."""
+    for key, (least, meaning) in _AT_LEAST.items():
+        value = _get(cfg, key)
+        if value is not None and value < least:
+            raise ConfigError(f"{key} is {value}; it is {meaning} and must be >= {least}")
+    for key, valid in _ONE_OF.items():
+        value = _get(cfg, key)
+        if value is not None and value not in valid:
+            raise ConfigError(f"{key} is {value!r}; use one of {', '.join(valid)}")
+    if _get(cfg, "DATASET.NAME") == "":
+        raise ConfigError("No dataset: pass --dataset-config-file configs/datasets/<name>.yaml "
+                          "(or set DATASET.NAME)")
+
+
+def _get(cfg: _YacsNode, key: str) -> object:
+    node: object = cfg
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
 
 
 _CONFIG_FUNCTIONS: list[Callable[[CfgNode], None]] = []
@@ -237,7 +291,7 @@ def _add_optim(_C: CfgNode) -> None:
 
 def _add_train_test(_C: CfgNode) -> None:
     _C.TRAIN = CN()
-    _C.TRAIN.CHECKPOINT_FREQ = 0  # save every N epochs; <= 0: only the last epoch
+    _C.TRAIN.CHECKPOINT_FREQ = 0  # keep every N-th epoch file (<= 0: the last); others: resume file
     _C.TRAIN.PRINT_FREQ = 10  # log a training line every N batches
     _C.TRAIN.COUNT_ITER = "train_x"  # which loader defines an epoch (TrainerXU only)
     _C.TEST = CN()

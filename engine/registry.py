@@ -15,6 +15,8 @@ import difflib
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from engine.errors import ConfigKeyError
+
 
 class Registry:
     """A mapping from names to objects, filled by the ``register`` decorator."""
@@ -40,11 +42,13 @@ class Registry:
 
     def get(self, name: str) -> Any:
         if name not in self._entries:
-            close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.5)
+            same_letters = [k for k in self._entries if k.lower() == str(name).lower()]
+            close = same_letters or difflib.get_close_matches(name, list(self._entries), n=3,
+                                                              cutoff=0.5)
             hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             registered = ", ".join(sorted(self._entries)) or "(none)"
-            raise KeyError(f"Unknown {self.kind} '{name}'.{hint} "
-                           f"Registered {self.kind}s: {registered}")
+            raise ConfigKeyError(f"Unknown {self.kind} '{name}'.{hint} "
+                                 f"Registered {self.kind}s: {registered}")
         return self._entries[name]
 
     def registered_names(self) -> list[str]:

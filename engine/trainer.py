@@ -4,10 +4,18 @@ As in Dassl, the engine never steps the schedulers by itself: a trainer calls
 ``self.update_lr()`` in ``forward_backward`` when ``self.batch_idx + 1 == self.num_batches``
 (once per epoch, after the last batch), so trainer files written for Dassl keep working.
 
+Checkpoints: every epoch ends with a save. The epochs kept by ``TRAIN.CHECKPOINT_FREQ`` (and
+the last) become ``model.pth.tar-<epoch>``; the others replace ``model-resume.pth.tar`` (one
+file, removed once a later epoch file exists). Each checkpoint records ``meta`` from
+:meth:`TrainerBase.checkpoint_meta` (trainer, optimisation config; prompt trainers add the
+backbone and their prompt settings), checked whenever a checkpoint is loaded
+(:mod:`engine.checkpoint_checks`).
+
 Resume: ``before_train`` looks for the ``checkpoint`` pointer of every registered model in
 ``RESUME`` (or ``OUTPUT_DIR``) and restores weights, optimizer, scheduler, trainer extras and
 the Python / numpy / torch generator states saved with them, so training goes on exactly as
-if it had not stopped (the data order comes from those generators, as in Dassl).
+if it had not stopped (the data order comes from those generators, as in Dassl). A resume
+with other ``OPTIM`` values or another ``SEED`` than the saved ones is refused, naming both.
 
 Under torchrun (:mod:`engine.distributed`) the gradients of what the optimizers update are
 averaged over the processes in :meth:`TrainerBase.model_update`, and only the first process
@@ -20,6 +28,7 @@ import datetime
 import logging
 import math
 import os
+import sys
 import time
 from collections import OrderedDict
 from typing import Any
@@ -31,14 +40,25 @@ from tqdm import tqdm
 
 from engine import distributed
 from engine.checkpoint import (
+    BEST_FILE,
+    POINTER_FILE,
     get_rng_state,
     latest_checkpoint_path,
     load_checkpoint,
     save_checkpoint,
+    save_resume_checkpoint,
     set_rng_state,
 )
+from engine.checkpoint_checks import (
+    check_meta,
+    check_training_checkpoint,
+    describe_mismatch,
+    flat_config,
+)
+from engine.config import check_values
 from engine.data import DataManager
 from engine.data.samplers import EveryNth
+from engine.errors import CheckpointError, ConfigError
 from engine.evaluator import build_evaluator
 from engine.registry import TRAINER_REGISTRY
 from engine.utils import AverageMeter, MetricMeter, tolist_if_not
@@ -107,11 +127,22 @@ class TrainerBase:
     def load_checkpoint_extras(self, name: str, checkpoint: dict) -> None:
         """Restore what :meth:`checkpoint_extras` saved (called on resume)."""
 
+    def checkpoint_meta(self, name: str) -> dict:
+        """What model ``name``'s checkpoints record about the run that made them (plain
+        data), compared with the loading run by :func:`engine.checkpoint_checks.check_meta`:
+        ``trainer``; ``backbone`` ``{"name", "fingerprint"}``; ``config`` and ``optim``
+        (``{"DOTTED.KEY": value}``: the settings that shape the learned tensors, which must
+        match to load them, and the optimisation settings and seed, which must match to
+        resume)."""
+        return {}
+
     # ------------------------------------------------------------------ save / load
     def save_model(self, epoch: int, directory: str, is_best: bool = False,
-                   val_result: float | None = None, model_name: str = "") -> None:
+                   val_result: float | None = None, model_name: str = "",
+                   resume_point: bool = False) -> None:
         """Save every registered model as ``directory/<name>/model.pth.tar-<epoch + 1>``
-        (by the first process only, when several run)."""
+        (``model_name`` instead, if given; ``model-resume.pth.tar`` with ``resume_point``), by
+        the first process only when several run."""
         if not distributed.is_main():
             return
         rng_state = get_rng_state()
@@ -126,9 +157,13 @@ class TrainerBase:
                 "best_result": self.best_result,
                 "rng_state": rng_state,
                 "extras": self.checkpoint_extras(name),
+                "meta": self.checkpoint_meta(name),
             }
-            save_checkpoint(state, os.path.join(directory, name), is_best=is_best,
-                            model_name=model_name)
+            if resume_point:
+                save_resume_checkpoint(state, os.path.join(directory, name))
+            else:
+                save_checkpoint(state, os.path.join(directory, name), is_best=is_best,
+                                model_name=model_name)
 
     def resume_model_if_exist(self, directory: str) -> int:
         """Resume from the latest checkpoints in ``directory``; returns the start epoch."""
@@ -140,27 +175,52 @@ class TrainerBase:
         logger.info("Found checkpoint at %s (will resume training)", directory)
         start_epoch = 0
         for i, name in enumerate(names):
-            checkpoint = load_checkpoint(paths[name])
-            logger.info('Resuming %s from "%s"', name, paths[name])
-            self._restore(name, checkpoint, paths[name])
-            start_epoch = int(checkpoint["epoch"])
+            path = paths[name]
+            if not os.path.isfile(path):
+                raise CheckpointError(
+                    f"{os.path.join(directory, name, POINTER_FILE)} names {path}, which does "
+                    "not exist; delete the pointer to train from scratch")
+            checkpoint = check_training_checkpoint(load_checkpoint(path), path, resuming=True)
+            check_meta(checkpoint.get("meta"), self.checkpoint_meta(name), path, resuming=True)
+            logger.info('Resuming %s from "%s"', name, path)
+            self._restore(name, checkpoint, path)
+            start_epoch = checkpoint["epoch"]
             if i == 0 and checkpoint.get("rng_state") is not None:
-                set_rng_state(checkpoint["rng_state"])
+                try:
+                    set_rng_state(checkpoint["rng_state"])
+                except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+                    raise CheckpointError(f"{path}: its 'rng_state' is malformed ({exc}); "
+                                          "it cannot resume exactly") from exc
             self.best_result = checkpoint.get("best_result", self.best_result)
         logger.info("Previous epoch: %d", start_epoch)
         return start_epoch
 
     def _restore(self, name: str, checkpoint: dict, path: str) -> None:
-        self._models[name].load_state_dict(checkpoint["state_dict"])
-        if self._optims[name] is not None and checkpoint.get("optimizer") is not None:
-            self._optims[name].load_state_dict(checkpoint["optimizer"])
-        sched_state = checkpoint.get("scheduler")
-        if self._scheds[name] is not None and sched_state is not None:
-            if not isinstance(sched_state, dict):
-                raise TypeError(f"{path} stores its scheduler as a pickled object (an official "
-                                f"checkpoint); training cannot resume from it")
-            self._scheds[name].load_state_dict(sched_state)
+        self._load_weights(name, checkpoint["state_dict"], path, checkpoint.get("meta"))
+        optim, sched = self._optims[name], self._scheds[name]
+        optim_state, sched_state = checkpoint.get("optimizer"), checkpoint.get("scheduler")
+        if sched is not None and sched_state is not None and not isinstance(sched_state, dict):
+            raise CheckpointError(f"{path} stores its scheduler as a pickled object (an official "
+                                  "checkpoint); training cannot resume from it")
+        try:
+            if optim is not None and optim_state is not None:
+                optim.load_state_dict(optim_state)
+            if sched is not None and sched_state is not None:
+                sched.load_state_dict(sched_state)
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            raise CheckpointError(f"{path}: its optimizer or scheduler state does not fit this "
+                                  f"run's ({type(exc).__name__}: {exc})") from exc
         self.load_checkpoint_extras(name, checkpoint.get("extras") or {})
+
+    def _load_weights(self, name: str, state_dict: dict, path: str,
+                      saved_meta: dict | None) -> None:
+        """Strict load; a mismatch says what the file looks like instead of torch's lists."""
+        model = self._models[name]
+        try:
+            model.load_state_dict(state_dict)
+        except RuntimeError as exc:
+            raise CheckpointError(describe_mismatch(model, state_dict, path, saved_meta,
+                                                    self.checkpoint_meta(name))) from exc
 
     def load_model(self, directory: str, epoch: int | None = None) -> None:
         """Load ``directory/<name>/model.pth.tar-<epoch>`` (default ``model-best.pth.tar``)
@@ -169,18 +229,24 @@ class TrainerBase:
             logger.info("Note that load_model() is skipped as no pretrained model is given "
                         "(ignore this if it's done on purpose)")
             return
-        model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
+        model_file = BEST_FILE if epoch is None else f"model.pth.tar-{epoch}"
         for name in self.get_model_names():
             model_path = os.path.join(directory, name, model_file)
             if not os.path.isfile(model_path):
                 raise FileNotFoundError(_missing_model_message(directory, name, model_path))
-            checkpoint = load_checkpoint(model_path)
+            checkpoint = check_training_checkpoint(load_checkpoint(model_path), model_path)
+            meta = checkpoint.get("meta")
+            check_meta(meta, self.checkpoint_meta(name), model_path, resuming=False)
             state_dict = self.map_checkpoint_state_dict(name, checkpoint["state_dict"])
             val = checkpoint.get("val_result")
             val_text = f", val_result={val:.1f}" if isinstance(val, (int, float)) else ""
             logger.info("Load %s to %s (epoch=%s%s)", model_path, name, checkpoint.get("epoch"),
                         val_text)
-            self._models[name].load_state_dict(state_dict)
+            self._load_weights(name, state_dict, model_path, meta)
+            trainer = self.checkpoint_meta(name).get("trainer")
+            if meta and trainer and meta.get("trainer") not in (None, trainer):
+                logger.info("Note: %s was trained by %s; it is loaded by %s", model_path,
+                            meta["trainer"], trainer)
 
     # ------------------------------------------------------------------ optimisation
     def detect_anomaly(self, loss: torch.Tensor) -> None:
@@ -282,6 +348,11 @@ def _missing_model_message(directory: str, name: str, model_path: str) -> str:
         return (f"No model at {model_path}: the model directory {directory} does not exist "
                 f"(check --model-dir)")
     listing = sorted(os.listdir(directory))
+    if not os.path.isdir(os.path.join(directory, name)) and any(
+            f in (POINTER_FILE, BEST_FILE) or f.startswith("model.pth.tar-") for f in listing):
+        parent = os.path.dirname(os.path.normpath(directory)) or "."
+        return (f"No model at {model_path}: {directory} holds checkpoint files itself (it is "
+                f"the model sub-folder of a run); pass the run's folder: --model-dir {parent}")
     sub = os.path.join(directory, name)
     if os.path.isdir(sub):
         listing = [f"{name}/{f}" for f in sorted(os.listdir(sub))] or [f"{name}/ (empty)"]
@@ -295,6 +366,7 @@ class SimpleTrainer(TrainerBase):
 
     def __init__(self, cfg: Any) -> None:
         super().__init__()
+        check_values(cfg)
         self.check_cfg(cfg)
         use_cuda = torch.cuda.is_available() and cfg.USE_CUDA
         distributed.init_distributed(use_cuda)  # under torchrun; sets this process's GPU
@@ -310,6 +382,11 @@ class SimpleTrainer(TrainerBase):
 
     def check_cfg(self, cfg: Any) -> None:
         """Check trainer-specific settings (optional)."""
+
+    def checkpoint_meta(self, name: str) -> dict:
+        # a resume continues the saved run: its schedule, and its seed's random streams
+        return {"trainer": self.cfg.TRAINER.NAME or type(self).__name__,
+                "optim": {**flat_config(self.cfg.OPTIM, "OPTIM"), "SEED": self.cfg.SEED}}
 
     def build_data_loader(self) -> None:
         dm = DataManager(self.cfg)
@@ -330,6 +407,9 @@ class SimpleTrainer(TrainerBase):
         super().train(self.start_epoch, self.max_epoch)
 
     def before_train(self) -> None:
+        if self.cfg.RESUME and not os.path.isdir(self.cfg.RESUME):
+            raise ConfigError(f"--resume {self.cfg.RESUME}: no such folder (RESUME names the "
+                              "output folder of the run to resume)")
         directory = self.cfg.RESUME or self.cfg.OUTPUT_DIR
         self.start_epoch = self.resume_model_if_exist(directory)
         if self.start_epoch >= self.max_epoch:
@@ -367,6 +447,8 @@ class SimpleTrainer(TrainerBase):
                                 model_name="model-best.pth.tar")
         if meet_checkpoint_freq or last_epoch:
             self.save_model(self.epoch, self.output_dir)
+        else:  # what a resume needs, in one file replaced every epoch
+            self.save_model(self.epoch, self.output_dir, resume_point=True)
 
     @torch.no_grad()
     def test(self, split: str | None = None) -> float:
@@ -392,7 +474,8 @@ class SimpleTrainer(TrainerBase):
                 num_workers=data_loader.num_workers, pin_memory=data_loader.pin_memory)
         self.before_test()
         try:
-            for batch in tqdm(data_loader, desc=f"eval {split}", leave=False):
+            for batch in tqdm(data_loader, desc=f"eval {split}", leave=False,
+                              disable=not _on_terminal()):
                 input, label = self.parse_batch_test(batch)
                 self.evaluator.process(self.model_inference(input), label)
         finally:
@@ -409,6 +492,11 @@ class SimpleTrainer(TrainerBase):
 
     def parse_batch_test(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         return batch["img"].to(self.device), batch["label"].to(self.device)
+
+
+def _on_terminal() -> bool:
+    """Progress bars only for a person watching: not in redirected output or log files."""
+    return sys.stderr.isatty()
 
 
 class TrainerX(SimpleTrainer):

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import random
+import re
 import sys
 import time
 from collections import OrderedDict, defaultdict
@@ -18,14 +19,22 @@ from torch import nn
 from engine.checkpoint import load_checkpoint, resume_from_checkpoint, save_checkpoint
 from engine.data.read_image import read_image
 
-__all__ = ["set_random_seed", "setup_logger", "mkdir_if_missing", "check_isfile", "read_json",
-           "write_json", "read_image", "collect_env_info", "listdir_nohidden", "tolist_if_not",
-           "count_num_param", "load_checkpoint", "save_checkpoint", "resume_from_checkpoint",
-           "load_pretrained_weights", "AverageMeter", "MetricMeter"]
+__all__ = ["set_random_seed", "setup_logger", "log_to_file", "mkdir_if_missing", "check_isfile",
+           "read_json", "write_json", "read_image", "collect_env_info", "listdir_nohidden",
+           "tolist_if_not", "count_num_param", "load_checkpoint", "save_checkpoint",
+           "resume_from_checkpoint", "load_pretrained_weights", "AverageMeter", "MetricMeter"]
 
 logger = logging.getLogger(__name__)
 
 LOG_FORMAT = "%(message)s"
+_ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|[0-~])")  # colours, cursor moves
+
+
+class PlainFormatter(logging.Formatter):
+    """For log files: the message without ANSI escape sequences."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return _ANSI.sub("", super().format(record))
 
 
 def set_random_seed(seed: int) -> None:
@@ -59,10 +68,21 @@ def setup_logger(output: str | None = None, level: int = logging.INFO) -> str | 
         with open(fpath, "a", encoding="utf-8") as f:
             f.write(f"\n===== new run: {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n")
     file_handler = logging.FileHandler(fpath, mode="a", encoding="utf-8")
-    file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    file_handler.setFormatter(PlainFormatter(LOG_FORMAT))
     file_handler._engine_handler = True  # type: ignore[attr-defined]
     root.addHandler(file_handler)
     return fpath
+
+
+def log_to_file(message: str, level: int = logging.ERROR) -> bool:
+    """Write ``message`` to the log file that :func:`setup_logger` opened, not to the
+    console (for what the console shows in another form); False when there is none."""
+    record = logging.LogRecord("train", level, __file__, 0, message, None, None)
+    handlers = [h for h in logging.getLogger().handlers
+                if getattr(h, "_engine_handler", False) and isinstance(h, logging.FileHandler)]
+    for handler in handlers:
+        handler.handle(record)
+    return bool(handlers)
 
 
 def mkdir_if_missing(dirname: str) -> None:

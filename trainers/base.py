@@ -24,6 +24,9 @@ from torch import nn
 
 import clip
 from engine import TrainerX
+from engine.checkpoint import weights_fingerprint
+from engine.checkpoint_checks import flat_config
+from engine.errors import ConfigError
 from engine.metrics import compute_accuracy
 from engine.optim import build_lr_scheduler, build_optimizer
 from engine.precision import Precision
@@ -170,6 +173,7 @@ def load_clip_model(cfg) -> nn.Module:
     model, _ = clip.load(cfg.MODEL.BACKBONE.NAME, device="cpu")
     model = model.float().eval()
     model.requires_grad_(False)
+    model.weights_fingerprint = weights_fingerprint(model)  # recorded in checkpoints
     resolution = model.visual.input_resolution
     size = tuple(cfg.INPUT.SIZE)
     if size != (resolution, resolution):
@@ -192,6 +196,8 @@ class PromptTrainer(TrainerX):
     model_name = "prompt_learner"
     precisions = ("fp16", "fp32", "amp", "bf16")
     cache_eval_text_features = True  # the benchmark switches it off to measure the gain
+    # keys of the config node that do not shape the learned tensors (not compared on load)
+    checkpoint_free_keys = ("PREC",)
 
     @property
     def node(self):
@@ -200,8 +206,23 @@ class PromptTrainer(TrainerX):
     def check_cfg(self, cfg) -> None:
         prec = cfg.TRAINER[self.config_node].PREC
         if prec not in self.precisions:
-            raise ValueError(f"TRAINER.{self.config_node}.PREC is '{prec}'; "
-                             f"use one of {', '.join(self.precisions)}")
+            raise ConfigError(f"TRAINER.{self.config_node}.PREC is '{prec}'; "
+                              f"use one of {', '.join(self.precisions)}")
+        node = cfg.TRAINER[self.config_node]
+        if "N_CTX" in node and node.N_CTX < 1 and not node.get("CTX_INIT"):
+            raise ConfigError(f"TRAINER.{self.config_node}.N_CTX is {node.N_CTX} and CTX_INIT is "
+                              "empty: the prompt would have no context to learn; set N_CTX >= 1 "
+                              "or CTX_INIT words")
+
+    def checkpoint_meta(self, name: str) -> dict:
+        """Engine hook: also the backbone (name, fingerprint of the weights as loaded) and the
+        trainer's config node (without :attr:`checkpoint_free_keys`)."""
+        node = flat_config(self.node, f"TRAINER.{self.config_node}")
+        free = {f"TRAINER.{self.config_node}.{k}" for k in self.checkpoint_free_keys}
+        return {**super().checkpoint_meta(name),
+                "backbone": {"name": self.cfg.MODEL.BACKBONE.NAME,
+                             "fingerprint": getattr(self.clip_model, "weights_fingerprint", None)},
+                "config": {k: v for k, v in node.items() if k not in free}}
 
     def build_prompt_learner(self, cfg, classnames: list[str], clip_model: nn.Module) -> nn.Module:
         raise NotImplementedError

@@ -91,6 +91,8 @@ class PromptSRC(PromptTrainer):
 
     config_node = "PROMPTSRC"
     model_name = "VLPromptLearner"
+    checkpoint_free_keys = ("PREC", "TEXT_LOSS_WEIGHT", "IMAGE_LOSS_WEIGHT", "GPA_MEAN",
+                            "GPA_STD")  # training only: a checkpoint evaluates without them
 
     def check_cfg(self, cfg) -> None:
         super().check_cfg(cfg)

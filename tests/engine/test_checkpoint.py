@@ -139,3 +139,106 @@ def test_code_running_checkpoint_is_refused(tmp_path, payload):
     with pytest.raises(pickle.UnpicklingError, match="Refusing to load global"):
         load_checkpoint(path)
     assert not marker.exists()
+
+
+# --------------------------------------------------------------------------- damaged files
+
+
+def _record_offset(path: str, suffix: str) -> int:
+    """Where the bytes of the zip record ending with ``suffix`` start in the file."""
+    with zipfile.ZipFile(path) as z:
+        info = next(i for i in z.infolist() if i.filename.endswith(suffix))
+    with open(path, "rb") as f:
+        f.seek(info.header_offset + 26)
+        name_len, extra_len = (int.from_bytes(f.read(2), "little") for _ in range(2))
+    return info.header_offset + 30 + name_len + extra_len
+
+
+def test_damaged_files_are_named_and_explained(tmp_path):
+    good = save_checkpoint(_state(2, 0.5), str(tmp_path / "ok"))
+    data = bytearray(open(good, "rb").read())
+    flipped = bytearray(data)
+    flipped[_record_offset(good, "data/0") + 5] ^= 0x10  # one bit of the tensor's bytes
+    cases = {"flipped": (bytes(flipped), "checksum of its record .*data/0 does not match"),
+             "empty": (b"", r"is empty \(0 bytes\)"),
+             "truncated": (bytes(data[:len(data) // 2]), "is truncated"),
+             "text": (b"version https://git-lfs.github.com/spec/v1\n", "is a text file")}
+    for name, (content, message) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(ckpt.CheckpointError, match=message) as error:
+            load_checkpoint(str(path))
+        assert str(error.value).startswith(str(path))
+
+
+def test_expanding_files_are_refused(tmp_path):
+    # a zero-stride view: 40 bytes on disk, 4 MiB once copied
+    torch.save({"state_dict": {"w": torch.zeros(10).as_strided((1 << 20,), (0,))}},
+               tmp_path / "strided.pth")
+    with pytest.raises(ckpt.CheckpointError, match="more than .* bytes"):
+        load_checkpoint(str(tmp_path / "strided.pth"))
+    # a compressed record (torch never writes one): a few KB that inflate to 4 MiB
+    buffer = io.BytesIO()
+    torch.save({"state_dict": {"w": torch.zeros(1 << 20)}}, buffer)
+    with zipfile.ZipFile(buffer) as src, zipfile.ZipFile(tmp_path / "packed.pth", "w",
+                                                         zipfile.ZIP_DEFLATED) as dst:
+        for item in src.namelist():
+            dst.writestr(item, src.read(item))
+    with pytest.raises(ckpt.CheckpointError, match="compressed records"):
+        load_checkpoint(str(tmp_path / "packed.pth"))
+
+
+def test_build_on_the_loaders_functions_is_refused(tmp_path):
+    """pickle's BUILD on a global would set attributes of the loader's own function for the
+    rest of the process."""
+    path = str(tmp_path / "build.pth")
+    _zip_checkpoint(path, {"state_dict": {"w": torch.zeros(1)}})
+    with zipfile.ZipFile(path) as z:
+        files = {n: z.read(n) for n in z.namelist()}
+    pkl = next(n for n in files if n.endswith("data.pkl"))
+    files[pkl] = (b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n}X\x08\x00\x00\x00injectedK\x01sb.")
+    with zipfile.ZipFile(path, "w") as z:
+        for n, data in files.items():
+            z.writestr(n, data)
+    with pytest.raises(pickle.UnpicklingError, match="Refusing to set the state of a function"):
+        load_checkpoint(path)
+    assert not hasattr(ckpt._rebuild_tensor, "injected")
+
+
+def test_pointer_must_name_a_file_of_its_folder(tmp_path):
+    (tmp_path / "checkpoint").write_text("../other_run/model.pth.tar-9\n")
+    with pytest.raises(ckpt.CheckpointError, match="not a file of its own folder"):
+        ckpt.latest_checkpoint_path(str(tmp_path))
+
+
+def test_files_get_the_users_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(_state(1, 1.0), str(tmp_path))
+    finally:
+        os.umask(old)
+    assert os.stat(path).st_mode & 0o777 == 0o644
+    assert os.stat(tmp_path / "checkpoint").st_mode & 0o777 == 0o644
+
+
+def test_resume_file_is_replaced_and_dropped_once_an_epoch_file_exists(tmp_path):
+    ckpt.save_resume_checkpoint(_state(1, 1.0), str(tmp_path))
+    ckpt.save_resume_checkpoint(_state(2, 2.0), str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint", "model-resume.pth.tar"]
+    assert load_checkpoint(ckpt.latest_checkpoint_path(str(tmp_path)))["epoch"] == 2
+    save_checkpoint(_state(3, 3.0), str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint", "model.pth.tar-3"]
+
+
+def test_stale_temporaries_are_removed(tmp_path):
+    model_dir = tmp_path / "prompt_learner"
+    model_dir.mkdir()
+    stale = [model_dir / ".model.pth.tar-3.k2j4h5g6.tmp",
+             tmp_path / ".checkpoint.0a1b2c3d4e5f.tmp"]
+    for path in stale:
+        path.write_bytes(b"PK half")
+    keep = [model_dir / "model.pth.tar-2", tmp_path / ".hidden.tmp", tmp_path / "notes.tmp"]
+    for path in keep:
+        path.write_bytes(b"x")
+    assert sorted(ckpt.remove_stale_temporaries(str(tmp_path))) == sorted(map(str, stale))
+    assert all(p.exists() for p in keep) and not any(p.exists() for p in stale)

@@ -68,6 +68,8 @@ def test_train_py_end_to_end(image_root, tmp_path):
     with open(os.path.join(out, "log.txt")) as f:
         log = f.read()
     assert "Setting fixed seed: 0" in log and "epoch [2/2] batch [4/4]" in log
+    assert log.startswith(f"Run: trainer ToyTrainer, dataset ToyFolder, backbone -, seed 0, "
+                          f"output {out} (pid ")  # the config dump comes below
     assert "* accuracy: " in log and "** System info **" in log
     assert os.path.isfile(os.path.join(out, "model", "model.pth.tar-2"))
 
@@ -80,10 +82,16 @@ def test_train_py_end_to_end(image_root, tmp_path):
     assert "model.pth.tar-2 to model (epoch=2)" in log and "* accuracy: " in log
 
     with pytest.raises(FileNotFoundError, match=r"model-best.pth.tar.*model/model.pth.tar-2"):
-        train.cli(["--output-dir", evaluation, "--eval-only", "--model-dir", out, *common])
+        train.cli(["--debug", "--output-dir", evaluation, "--eval-only", "--model-dir", out,
+                   *common])
 
 
-def test_unknown_key_on_command_line_fails_clearly(tmp_path):
-    with pytest.raises(KeyError, match="TRAINER.TOY.HIDDEN"):
+def test_unknown_key_on_command_line_fails_clearly(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
         train.cli(["--output-dir", str(tmp_path), "--trainer", "ToyTrainer",
+                   "TRAINER.TOY.HIDEN", "4"])
+    assert stop.value.code == 2
+    assert "Unknown config key 'TRAINER.TOY.HIDEN'" in capsys.readouterr().err
+    with pytest.raises(KeyError, match="TRAINER.TOY.HIDDEN"):
+        train.cli(["--debug", "--output-dir", str(tmp_path), "--trainer", "ToyTrainer",
                    "TRAINER.TOY.HIDEN", "4"])

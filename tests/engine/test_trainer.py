@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from engine import build_trainer
+from engine.errors import CheckpointError, ConfigError
 from engine.utils import set_random_seed, setup_logger
 
 
@@ -131,3 +132,184 @@ def test_setup_logger_appends_to_an_existing_log_txt(tmp_path):
     with open(first) as f:
         text = f.read()
     assert text.index("* accuracy: 12.5%") < text.index("new run") < text.index("50.0%")
+
+
+# --------------------------------------------------------------------------- resume every epoch
+
+
+def test_resume_without_checkpoint_freq_uses_the_epochs_resume_file(toy_cfg, tmp_path, caplog):
+    """The papers' configs set no CHECKPOINT_FREQ: a run stopped mid-way still resumes from
+    its last finished epoch, and ends with the weights of an uninterrupted run."""
+    toy_cfg.TRAIN.CHECKPOINT_FREQ = 0
+    reference = _run(toy_cfg).model.state_dict()
+    toy_cfg.OUTPUT_DIR = str(tmp_path / "interrupted")
+    model_dir = os.path.join(toy_cfg.OUTPUT_DIR, "model")
+    with pytest.raises(RuntimeError, match="simulated interruption after epoch 3"):
+        _run(toy_cfg, fail_at=3)
+    assert sorted(os.listdir(model_dir)) == ["checkpoint", "model-resume.pth.tar"]
+    caplog.set_level(logging.INFO)
+    caplog.clear()
+    resumed = _run(toy_cfg)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "Previous epoch: 3" in text and "epoch [3/4]" not in text and "epoch [4/4]" in text
+    for key, value in reference.items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    assert sorted(os.listdir(model_dir)) == ["checkpoint", "model.pth.tar-4"]
+
+
+def test_resume_with_another_schedule_is_refused(toy_cfg):
+    with pytest.raises(RuntimeError, match="simulated"):
+        _run(toy_cfg, fail_at=1)
+    toy_cfg.OPTIM.MAX_EPOCH = 6
+    with pytest.raises(ConfigError, match=r"OPTIM.MAX_EPOCH is 4 in the checkpoint, 6 in this"):
+        _run(toy_cfg)
+    toy_cfg.OPTIM.MAX_EPOCH, toy_cfg.SEED = 4, 2  # another seed would continue seed 1's run
+    with pytest.raises(ConfigError, match=r"SEED is 1 in the checkpoint, 2 in this run"):
+        _run(toy_cfg)
+
+
+def test_resume_from_garbage_optimizer_state_names_the_file(toy_cfg):
+    with pytest.raises(RuntimeError, match="simulated"):
+        _run(toy_cfg, fail_at=1)
+    path = os.path.join(toy_cfg.OUTPUT_DIR, "model", "model.pth.tar-1")
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["optimizer"]["param_groups"] = checkpoint["optimizer"]["param_groups"] * 2
+    torch.save(checkpoint, path)
+    with pytest.raises(CheckpointError, match=rf"{path}: its optimizer or scheduler state does "
+                                              "not fit this run's"):
+        _run(toy_cfg)
+
+
+def test_resume_from_a_missing_folder_is_an_error(toy_cfg, tmp_path):
+    toy_cfg.RESUME = str(tmp_path / "no_such_run")
+    with pytest.raises(ConfigError, match="--resume .*no_such_run: no such folder"):
+        _run(toy_cfg)
+
+
+# --------------------------------------------------------------------------- bad checkpoints
+
+
+def test_malformed_checkpoints_name_the_file_and_the_field(toy_cfg, tmp_path):
+    toy_cfg.freeze()
+    trainer = build_trainer(toy_cfg)
+    good = {"state_dict": trainer.model.state_dict(), "epoch": 1, "optimizer": None,
+            "scheduler": None}
+    nan = {k: v.clone() for k, v in good["state_dict"].items()}
+    nan["fc2.bias"][1] = float("nan")
+    cases = [([good], "holds a list, not a checkpoint"),
+             (torch.zeros(3), "holds a single tensor"),
+             ({"epoch": 1}, "has no 'state_dict'"),
+             (good["state_dict"], "has no 'state_dict'.*bare state dict"),
+             ({**good, "epoch": -1}, "'epoch' is -1"),
+             ({**good, "epoch": "3"}, "'epoch' is '3'"),
+             ({**good, "optimizer": [1, 2]}, "'optimizer' is a list"),
+             ({**good, "scheduler": "cosine"}, "'scheduler' is a str"),
+             ({**good, "state_dict": nan}, "tensor 'fc2.bias' holds 1 NaN or infinite")]
+    path = tmp_path / "runs" / "model" / "model.pth.tar-1"
+    path.parent.mkdir(parents=True)
+    for content, message in cases:
+        torch.save(content, path)
+        with pytest.raises(CheckpointError, match=message) as error:
+            trainer.load_model(str(tmp_path / "runs"), epoch=1)
+        assert str(path) in str(error.value)
+
+
+def test_another_configurations_checkpoint_says_what_it_is(toy_cfg, tmp_path):
+    toy_cfg.OPTIM.MAX_EPOCH = 1
+    _run(toy_cfg)
+    toy_cfg.TRAINER.TOY.HIDDEN = 16
+    toy_cfg.freeze()
+    with pytest.raises(CheckpointError,
+                       match=r"does not fit the ToyTrainer model of this run: 3 tensors of other "
+                             r"shapes \(fc1.weight \[8, 192\] in the file, \[16, 192\] here.*"
+                             r"saved by ToyTrainer too, with other settings"):
+        build_trainer(toy_cfg).load_model(toy_cfg.OUTPUT_DIR, epoch=1)
+
+
+def test_model_dir_at_the_model_subfolder_suggests_its_parent(toy_cfg, tmp_path):
+    toy_cfg.OPTIM.MAX_EPOCH = 1
+    trainer = _run(toy_cfg)
+    sub = os.path.join(toy_cfg.OUTPUT_DIR, "model")
+    with pytest.raises(FileNotFoundError, match=rf"--model-dir {re.escape(toy_cfg.OUTPUT_DIR)}$"):
+        trainer.load_model(sub, epoch=1)
+
+
+# --------------------------------------------------------------------------- values, logs
+
+
+@pytest.mark.parametrize("key, value", [("OPTIM.MAX_EPOCH", 0), ("OPTIM.MAX_EPOCH", -2),
+                                        ("DATALOADER.TRAIN_X.BATCH_SIZE", 0),
+                                        ("DATALOADER.TEST.BATCH_SIZE", -1),
+                                        ("TRAIN.PRINT_FREQ", 0)])
+def test_nonsensical_values_are_refused_naming_the_key(toy_cfg, key, value):
+    toy_cfg.merge_from_list([key, str(value)])
+    toy_cfg.freeze()
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)} is {value}; .* must be >= 1"):
+        build_trainer(toy_cfg)
+
+
+def test_evaluation_progress_bar_only_on_a_terminal(toy_cfg, capsys):
+    toy_cfg.freeze()
+    trainer = build_trainer(toy_cfg)
+    trainer.test()
+    assert "eval test" not in capsys.readouterr().err  # stderr is not a terminal here
+
+
+def test_log_file_holds_no_ansi_codes(tmp_path):
+    setup_logger(str(tmp_path))
+    logging.getLogger("engine.test").info("\x1b[31mred\x1b[0m done\x1b[A")
+    with open(tmp_path / "log.txt") as f:
+        assert f.read().endswith("red done\n")
+
+
+# --------------------------------------------------------------------------- prompt checkpoints
+
+
+def _coop_cfg(image_root: str, output: str, *opts: str):
+    import trainers  # noqa: F401  (registration)
+    from engine.config import get_cfg_default
+
+    cfg = get_cfg_default()
+    cfg.merge_from_list([
+        "DATASET.ROOT", image_root, "DATASET.NAME", "ToyFolder", "TRAINER.NAME", "CoOp",
+        "OUTPUT_DIR", output, "MODEL.BACKBONE.NAME", "tiny", "INPUT.SIZE", "(32, 32)",
+        "USE_CUDA", "False", "DATALOADER.NUM_WORKERS", "0", "TRAINER.COOP.N_CTX", "4",
+        "TRAINER.COOP.PREC", "fp32", "VERBOSE", "False", *opts])
+    cfg.freeze()
+    return cfg
+
+
+def test_prompt_checkpoints_record_backbone_and_prompt_settings(image_root, tmp_path,
+                                                                 monkeypatch):
+    """CoOp's prompts trained on one backbone do not load on another of the same width, nor
+    with another class-token position (both used to evaluate silently, at chance)."""
+    import sys
+
+    import clip
+    from engine.checkpoint import weights_fingerprint
+
+    run = str(tmp_path / "run")
+    build_trainer(_coop_cfg(image_root, run)).save_model(0, run)
+    meta = torch.load(os.path.join(run, "prompt_learner", "model.pth.tar-1"),
+                      weights_only=True)["meta"]
+    assert meta["trainer"] == "CoOp" and meta["backbone"]["name"] == "tiny"
+    assert meta["config"]["TRAINER.COOP.N_CTX"] == 4 and "TRAINER.COOP.PREC" not in meta["config"]
+    with pytest.raises(CheckpointError, match=r"TRAINER.COOP.CLASS_TOKEN_POSITION is 'end' in the "
+                                              r"checkpoint, 'middle' in this run"):
+        build_trainer(_coop_cfg(image_root, run, "TRAINER.COOP.CLASS_TOKEN_POSITION",
+                                "middle")).load_model(run, epoch=1)
+    other = clip.tiny_clip(seed=1)  # same architecture and widths, other weights
+    monkeypatch.setitem(sys.modules["clip.load"]._LOCAL, "tiny", lambda: other)
+    with pytest.raises(CheckpointError, match=rf"trained on the backbone 'tiny' \(weights "
+                                              rf"{meta['backbone']['fingerprint']}\), but this "
+                                              rf"run loads 'tiny' \(weights "
+                                              rf"{weights_fingerprint(other)}\)"):
+        build_trainer(_coop_cfg(image_root, run)).load_model(run, epoch=1)
+
+
+@pytest.mark.parametrize("trainer, node", [("CoOp", "COOP"), ("CoCoOp", "COCOOP")])
+def test_no_context_without_init_words_is_refused(image_root, tmp_path, trainer, node):
+    cfg = _coop_cfg(image_root, str(tmp_path), "TRAINER.NAME", trainer,
+                    f"TRAINER.{node}.N_CTX", "0")
+    with pytest.raises(ConfigError, match=rf"TRAINER.{node}.N_CTX is 0 and CTX_INIT is empty"):
+        build_trainer(cfg)
