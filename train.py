@@ -100,7 +100,8 @@ def main(args: argparse.Namespace) -> None:
     logger.info("Collecting env info ...")
     logger.info("** System info **\n%s\n", collect_env_info())
     try:
-        trainer = build_trainer(cfg)
+        with distributed.in_turn():  # under torchrun: first-use downloads and files, once
+            trainer = build_trainer(cfg)
         if args.eval_only:
             trainer.load_model(args.model_dir, epoch=args.load_epoch)
             trainer.test()
