@@ -73,9 +73,10 @@ def stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
         proc.wait()
 
 
-def job_environment(job: Job) -> dict[str, str]:
-    """The environment of a job: the sweep's, the job's, and the sweep's Python by default."""
-    env = {**os.environ, **job.env}
+def command_environment(extra: dict[str, str]) -> dict[str, str]:
+    """The environment of a job's command: this process's, the job's ``extra``, and this
+    Python as ``PYTHON`` (the interpreter of the protocol scripts) unless set."""
+    env = {**os.environ, **extra}
     env.setdefault("PYTHON", sys.executable)
     return env
 
@@ -107,7 +108,7 @@ class Sweep:
 
     def _launch(self, job: Job, index: int) -> None:
         slot = self.slots[index]
-        env = job_environment(job)
+        env = command_environment(job.env)
         if slot is not None:
             env["CUDA_VISIBLE_DEVICES"] = slot
         self.log_dir.mkdir(parents=True, exist_ok=True)

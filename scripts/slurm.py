@@ -54,7 +54,7 @@ from scripts.jobs import (
     safe_name,
     statuses,
 )
-from scripts.local_launcher import STOP_SIGNALS, Failure, Interrupted, job_environment
+from scripts.local_launcher import STOP_SIGNALS, Failure, Interrupted, command_environment
 from scripts.logparse import is_finished
 
 SCRIPTS = Path(__file__).resolve().parent
@@ -209,6 +209,7 @@ class RunJob:
 
     def __call__(self) -> str:
         node, log, env = self._environment()
+        Path(log).parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
             self._proc = subprocess.Popen(self.command, shell=isinstance(self.command, str),
                                           cwd=self.cwd, env=env, stdout=out,
@@ -216,19 +217,19 @@ class RunJob:
                                           start_new_session=True)
         try:
             code = self._wait()
-        except KeyboardInterrupt:  # cancelled
-            Records(Path(self.log_dir)).end(self.name, "cancelled")
+        except KeyboardInterrupt:  # cancelled, or what ran the job is gone
+            if node == 0:
+                Records(Path(self.log_dir)).end(self.name, "cancelled")
             raise
         finally:
             self._stop()
-        if node != 0:
-            return "done"
-        return self._outcome(code)
+        return self._outcome(code, log, node == 0)
 
     def _environment(self) -> tuple[int, str, dict[str, str]]:
-        submitit = require_submitit()
-        job_env = submitit.JobEnvironment()
-        env = job_environment(Job(self.name, self.command, env=self.env))
+        """This node's index, its log and the command's environment (torchrun's settings
+        when the job spans several processes)."""
+        job_env = require_submitit().JobEnvironment()
+        env = command_environment(self.env)
         procs = max(1, self.gpus_per_node)
         if self.nodes * procs > 1:
             port = os.environ.get("SWEEP_RENDEZVOUS_PORT") or rendezvous_port(job_env.job_id)
@@ -243,18 +244,21 @@ class RunJob:
         parent = os.getppid()
         while self._proc.poll() is None:
             if os.getppid() != parent:
-                raise KeyboardInterrupt  # what ran this job is gone
+                raise KeyboardInterrupt
             time.sleep(0.2)
         code = self._proc.returncode
-        if code < 0:  # killed from outside: a preemption signals this process next
+        if code == -signal.SIGTERM:  # Slurm's preemption reached it: the requeue signal follows
             time.sleep(self.grace)
         return code
 
-    def _outcome(self, code: int) -> str:
-        Records(Path(self.log_dir)).end(self.name, "ok" if code == 0 else f"exit status {code}")
+    def _outcome(self, code: int, log: str, first_node: bool) -> str:
+        """Record how the job ended (the first node speaks for the job); raise if it failed."""
+        if first_node:
+            Records(Path(self.log_dir)).end(self.name,
+                                            "ok" if code == 0 else f"exit status {code}")
         if code != 0:
-            raise RuntimeError(f"{self.name}: exit status {code}; its output: {self.log}")
-        if self.run_dir is not None and not is_finished(self.run_dir, self.end_signal):
+            raise RuntimeError(f"{self.name}: exit status {code}; its output: {log}")
+        if first_node and self.run_dir and not is_finished(self.run_dir, self.end_signal):
             raise RuntimeError(f"{self.name}: exited 0 but no final accuracy in {self.run_dir}")
         return "done"
 
@@ -376,8 +380,13 @@ class SlurmSubmitter:
             params["dependency"] = sub.dependency
             params["additional_parameters"]["kill-on-invalid-dep"] = "yes"
         executor.update_parameters(**params)
-        with repository_importable(), executor.batch():
-            handles = [executor.submit(call) for call in calls]
+        try:
+            with repository_importable(), executor.batch():
+                handles = [executor.submit(call) for call in calls]
+        except (RuntimeError, OSError) as err:  # submitit's errors carry sbatch's message
+            raise SystemExit(f"error: sbatch refused the jobs of {sub.stage}: {err}\nFix the "
+                             "settings (--partition, --account, --slurm-config, ...) and run "
+                             "the same command again; what was submitted is recorded.") from err
         return [(handle.job_id, str(handle.paths.stdout)) for handle in handles]
 
 

@@ -198,3 +198,11 @@ def test_time_limits_and_settings_errors(tmp_path: Path) -> None:
     jobs.write_text('{"name": "x", "command": "true"}\n')
     with pytest.raises(SystemExit, match="--sbatch 'constraint': write KEY=VALUE"):
         sweep.main(["--jobs", str(jobs), "--launcher", "slurm", "--sbatch", "constraint"])
+
+
+def test_a_refused_submission_says_what_sbatch_said(tmp_path: Path, fake_slurm: Path) -> None:
+    message = "sbatch: error: invalid partition specified: nope"
+    (fake_slurm / "sbatch").write_text(f"#!/bin/bash\necho '{message}' >&2\nexit 1\n")
+    with pytest.raises(SystemExit, match=r"(?s)sbatch refused the jobs of base2new/train_base/"
+                                         r"MaPLe: .*invalid partition specified: nope"):
+        sweep.main(base2new(tmp_path / "out", "--partition", "nope"))

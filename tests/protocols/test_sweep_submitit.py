@@ -19,6 +19,7 @@ import torch
 
 from datasets import demo
 from engine.checkpoint import load_checkpoint
+from scripts import sweep
 from scripts.jobs import Records
 
 pytest.importorskip("submitit")
@@ -52,7 +53,9 @@ def runs(run_dir: Path) -> list[tuple[float, float]]:
             .splitlines()]
 
 
-def test_graph_dependencies_status_and_resubmission(tmp_path: Path) -> None:
+def test_graph_dependencies_status_and_resubmission(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture) -> None:
     stand_in = tmp_path / "stand_in.py"
     stand_in.write_text(STAND_IN)
     fixed = tmp_path / "fixed"
@@ -74,11 +77,18 @@ def test_graph_dependencies_status_and_resubmission(tmp_path: Path) -> None:
     assert b_start >= a_end  # b waited for a
     assert not (tmp_path / "d").exists()
 
-    status = run_sweep(*args, "--status", cwd=tmp_path).stdout
+    monkeypatch.chdir(tmp_path)
+
+    def status() -> str:
+        capsys.readouterr()
+        assert sweep.main([*args, "--status"]) == 0
+        return capsys.readouterr().out
+
+    listing = status()
     for state, name in [("done", "a"), ("done", "b"), ("failed", "c"), ("todo", "d")]:
-        assert re.search(rf"^{state} +(\d+|-) +{name}\b", status, re.M), status
-    assert "c  (exit status 3)" in status
-    assert "4 jobs: 2 done, 1 failed, 1 todo" in status
+        assert re.search(rf"^{state} +(\d+|-) +{name}\b", listing, re.M), listing
+    assert "c  (exit status 3)" in listing
+    assert "4 jobs: 2 done, 1 failed, 1 todo" in listing
     records = Records(tmp_path / "logs")
     assert Path(records.get("c").log).exists()
     assert Path(records.get("a").scheduler_log).exists()  # submitit's log of the job
@@ -87,7 +97,7 @@ def test_graph_dependencies_status_and_resubmission(tmp_path: Path) -> None:
     second = run_sweep(*args, cwd=tmp_path)
     assert second.returncode == 0, second.stdout + second.stderr
     assert [len(runs(tmp_path / n)) for n in "abcd"] == [1, 1, 2, 1]  # only c and d again
-    assert "4 jobs: 4 done" in run_sweep(*args, "--status", cwd=tmp_path).stdout
+    assert "4 jobs: 4 done" in status()
 
 
 def worker_of(controller: int) -> int:
