@@ -1,4 +1,4 @@
-"""Run a whole protocol (methods x datasets x seeds): one job per GPU here, or on Slurm.
+r"""Run a whole protocol (methods x datasets x seeds): one job per GPU here, or on Slurm.
 
 Examples::
 
@@ -263,13 +263,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="local launchers: comma-separated GPU ids, one job each; repeat "
                              "an id for two jobs on that GPU (default: CUDA_VISIBLE_DEVICES; "
                              "none: one job at a time)")
-    add_slurm_arguments(parser.add_argument_group(
-        "slurm", "resources of each job (flags override --slurm-config)"))
+    add_slurm_arguments(parser)
     parser.epilog = (parser.epilog or "") + "\nAfter --: KEY VALUE overrides for train.py."
     return parser
 
 
-def add_slurm_arguments(group: argparse._ArgumentGroup) -> None:
+def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "slurm", "resources of each job (flags override --slurm-config)")
     group.add_argument("--slurm-config", type=Path, default=None,
                        help="YAML file with any of: " + ", ".join(slurm.RESOURCE_KEYS))
     group.add_argument("--partition")

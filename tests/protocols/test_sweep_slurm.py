@@ -5,6 +5,7 @@ with the states a test sets. Checked: resources, arrays, dependencies, --status,
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -206,3 +207,11 @@ def test_a_refused_submission_says_what_sbatch_said(tmp_path: Path, fake_slurm: 
     with pytest.raises(SystemExit, match=r"(?s)sbatch refused the jobs of base2new/train_base/"
                                          r"MaPLe: .*invalid partition specified: nope"):
         sweep.main(base2new(tmp_path / "out", "--partition", "nope"))
+
+
+def test_without_submitit_the_slurm_launcher_says_how_to_install_it(
+        tmp_path: Path, fake_slurm: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit fails
+    with pytest.raises(SystemExit, match=r"needs submitit: pip install submitit==1\.5\.4"):
+        sweep.main(base2new(tmp_path / "out"))
+    assert sweep.main(base2new(tmp_path / "out", "--dry-run")) == 0  # listing needs nothing
