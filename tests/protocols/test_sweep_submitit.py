@@ -21,6 +21,7 @@ from datasets import demo
 from engine.checkpoint import load_checkpoint
 from scripts import sweep
 from scripts.jobs import Records
+from tests.protocols.processes import gone
 
 pytest.importorskip("submitit")
 
@@ -45,7 +46,7 @@ if fail_unless and not Path(fail_unless).exists():
 
 def run_sweep(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(REPO / "scripts" / "sweep.py"), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=300)
 
 
 def runs(run_dir: Path) -> list[tuple[float, float]]:
@@ -106,7 +107,7 @@ def worker_of(controller: int) -> int:
     return int(children[0])
 
 
-def wait_for(path: Path, process: subprocess.Popen, seconds: float = 90) -> None:
+def wait_for(path: Path, process: subprocess.Popen, seconds: float = 300) -> None:
     deadline = time.monotonic() + seconds
     while not path.exists():
         if process.poll() is not None or time.monotonic() > deadline:
@@ -144,11 +145,12 @@ def test_preempted_training_resumes_and_ends_as_uninterrupted(tmp_path: Path) ->
                               "--gpus", "0,1"], cwd=tmp_path, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
     wait_for(Path(f"{gate}.reached"), sweep)  # epoch 2, second step: epoch 1 is saved
+    training = int(Path(f"{gate}.reached").read_text())
     record = Records(tmp_path / "logs").get("preempted")
     os.kill(worker_of(int(record.job_id)), signal.SIGUSR2)
-    time.sleep(0.5)
+    assert gone(training, 120), "the preempted training was not stopped (at the gate)"
     gate.unlink()
-    out, _ = sweep.communicate(timeout=120)
+    out, _ = sweep.communicate(timeout=300)
     assert sweep.returncode == 0, out
 
     assert "Requeued job" in Path(record.scheduler_log).read_text()
