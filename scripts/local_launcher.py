@@ -30,6 +30,7 @@ from scripts.jobs import (
     process_start,
     safe_name,
 )
+from scripts.run_job import command_environment
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -44,6 +45,14 @@ class Failure:
     reason: str
     output: Path | None  # the job's stdout and stderr
     run_log: Path | None  # log.txt of its run folder
+
+    @classmethod
+    def of(cls, job: Job, reason: str, log_dir: Path) -> Failure:
+        """The failure of ``job``, with those of its logs that exist."""
+        log = log_dir / f"{safe_name(job.name)}.log"
+        run_log = job.run_dir / "log.txt" if job.run_dir is not None else None
+        return cls(job.name, reason, log if log.exists() else None,
+                   run_log if run_log and run_log.exists() else None)
 
 
 def parse_gpus(gpus: str | None) -> list[str]:
@@ -71,14 +80,6 @@ def stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-
-
-def command_environment(extra: dict[str, str]) -> dict[str, str]:
-    """The environment of a job's command: this process's, the job's ``extra``, and this
-    Python as ``PYTHON`` (the interpreter of the protocol scripts) unless set."""
-    env = {**os.environ, **extra}
-    env.setdefault("PYTHON", sys.executable)
-    return env
 
 
 class Sweep:
@@ -126,10 +127,7 @@ class Sweep:
         self._say(f"start {job.name} on {where}{resume}")
 
     def _fail(self, job: Job, reason: str) -> None:
-        log = self.log_dir / f"{safe_name(job.name)}.log"
-        run_log = job.run_dir / "log.txt" if job.run_dir is not None else None
-        self.failures[job.name] = Failure(job.name, reason, log if log.exists() else None,
-                                          run_log if run_log and run_log.exists() else None)
+        self.failures[job.name] = Failure.of(job, reason, self.log_dir)
 
     def _reap(self) -> None:
         by_name = {job.name: job for job in self.jobs}

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from engine.checkpoint import load_checkpoint
 from engine.trainer import build_trainer
 from engine.utils import set_random_seed
-from scripts.slurm import RunJob, torchrun_args
+from scripts.run_job import RunJob, torchrun_args
 
 pytest.importorskip("submitit")
 

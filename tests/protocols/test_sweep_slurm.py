@@ -12,6 +12,7 @@ import pytest
 
 from scripts import slurm, sweep
 from scripts.jobs import Job
+from scripts.run_job import RunJob
 from tests.protocols.logs import write_train_log
 
 pytest.importorskip("submitit")
@@ -48,7 +49,7 @@ def sbatch_options(path: Path) -> dict[str, str]:
     return dict(re.findall(r"^#SBATCH --([\w-]+)(?:=(.*))?$", path.read_text(), re.M))
 
 
-def submitted_call(log_dir: Path, job_id: str) -> slurm.RunJob:
+def submitted_call(log_dir: Path, job_id: str) -> RunJob:
     from submitit.core.utils import DelayedSubmission
 
     pickle = log_dir / "submitit" / job_id / f"{job_id}_submitted.pkl"
