@@ -16,6 +16,8 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 from scripts.jobs import Records
 from scripts.logparse import Signal, is_finished
@@ -23,7 +25,8 @@ from scripts.logparse import Signal, is_finished
 SCRIPTS = Path(__file__).resolve().parent
 
 
-def require_submitit():
+def require_submitit() -> ModuleType:
+    """submitit, or an exit that says how to install it."""
     try:
         import submitit
     except ModuleNotFoundError as err:
@@ -157,7 +160,7 @@ class RunJob:
             self._signal(signal.SIGKILL)
             proc.wait()
 
-    def checkpoint(self):
+    def checkpoint(self) -> Any:
         """Called by submitit in a signal handler: stop the command (waiting for it here could
         deadlock with :meth:`_wait`; it is reaped on the way out) and requeue the same call."""
         self._signal(signal.SIGTERM)

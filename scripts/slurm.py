@@ -45,6 +45,7 @@ from scripts.jobs import (
     Job,
     Record,
     Records,
+    Scheduler,
     Status,
     check_graph,
     job_status,
@@ -313,6 +314,9 @@ class LocalSubmitter:
             time.sleep(0.1)
 
 
+Submitter = SlurmSubmitter | DryRunSubmitter | LocalSubmitter
+
+
 # ---------------------------------------------------------------- the cluster's word
 
 
@@ -375,8 +379,8 @@ class SlurmQueue:
 class SubmititLauncher:
     """Submits the jobs that are neither done nor queued, then waits if asked to."""
 
-    def __init__(self, jobs: list[Job], log_dir: Path, submitter, scheduler,
-                 poll: float = 60.0):
+    def __init__(self, jobs: list[Job], log_dir: Path, submitter: Submitter,
+                 scheduler: Scheduler, poll: float = 60.0):
         self.depth = check_graph(jobs)
         self.jobs, self.by_name = jobs, {job.name: job for job in jobs}
         self.log_dir = log_dir
@@ -431,7 +435,7 @@ class SubmititLauncher:
     def _fail(self, job: Job, reason: str) -> None:
         self.failures[job.name] = Failure.of(job, reason, self.log_dir)
 
-    def submit(self, status: dict[str, Status], limit: int | None = None, **where) -> int:
+    def submit(self, status: dict[str, Status], limit: int | None = None, **where: int) -> int:
         """Submit what is ready, stage by stage in dependency order; returns how many."""
         ready = self._ready(status)[:limit]
         known = {name: self.records.get(name).job_id for name in status
@@ -449,7 +453,7 @@ class SubmititLauncher:
                     tasks.update(_tasks(ids))
         return len(ready)
 
-    def _submit(self, sub: Submission, **where) -> list[str]:
+    def _submit(self, sub: Submission, **where: int) -> list[str]:
         record = self.submitter.name != "dry-run"
         for job in sub.jobs:
             if record:
