@@ -169,7 +169,8 @@ def process_status(record: Record) -> Status | None:
 
 
 # What the cluster says about a record of one of its jobs: PENDING or RUNNING while queued or
-# running; FAILED with the reason when it ended without a word from the job; else None.
+# running; when it ended without a word from the job, DONE (without error) or FAILED (why);
+# else None.
 Scheduler = Callable[[Record], "Status | None"]
 
 
@@ -179,7 +180,8 @@ def job_status(job: Job, record: Record | None, scheduler: Scheduler) -> Status:
     A result in the run folder means DONE, whatever launched it. Otherwise the record of the
     last start (None: never started, TODO) is checked with the launcher that made it: a live
     process or a Slurm job still queued or running is RUNNING / PENDING (never start a second
-    copy); a job that ended is FAILED unless it exited 0 and has no run folder to check.
+    copy); a job that ended is FAILED unless it ended without error and has no run folder to
+    check.
     """
     if job.finished():
         return Status(DONE)
@@ -188,11 +190,11 @@ def job_status(job: Job, record: Record | None, scheduler: Scheduler) -> Status:
     if record is None:
         return Status(TODO)
     live = scheduler(record) if record.launcher == "slurm" else process_status(record)
-    if live is not None:
+    if live is not None and live.state != DONE:
         return live
-    if record.ended != "ok":
+    if live is None and record.ended != "ok":
         return Status(FAILED, record.ended or "ended without saying why (killed?)")
-    if job.run_dir is None:
+    if job.run_dir is None:  # ended without error, and there is no log to check
         return Status(DONE)
     return Status(FAILED, "exited 0 but its log holds no final accuracy")
 

@@ -370,6 +370,8 @@ class SlurmQueue:
         if record.ended:
             return None
         why = self.accounting().get(record.job_id, "").strip()
+        if why == "COMPLETED":
+            return Status(DONE)
         return Status(FAILED, why or "no longer in the queue, and ended without a word")
 
 

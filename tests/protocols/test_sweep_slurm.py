@@ -216,3 +216,24 @@ def test_without_submitit_the_slurm_launcher_says_how_to_install_it(
     with pytest.raises(SystemExit, match=r"needs submitit: pip install submitit==1\.5\.4"):
         sweep.main(base2new(tmp_path / "out"))
     assert sweep.main(base2new(tmp_path / "out", "--dry-run")) == 0  # listing needs nothing
+
+
+def test_wait_follows_the_queue_until_every_job_ended(tmp_path: Path, fake_slurm: Path) -> None:
+    """--wait: the queue is read again until no job is queued; a job Slurm ended without a
+    word from the job (here at its time limit, requeues exhausted) is a failure."""
+    log_dir = tmp_path / "logs"
+    # squeue's answers, one per call: both queued, b still running (a has ended), none
+    (fake_slurm / "squeue").write_text(f"""#!/bin/bash
+n=$(cat "$FAKE_SLURM/calls" 2>/dev/null || echo 0); echo $((n + 1)) > "$FAKE_SLURM/calls"
+case $n in
+  0) printf '100_0|RUNNING\\n100_1|PENDING\\n' ;;
+  1) printf '100_1|RUNNING\\n'; echo ok > {log_dir}/state/a.ended ;;
+esac
+""")
+    (fake_slurm / "sacct.txt").write_text("100_0|COMPLETED\n100_1|TIMEOUT\n")
+    jobs = [Job("a", "true", stage="s"), Job("b", "true", stage="s")]
+    launcher = slurm.SubmititLauncher(jobs, log_dir, slurm.SlurmSubmitter(
+        log_dir / "submitit", slurm.Resources()), slurm.SlurmQueue(), poll=0.01)
+    failures = launcher.run(wait=True)
+    assert [(f.name, f.reason) for f in failures] == [("b", "TIMEOUT")]
+    assert (fake_slurm / "calls").read_text().strip() == "3"
