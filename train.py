@@ -166,7 +166,8 @@ def run(args: argparse.Namespace, cfg: CfgNode) -> None:
     print_args(args, cfg)
     logger.info("Collecting env info ...")
     logger.info("** System info **\n%s\n", collect_env_info())
-    trainer = build_trainer(cfg)
+    with distributed.in_turn():  # under torchrun: first-use downloads and files, once
+        trainer = build_trainer(cfg)
     if args.eval_only:
         trainer.load_model(args.model_dir, epoch=args.load_epoch)
         trainer.test()

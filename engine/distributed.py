@@ -1,9 +1,15 @@
 """Training on several GPUs (or CPU processes): one process per device, launched by torchrun.
 
-``torchrun --nproc_per_node N train.py ...`` sets ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK``;
-the engine then
+``torchrun --nproc_per_node N train.py ...`` (one machine) or ``torchrun --nnodes M
+--nproc_per_node N --rdzv_backend c10d --rdzv_endpoint HOST:PORT train.py ...`` (started on
+each of M machines) sets ``WORLD_SIZE`` (all processes), ``RANK`` (0 .. WORLD_SIZE-1 over all
+machines), ``LOCAL_RANK`` (0 .. N-1 on this machine) and ``GROUP_RANK`` (the machine); the
+engine then
 
-- joins the process group (NCCL on CUDA, each process on its ``LOCAL_RANK`` GPU; Gloo on CPU);
+- joins the process group (NCCL on CUDA, each process on the GPU of its ``LOCAL_RANK`` among
+  the machine's visible GPUs; Gloo on CPU);
+- builds the trainer in turn (:func:`in_turn`): what the first process downloads or writes
+  (CLIP weights, a generated dataset, few-shot selections) the others find done;
 - splits every training batch over the processes: ``DATALOADER.TRAIN_X.BATCH_SIZE`` stays the
   global batch (as with the official code's DataParallel), each process loads
   ``BATCH_SIZE / N`` images of its own shard of the epoch's permutation;
@@ -26,7 +32,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
@@ -56,6 +63,16 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def local_rank() -> int:
+    """The process's index on its machine (its GPU there)."""
+    return int(os.environ.get("LOCAL_RANK", "0")) if initialized() else 0
+
+
+def node_rank() -> int:
+    """The machine's index among the machines of the run."""
+    return int(os.environ.get("GROUP_RANK", "0")) if initialized() else 0
+
+
 def init_distributed(use_cuda: bool) -> None:
     """Join torchrun's process group (once; nothing without torchrun)."""
     if not launched() or initialized():
@@ -64,15 +81,16 @@ def init_distributed(use_cuda: bool) -> None:
         raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed; "
                            "run a single process or install a build with distributed support")
     if use_cuda:
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        if local_rank >= torch.cuda.device_count():
-            raise RuntimeError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} "
-                               "GPUs are visible: start at most that many processes per node "
-                               "(torchrun --nproc_per_node)")
-        torch.cuda.set_device(local_rank)
+        device = int(os.environ.get("LOCAL_RANK", "0"))  # on this machine, not over all
+        if device >= torch.cuda.device_count():
+            raise RuntimeError(f"LOCAL_RANK {device} but only {torch.cuda.device_count()} GPUs "
+                               "are visible on this machine: start at most that many processes "
+                               "per node (torchrun --nproc_per_node)")
+        torch.cuda.set_device(device)
     backend = "nccl" if use_cuda else "gloo"
     dist.init_process_group(backend)
-    logger.info("Process %d of %d (%s)", rank(), world_size(), backend)
+    logger.info("Process %d of %d (node %d, local rank %d, %s)", rank(), world_size(),
+                node_rank(), local_rank(), backend)
 
 
 def shutdown() -> None:
@@ -83,6 +101,19 @@ def shutdown() -> None:
 def barrier() -> None:
     if initialized():
         dist.barrier()
+
+
+@contextmanager
+def in_turn() -> Iterator[None]:
+    """Run the body in three turns: the first process; then the first process of every other
+    machine; then all others. Files the body writes once (a download, a generated dataset, a
+    cache) are complete before anyone else looks for them, whether the machines share the
+    folder or each has its own. Every process must enter (it holds barriers)."""
+    turn = 0 if rank() == 0 else 1 if local_rank() == 0 else 2
+    for current in range(3):
+        if current == turn:
+            yield
+        barrier()
 
 
 def per_process_batch(batch_size: int, what: str = "DATALOADER.TRAIN_X.BATCH_SIZE") -> int:

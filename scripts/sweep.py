@@ -1,4 +1,4 @@
-"""Run a whole protocol (methods x datasets x seeds), one job per GPU.
+r"""Run a whole protocol (methods x datasets x seeds): one job per GPU here, or on Slurm.
 
 Examples::
 
@@ -6,18 +6,34 @@ Examples::
     python scripts/sweep.py base2new --methods coop cocoop maple promptsrc --seeds 1 2 3
     python scripts/sweep.py xd dg --methods maple --gpus 0,1,2,3
     python scripts/sweep.py few_shot --methods promptsrc --shots 1 2 4 8 16 --datasets dtd eurosat
-    python scripts/sweep.py base2new --methods CoOp/vit_b16_ep50 --datasets demo \
-        --seeds 1 -- MODEL.BACKBONE.NAME tiny OPTIM.MAX_EPOCH 1
+    python scripts/sweep.py base2new --methods maple --launcher slurm --partition gpu \
+        --time 4:00:00 --mem 32G --cpus-per-task 8
+    python scripts/sweep.py base2new --methods maple --status
+    python scripts/sweep.py few_shot --methods CoOp/demo_tiny --datasets demo --shots 2 \
+        --seeds 1 -- OPTIM.MAX_EPOCH 1
     python scripts/sweep.py --jobs jobs.jsonl      # any commands, one JSON object a line
 
 A method is an alias of the table METHODS or ``Trainer/cfg`` (any trainer and any config
 of configs/trainers/<Trainer>/, so a new method needs no code here). Jobs are the scripts of
-scripts/protocols/; each runs with its own CUDA_VISIBLE_DEVICES taken from --gpus (default:
-the CUDA_VISIBLE_DEVICES of the sweep); with no GPU the jobs run one after another. A job
-whose log already holds a final accuracy is skipped; an unfinished one is run again in its
-folder, where train.py resumes from the last checkpoint. Jobs that depend on a training
-(evaluations) wait for it. At the end the failed jobs are listed with their logs and the exit
-status is 1. Words after ``--`` are KEY VALUE overrides passed to train.py (EXTRA_OPTS).
+scripts/protocols/. A job whose log already holds a final accuracy is skipped; an unfinished
+one is run again in its folder, where train.py resumes from the last checkpoint; a job that is
+running (started by another sweep, or queued in Slurm) is never started a second time. Jobs
+that depend on a training (evaluations) wait for it. Words after ``--`` are KEY VALUE
+overrides passed to train.py (EXTRA_OPTS).
+
+Launchers (--launcher):
+  local           (default) here, each job with its own CUDA_VISIBLE_DEVICES taken from --gpus
+                  (default: the CUDA_VISIBLE_DEVICES of the sweep); with no GPU one after
+                  another. The jobs stop with the sweep; at the end the failed jobs are listed
+                  with their logs and the exit status is 1.
+  slurm           submits through submitit: one job array per stage, evaluations depending on
+                  their training, requeue (and resume) on preemption and at the time limit,
+                  --nodes N runs each training over N nodes with torchrun. The sweep returns
+                  once submitted (--wait: once every job ended); run it again to submit what
+                  is missing or failed.
+  submitit-local  the path of slurm through submitit's local executor, on this machine.
+--status lists every job (done, running, pending, failed, todo) with its Slurm or process id
+and its log, from the run folders and what Slurm reports.
 """
 
 from __future__ import annotations
@@ -27,17 +43,22 @@ import json
 import os
 import shlex
 import signal
-import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scripts import layout  # noqa: E402
-from scripts.logparse import TEST_END, TRAIN_END, Signal, is_finished  # noqa: E402
+from scripts import layout, slurm  # noqa: E402
+from scripts.jobs import Job, Records, job_status  # noqa: E402
+from scripts.local_launcher import (  # noqa: E402
+    Interrupted,
+    Sweep,
+    parse_gpus,
+    report,
+)
+from scripts.logparse import TEST_END, TRAIN_END  # noqa: E402
 
 SCRIPTS = Path(__file__).resolve().parent
 PROTOCOLS = ("base2new", "xd", "dg", "few_shot")
@@ -85,21 +106,6 @@ def resolve_method(spec: str) -> Method:
                      "or Trainer/cfg (a config of configs/trainers/<Trainer>/).")
 
 
-@dataclass
-class Job:
-    """One command; finished when a log of ``run_dir`` holds a result after ``end_signal``."""
-
-    name: str
-    command: list[str] | str  # argv, or a shell command line
-    run_dir: Path | None = None
-    end_signal: Signal = None
-    after: tuple[str, ...] = ()
-    env: dict[str, str] = field(default_factory=dict)
-
-    def finished(self) -> bool:
-        return self.run_dir is not None and is_finished(self.run_dir, self.end_signal)
-
-
 # ---------------------------------------------------------------- the jobs of a protocol
 
 
@@ -117,7 +123,8 @@ class JobBuilder:
         if method.config_dir:
             env["CFG_TRAINER"] = method.config_dir
         command = ["bash", str(SCRIPTS / "protocols" / script), *map(str, args)]
-        return Job(name, command, run_dir, end, after, env)
+        stage = name.split(f"/{method.trainer}/")[0] + f"/{method.trainer}"  # one Slurm array
+        return Job(name, command, run_dir, end, after, env, stage)
 
     def base2new(self, m: Method, datasets: list[str], seeds: list[int]) -> list[Job]:
         jobs, cfg = [], m.base2new
@@ -199,9 +206,11 @@ def protocol_jobs(protocols: list[str], methods: list[Method], datasets: list[st
 
 
 def load_jobs_file(path: Path) -> list[Job]:
-    """Jobs from a JSON-lines file: {"name", "command", "run_dir", "end_signal", "after", "env"}.
+    """Jobs from a JSON-lines file: {"name", "command", "run_dir", "end_signal", "after", "env",
+    "stage"}.
 
     ``end_signal`` is "train", "test", a literal line, or null (any accuracy line counts).
+    ``stage`` (default "jobs") groups jobs into Slurm arrays.
     """
     signals: dict = {"train": TRAIN_END, "test": TEST_END}
     jobs = []
@@ -215,200 +224,12 @@ def load_jobs_file(path: Path) -> list[Job]:
                 name=spec["name"], command=spec["command"],
                 run_dir=Path(run_dir) if run_dir else None,
                 end_signal=signals.get(spec.get("end_signal"), spec.get("end_signal")),
-                after=tuple(spec.get("after", ())), env=dict(spec.get("env", {}))))
+                after=tuple(spec.get("after", ())), env=dict(spec.get("env", {})),
+                stage=str(spec.get("stage", "jobs"))))
         except (ValueError, KeyError, TypeError) as err:
             raise SystemExit(f"error: {path}:{number}: not a job ({err}); expected a JSON object "
                              'with at least "name" and "command"') from err
     return jobs
-
-
-# ---------------------------------------------------------------- the scheduler
-
-
-class Interrupted(Exception):
-    """SIGINT or SIGTERM reached the sweep."""
-
-
-@dataclass
-class Failure:
-    name: str
-    reason: str
-    output: Path | None  # the job's stdout and stderr
-    run_log: Path | None  # log.txt of its run folder
-
-
-def parse_gpus(gpus: str | None) -> list[str]:
-    """GPU ids from --gpus or CUDA_VISIBLE_DEVICES; empty when there is none."""
-    value = gpus if gpus is not None else os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    ids = [g.strip() for g in value.split(",") if g.strip()]
-    if any(g in ("-1", "none") for g in ids):
-        return []
-    return ids
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in name)
-
-
-class Sweep:
-    """Runs jobs on slots (one per GPU, or one without GPU) and reports progress."""
-
-    def __init__(self, jobs: list[Job], gpus: list[str], log_dir: Path, poll: float = 0.2):
-        names = [job.name for job in jobs]
-        duplicates = {n for n in names if names.count(n) > 1}
-        if duplicates:
-            raise SystemExit(f"error: duplicate job names: {sorted(duplicates)}")
-        for job in jobs:
-            missing = [dep for dep in job.after if dep not in names]
-            if missing:
-                raise SystemExit(f"error: job {job.name} waits for unknown jobs {missing}")
-        self.jobs = jobs
-        self.slots: list[str | None] = list(gpus) or [None]
-        self.log_dir = log_dir
-        self.poll = poll
-        self.ok: set[str] = set()
-        self.failures: dict[str, Failure] = {}
-        self.running: dict[str, tuple[subprocess.Popen, int, float]] = {}  # slot index
-        self.start = time.monotonic()
-
-    def _say(self, message: str) -> None:
-        total = len(self.jobs)
-        ended = len(self.ok) + len(self.failures)
-        print(f"[{ended}/{total} | ok {len(self.ok)} | running {len(self.running)} | failed "
-              f"{len(self.failures)} | {_duration(time.monotonic() - self.start)}] {message}",
-              flush=True)
-
-    def _launch(self, job: Job, index: int) -> None:
-        slot = self.slots[index]
-        env = {**os.environ, **job.env}
-        env.setdefault("PYTHON", sys.executable)
-        if slot is not None:
-            env["CUDA_VISIBLE_DEVICES"] = slot
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_dir / f"{_safe(job.name)}.log", "ab") as out:
-            proc = subprocess.Popen(job.command, shell=isinstance(job.command, str), env=env,
-                                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
-        self.running[job.name] = (proc, index, time.monotonic())
-        resume = " (resuming)" if job.run_dir is not None and job.run_dir.exists() else ""
-        where = f"GPU {slot}" if slot is not None else "CPU/default device"
-        self._say(f"start {job.name} on {where}{resume}")
-
-    def _fail(self, job: Job, reason: str) -> None:
-        log = self.log_dir / f"{_safe(job.name)}.log"
-        run_log = job.run_dir / "log.txt" if job.run_dir is not None else None
-        self.failures[job.name] = Failure(job.name, reason, log if log.exists() else None,
-                                          run_log if run_log and run_log.exists() else None)
-
-    def _reap(self) -> None:
-        by_name = {job.name: job for job in self.jobs}
-        for name, (proc, _slot, started) in list(self.running.items()):
-            code = proc.poll()
-            if code is None:
-                continue
-            del self.running[name]
-            job, took = by_name[name], _duration(time.monotonic() - started)
-            if code != 0:
-                self._fail(job, f"exit status {code}")
-                self._say(f"FAILED {name} (exit status {code}, {took})")
-            elif job.run_dir is not None and not job.finished():
-                self._fail(job, "exited 0 but its log holds no final accuracy")
-                self._say(f"FAILED {name} (no result in {job.run_dir}, {took})")
-            else:
-                self.ok.add(name)
-                self._say(f"done {name} ({took})")
-
-    def _next(self, pending: list[Job]) -> Job | None:
-        """First pending job whose dependencies succeeded; fails jobs whose dependency failed."""
-        changed = True
-        while changed:
-            changed = False
-            for job in list(pending):
-                failed = [dep for dep in job.after if dep in self.failures]
-                if failed:
-                    pending.remove(job)
-                    changed = True
-                    self._fail(job, f"not run: {failed[0]} failed")
-                    self._say(f"SKIPPED {job.name} ({failed[0]} failed)")
-                elif all(dep in self.ok for dep in job.after):
-                    pending.remove(job)
-                    return job
-        return None
-
-    def _stop_all(self) -> None:
-        for proc, _slot, _started in self.running.values():
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 10
-        for proc, _slot, _started in self.running.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-
-    def run(self) -> list[Failure]:
-        """Run every job; returns the failures (empty when all succeeded)."""
-        pending = []
-        for job in self.jobs:
-            if job.finished():
-                self.ok.add(job.name)
-            else:
-                pending.append(job)
-        where = ("one at a time (no GPU)" if self.slots == [None]
-                 else f"GPU(s) {','.join(map(str, self.slots))}, one job each")
-        self._say(f"{len(self.ok)} finished already (skipped), {len(pending)} to run, {where}")
-        handler = _raise_interrupted
-        old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            while pending or self.running:
-                busy = {index for _proc, index, _t in self.running.values()}
-                free = [i for i in range(len(self.slots)) if i not in busy]
-                job = self._next(pending) if free else None
-                if job is not None:
-                    self._launch(job, free[0])
-                    continue
-                if not self.running:  # what is left waits on jobs that never end
-                    for job in pending:
-                        self._fail(job, "not run: its dependencies form a cycle")
-                    break
-                time.sleep(self.poll)
-                self._reap()
-        except Interrupted:
-            self._say(f"interrupted: stopping {len(self.running)} running job(s); run the same "
-                      "command again to resume")
-            self._stop_all()
-            raise
-        finally:
-            for sig, previous in old.items():
-                signal.signal(sig, previous)
-        return list(self.failures.values())
-
-
-def _raise_interrupted(signum: int, _frame: object) -> None:
-    raise Interrupted(signum)
-
-
-def report(failures: list[Failure]) -> None:
-    """Print the failed jobs with the paths of their logs."""
-    if not failures:
-        print("All jobs finished.", flush=True)
-        return
-    print(f"\n{len(failures)} job(s) failed:", flush=True)
-    for f in failures:
-        print(f"  {f.name}: {f.reason}")
-        if f.output is not None:
-            print(f"      output:  {f.output}")
-        if f.run_log is not None:
-            print(f"      run log: {f.run_log}")
-    sys.stdout.flush()
 
 
 # ---------------------------------------------------------------- command line
@@ -428,16 +249,108 @@ def build_parser() -> argparse.ArgumentParser:
                         help="few-shot protocol: images per class")
     parser.add_argument("--source", default="imagenet", help="xd/dg: the training dataset")
     parser.add_argument("--output", type=Path, default=Path("output"), help="output root")
-    parser.add_argument("--gpus", default=None,
-                        help="comma-separated GPU ids, one job each; repeat an id for two "
-                             "jobs on that GPU (default: CUDA_VISIBLE_DEVICES; none: one job "
-                             "at a time)")
     parser.add_argument("--jobs", type=Path, default=None, help="JSON-lines file of jobs")
     parser.add_argument("--log-dir", type=Path, default=None,
-                        help="where each job's output goes (default: OUTPUT/sweep_logs)")
-    parser.add_argument("--dry-run", action="store_true", help="list the jobs and exit")
+                        help="each job's output and state (default: OUTPUT/sweep_logs)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="list the jobs (and with --launcher slurm what would be "
+                             "submitted) and exit")
+    parser.add_argument("--status", action="store_true",
+                        help="list every job with its state, Slurm or process id and log")
+    parser.add_argument("--launcher", choices=("local", "slurm", "submitit-local"),
+                        default="local", help="where the jobs run (default: local)")
+    parser.add_argument("--gpus", default=None,
+                        help="local launchers: comma-separated GPU ids, one job each; repeat "
+                             "an id for two jobs on that GPU (default: CUDA_VISIBLE_DEVICES; "
+                             "none: one job at a time)")
+    add_slurm_arguments(parser)
     parser.epilog = (parser.epilog or "") + "\nAfter --: KEY VALUE overrides for train.py."
     return parser
+
+
+def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "slurm", "resources of each job (flags override --slurm-config)")
+    group.add_argument("--slurm-config", type=Path, default=None,
+                       help="YAML file with any of: " + ", ".join(slurm.RESOURCE_KEYS))
+    group.add_argument("--partition")
+    group.add_argument("--account")
+    group.add_argument("--qos")
+    group.add_argument("--gpus-per-node", type=int, help="GPUs of each job on each node "
+                       "(default 1; several: train.py runs under torchrun, one process each)")
+    group.add_argument("--cpus-per-task", type=int, help="CPUs of each job on each node")
+    group.add_argument("--mem", help="memory of each job on each node, e.g. 64G")
+    group.add_argument("--time", help="time limit of each run (MINUTES or HH:MM:SS; default "
+                       "24:00:00); a job reaching it is requeued and resumes")
+    group.add_argument("--nodes", type=int,
+                       help="nodes of each job: one training over N nodes with torchrun")
+    group.add_argument("--max-running", type=int, help="tasks of one array running at once")
+    group.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE",
+                       help="any other sbatch option, e.g. --sbatch constraint=a100 (repeat)")
+    group.add_argument("--wait", action="store_true",
+                       help="stay until every submitted job ended; exit 1 if one failed")
+
+
+def slurm_resources(args: argparse.Namespace) -> slurm.Resources:
+    sbatch = {}
+    for item in args.sbatch:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: --sbatch {item!r}: write KEY=VALUE, e.g. "
+                             "--sbatch constraint=a100")
+        sbatch[key.lstrip("-")] = value
+    flags = {key: getattr(args, key) for key in ("partition", "account", "qos", "gpus_per_node",
+                                                 "cpus_per_task", "mem", "time", "nodes",
+                                                 "max_running")}
+    resources = slurm.load_resources(args.slurm_config, flags)
+    resources.sbatch.update(sbatch)
+    return resources
+
+
+def build_jobs(args: argparse.Namespace, opts: list[str]) -> list[Job]:
+    if args.jobs is not None:
+        return load_jobs_file(args.jobs)
+    if not args.protocols or not args.methods:
+        raise SystemExit("error: give one or more protocols and --methods "
+                         "(or --jobs FILE); see --help")
+    if not (args.dry_run or args.status) and not os.environ.get("DATA"):
+        raise SystemExit("error: DATA is not set; export DATA=/path/to/datasets")
+    methods = [resolve_method(spec) for spec in args.methods]
+    return protocol_jobs(args.protocols, methods, args.datasets, args.seeds, args.shots,
+                         args.output, opts, args.source)
+
+
+def dry_run(jobs: list[Job], args: argparse.Namespace, log_dir: Path) -> None:
+    records, queue = Records(log_dir), slurm.SlurmQueue()
+    for job in jobs:
+        state = job_status(job, records.get(job.name), queue).state
+        command = job.command if isinstance(job.command, str) else shlex.join(job.command)
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in job.env.items() if v)
+        print(f"{state}  {job.name}\n      {env} {command}".rstrip())
+    if args.launcher == "slurm":
+        print("\nWould submit (<n>: the id Slurm gives):")
+        submitter = slurm.DryRunSubmitter(slurm_resources(args))
+        launcher = slurm.SubmititLauncher(jobs, log_dir, submitter, queue)
+        launcher.run(wait=False)
+
+
+def launch(jobs: list[Job], args: argparse.Namespace, log_dir: Path, argv: list[str]) -> int:
+    queue = slurm.SlurmQueue()
+    if args.launcher == "local":
+        failures = Sweep(jobs, parse_gpus(args.gpus), log_dir, scheduler=queue).run()
+    elif args.launcher == "slurm":
+        submitter = slurm.SlurmSubmitter(log_dir / "submitit", slurm_resources(args))
+        failures = slurm.SubmititLauncher(jobs, log_dir, submitter, queue).run(args.wait)
+        if not args.wait:
+            status = [a for a in argv if a not in ("--wait",)] + ["--status"]
+            print(f"Follow them with: python scripts/sweep.py {shlex.join(status)}")
+            return 0
+    else:
+        submitter = slurm.LocalSubmitter(log_dir / "submitit", slurm_resources(args),
+                                         parse_gpus(args.gpus) or [None])
+        failures = slurm.SubmititLauncher(jobs, log_dir, submitter, queue, poll=0.1).run(True)
+    report(failures)
+    return 1 if failures else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -451,31 +364,21 @@ def main(argv: list[str] | None = None) -> int:
                          f"choose from {', '.join(PROTOCOLS)}")
     if len(opts) % 2:
         raise SystemExit(f"error: overrides must be KEY VALUE pairs, got {opts}")
-    if args.jobs is not None:
-        jobs = load_jobs_file(args.jobs)
-    else:
-        if not args.protocols or not args.methods:
-            raise SystemExit("error: give one or more protocols and --methods "
-                             "(or --jobs FILE); see --help")
-        if not args.dry_run and not os.environ.get("DATA"):
-            raise SystemExit("error: DATA is not set; export DATA=/path/to/datasets")
-        methods = [resolve_method(spec) for spec in args.methods]
-        jobs = protocol_jobs(args.protocols, methods, args.datasets, args.seeds, args.shots,
-                             args.output, opts, args.source)
-    if args.dry_run:
-        for job in jobs:
-            state = "done" if job.finished() else "todo"
-            command = job.command if isinstance(job.command, str) else shlex.join(job.command)
-            env = " ".join(f"{k}={shlex.quote(v)}" for k, v in job.env.items() if v)
-            print(f"{state}  {job.name}\n      {env} {command}".rstrip())
+    jobs = build_jobs(args, opts)
+    log_dir = args.log_dir or args.output / "sweep_logs"
+    if args.status:
+        slurm.print_status(jobs, log_dir, slurm.SlurmQueue())
         return 0
-    sweep = Sweep(jobs, parse_gpus(args.gpus), args.log_dir or args.output / "sweep_logs")
+    if args.dry_run:
+        dry_run(jobs, args, log_dir)
+        return 0
     try:
-        failures = sweep.run()
+        return launch(jobs, args, log_dir, argv[:cut])
     except Interrupted as err:
         return 128 + int(err.args[0])
-    report(failures)
-    return 1 if failures else 0
+    except BrokenPipeError:  # nobody reads the progress any more: the jobs were stopped
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

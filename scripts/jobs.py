@@ -1,0 +1,203 @@
+"""The jobs of a sweep, what each launcher recorded about them, and where each one stands.
+
+A :class:`Job` is one command (a protocol script, or any command of a ``--jobs`` file) with
+the run folder whose log tells when it has finished, the jobs it waits for and its stage (jobs
+of one stage go to Slurm as one job array). When a launcher starts a job it writes a
+:class:`Record` (``LOG_DIR/state/<job>.json``: launcher, process or Slurm id, log path), so a
+later sweep, or ``--status``, can tell a job that is still running from one that died.
+
+:func:`job_status` is the one place that decides whether a job is done, running, pending,
+failed or still to do; every launcher and ``--status`` ask it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from scripts.logparse import Signal, is_finished
+
+# What job_status says about a job.
+TODO, PENDING, RUNNING, DONE, FAILED = "todo", "pending", "running", "done", "failed"
+
+
+@dataclass
+class Job:
+    """One command; finished when a log of ``run_dir`` holds a result after ``end_signal``."""
+
+    name: str
+    command: list[str] | str  # argv, or a shell command line
+    run_dir: Path | None = None
+    end_signal: Signal = None
+    after: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    stage: str = "jobs"  # jobs of one stage (and dependency depth) form one Slurm array
+
+    def finished(self) -> bool:
+        return self.run_dir is not None and is_finished(self.run_dir, self.end_signal)
+
+
+def check_graph(jobs: list[Job]) -> dict[str, int]:
+    """Each job's depth (0: waits for nothing; else 1 + the deepest job it waits for).
+
+    Exits with a message on duplicate names, unknown dependencies or a cycle."""
+    by_name: dict[str, Job] = {}
+    for job in jobs:
+        if job.name in by_name:
+            raise SystemExit(f"error: duplicate job name {job.name!r}")
+        by_name[job.name] = job
+    for job in jobs:
+        missing = [dep for dep in job.after if dep not in by_name]
+        if missing:
+            raise SystemExit(f"error: job {job.name} waits for unknown jobs {missing}")
+    depth: dict[str, int] = {}
+    visiting: list[str] = []
+
+    def visit(name: str) -> int:
+        if name in visiting:
+            cycle = " -> ".join(visiting[visiting.index(name):] + [name])
+            raise SystemExit(f"error: the jobs wait for each other in a cycle: {cycle}")
+        if name not in depth:
+            visiting.append(name)
+            depth[name] = 1 + max((visit(dep) for dep in by_name[name].after), default=-1)
+            visiting.pop()
+        return depth[name]
+
+    for job in jobs:
+        visit(job.name)
+    return depth
+
+
+def safe_name(name: str) -> str:
+    """A job name as a file name."""
+    return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in name)
+
+
+# ---------------------------------------------------------------- records
+
+
+@dataclass
+class Record:
+    """How a job was last started."""
+
+    launcher: str  # local, submitit-local or slurm
+    job_id: str  # process id (local launchers) or Slurm job id (array task: 123_4)
+    log: str  # the command's output
+    host: str = field(default_factory=socket.gethostname)
+    started: float = field(default_factory=time.time)
+    process_start: str = ""  # local launchers: when process job_id started (pid reuse)
+    scheduler_log: str = ""  # submitit's log of the job (its requeues, its errors)
+    ended: str = ""  # filled from the .ended file: "ok", "exit status 3", ...
+
+
+class Records:
+    """Per job, under ``LOG_DIR/state``: ``<job>.json`` written by the launcher when it starts
+    the job, ``<job>.ended`` written by whatever ran the command when it ended (why)."""
+
+    def __init__(self, log_dir: Path):
+        self.folder = Path(log_dir) / "state"
+
+    def path(self, name: str, suffix: str = ".json") -> Path:
+        return self.folder / f"{safe_name(name)}{suffix}"
+
+    def get(self, name: str) -> Record | None:
+        try:
+            record = Record(**json.loads(self.path(name).read_text()))
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError) as err:
+            raise SystemExit(f"error: {self.path(name)} is not a job record ({err}); delete it "
+                             "to let the sweep treat the job as never started") from err
+        ended = self.path(name, ".ended")
+        record.ended = ended.read_text().strip() if ended.exists() else ""
+        return record
+
+    def starting(self, name: str) -> None:
+        """Forget how the previous start ended (called before the job is started again)."""
+        self.path(name, ".ended").unlink(missing_ok=True)
+
+    def put(self, name: str, record: Record) -> None:
+        _write_atomic(self.path(name), json.dumps(asdict(record), indent=1))
+
+    def end(self, name: str, why: str) -> None:
+        _write_atomic(self.path(name, ".ended"), why + "\n")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+# ---------------------------------------------------------------- where a job stands
+
+
+@dataclass(frozen=True)
+class Status:
+    state: str  # TODO, PENDING, RUNNING, DONE or FAILED
+    detail: str = ""  # the scheduler's word, or why the job failed
+
+
+def process_start(pid: int) -> str:
+    """When process ``pid`` started (clock ticks since boot, from /proc; "" where unknown)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def process_status(record: Record) -> Status | None:
+    """RUNNING while the process of a record made on this machine lives; None once it ended."""
+    if record.host != socket.gethostname():
+        return None if record.ended else Status(
+            FAILED, f"started on {record.host}; its process cannot be checked from here")
+    try:
+        os.kill(int(record.job_id), 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    if record.process_start and process_start(int(record.job_id)) != record.process_start:
+        return None  # the id now belongs to another process
+    return Status(RUNNING, f"pid {record.job_id}")
+
+
+# What the cluster says about a record of one of its jobs: PENDING or RUNNING while queued or
+# running; when it ended without a word from the job, DONE (without error) or FAILED (why);
+# else None.
+Scheduler = Callable[[Record], "Status | None"]
+
+
+def job_status(job: Job, record: Record | None, scheduler: Scheduler) -> Status:
+    """Where ``job`` stands: its log on disk first, then what ran it says.
+
+    A result in the run folder means DONE, whatever launched it. Otherwise the record of the
+    last start (None: never started, TODO) is checked with the launcher that made it: a live
+    process or a Slurm job still queued or running is RUNNING / PENDING (never start a second
+    copy); a job that ended is FAILED unless it ended without error and has no run folder to
+    check.
+    """
+    if job.finished():
+        return Status(DONE)
+    # The output-folder lock of train.py belongs here: a run folder whose lock is held by a
+    # live process is RUNNING, whoever started it.
+    if record is None:
+        return Status(TODO)
+    live = scheduler(record) if record.launcher == "slurm" else process_status(record)
+    if live is not None and live.state != DONE:
+        return live
+    if live is None and record.ended != "ok":
+        return Status(FAILED, record.ended or "ended without saying why (killed?)")
+    if job.run_dir is None:  # ended without error, and there is no log to check
+        return Status(DONE)
+    return Status(FAILED, "exited 0 but its log holds no final accuracy")
+
+
+def statuses(jobs: Iterable[Job], records: Records, scheduler: Scheduler) -> dict[str, Status]:
+    return {job.name: job_status(job, records.get(job.name), scheduler) for job in jobs}

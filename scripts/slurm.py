@@ -1,0 +1,568 @@
+"""Sweeps on a Slurm cluster through submitit: job arrays, dependencies, requeue, status.
+
+``sweep.py --launcher slurm`` submits every job that is neither finished nor queued:
+
+- the jobs of one protocol stage that wait for nothing go as one job array;
+- a job that waits for others (an evaluation for its training, an average over seeds) gets
+  a Slurm dependency on them (``afterok``; ``aftercorr`` between aligned arrays, so the
+  evaluations of 33 trainings are one array whose task i waits for training i) and
+  ``--kill-on-invalid-dep=yes``: it never starts unless they succeeded;
+- each job runs :class:`RunJob`, which submitit requeues on preemption or at the time limit
+  (Slurm's signal ``--signal=USR2@90``): the command is stopped and started again in the same
+  Slurm job, and train.py resumes from the last checkpoint in its run folder;
+- with ``--nodes N`` (or several GPUs per node) the protocol scripts start train.py through
+  ``scripts/torchrun.sh``: ``torchrun --nnodes N --nproc_per_node G --rdzv_backend c10d``.
+
+``--launcher submitit-local`` takes the same path through submitit's local executor on this
+machine (no dependencies there: a job is started once the jobs it waits for are done).
+submitit is imported only by these launchers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import getpass
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import yaml
+
+from scripts.jobs import (
+    DONE,
+    FAILED,
+    PENDING,
+    RUNNING,
+    TODO,
+    Job,
+    Record,
+    Records,
+    Scheduler,
+    Status,
+    check_graph,
+    job_status,
+    process_start,
+    safe_name,
+    statuses,
+)
+from scripts.local_launcher import STOP_SIGNALS, Failure, Interrupted
+from scripts.run_job import RunJob, require_submitit
+
+SCRIPTS = Path(__file__).resolve().parent
+REPO = SCRIPTS.parent
+MAX_ARRAY = 1000  # tasks per array (Slurm's default MaxArraySize is 1001)
+TIMEOUT_REQUEUES = 10  # requeues at the time limit before a job counts as failed
+
+
+# ---------------------------------------------------------------- resources
+
+
+def parse_minutes(value: str | int) -> int:
+    """Slurm's time formats (``MM``, ``HH:MM:SS``, ``D-HH:MM``, ...) in minutes."""
+    text = str(value).strip()
+    match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text)
+    if not match:
+        raise SystemExit(f"error: time limit {value!r} is not a Slurm time (MINUTES, HH:MM:SS "
+                         "or D-HH:MM:SS)")
+    days, first, second, third = (int(g) if g else None for g in match.groups())
+    if days is None and second is None:
+        return first  # minutes
+    if third is None and days is None:
+        hours, minutes, seconds = 0, first, second  # MM:SS
+    else:
+        hours, minutes, seconds = first, second or 0, third or 0
+    return ((days or 0) * 24 + hours) * 60 + minutes + (1 if seconds else 0)
+
+
+@dataclass
+class Resources:
+    """What each job asks Slurm for; from ``--slurm-config FILE`` and flags (flags win)."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    gpus_per_node: int = 1  # GPUs of each job on each node; torchrun runs one process each
+    cpus_per_task: int | None = None  # CPUs of each job on each node
+    mem: str | None = None  # memory per node, e.g. 64G
+    time: str = "24:00:00"  # time limit of one run (a job hitting it is requeued)
+    nodes: int = 1
+    max_running: int = 256  # tasks of one array running at once
+    sbatch: dict[str, str] = field(default_factory=dict)  # any other sbatch option
+    setup: list[str] = field(default_factory=list)  # shell lines before the job (module load)
+    stages: dict[str, dict] = field(default_factory=dict)  # stage pattern -> other values
+
+    def for_stage(self, stage: str) -> Resources:
+        """These resources with the overrides of every ``stages`` pattern matching ``stage``."""
+        result = self
+        for pattern, values in self.stages.items():
+            if fnmatch.fnmatchcase(stage, pattern):
+                allowed = [key for key in RESOURCE_KEYS if key != "stages"]
+                result = replace(result, **_checked(values, f"stages: {pattern}", allowed))
+        return result
+
+    def executor_parameters(self, name: str) -> dict:
+        """Parameters of submitit's SlurmExecutor."""
+        params = {"job_name": name, "time": parse_minutes(self.time), "nodes": self.nodes,
+                  "ntasks_per_node": 1, "array_parallelism": self.max_running,
+                  "stderr_to_stdout": True, "additional_parameters": dict(self.sbatch)}
+        if self.setup:
+            params["setup"] = list(self.setup)
+        for key in ("partition", "account", "qos", "cpus_per_task", "mem"):
+            if getattr(self, key) is not None:
+                params[key] = getattr(self, key)
+        if self.gpus_per_node:
+            params["gpus_per_node"] = self.gpus_per_node
+        return params
+
+
+RESOURCE_KEYS = [f.name for f in fields(Resources)]
+
+
+def _checked(values: dict, where: str, allowed: list[str]) -> dict:
+    unknown = sorted(set(values) - set(allowed))
+    if unknown:
+        raise SystemExit(f"error: {where}: unknown key(s) {unknown}; valid keys: "
+                         f"{', '.join(allowed)}")
+    return values
+
+
+def load_resources(path: Path | None, flags: dict) -> Resources:
+    """Resources from a YAML file (keys of :class:`Resources`) and flags (None: not given)."""
+    values: dict = {}
+    if path is not None:
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise SystemExit(f"error: cannot read the Slurm settings {path}: {err}") from err
+        if not isinstance(values, dict):
+            raise SystemExit(f"error: {path} must be a mapping of {', '.join(RESOURCE_KEYS)}")
+        _checked(values, str(path), RESOURCE_KEYS)
+    values.update({key: value for key, value in flags.items() if value is not None})
+    resources = Resources(**values)
+    parse_minutes(resources.time)
+    return resources
+
+
+# ---------------------------------------------------------------- arrays and dependencies
+
+
+@dataclass
+class Submission:
+    """Jobs submitted together (one array) with one Slurm dependency ("" for none)."""
+
+    stage: str
+    jobs: list[Job]
+    dependency: str = ""
+
+
+def _tasks(ids: list[str]) -> dict[str, tuple[str, int]]:
+    """Array task id -> (array id, index), for the ids of one array."""
+    if len(ids) < 2:
+        return {}
+    return {task: (task.rsplit("_", 1)[0], int(task.rsplit("_", 1)[1])) for task in ids}
+
+
+def aligned(stage: str, waiting: dict[tuple[str, ...], list[Job]],
+            tasks: dict[str, tuple[str, int]]) -> list[Submission] | None:
+    """Arrays whose task i waits for task i of an array (``aftercorr``), when every job waits
+    for exactly one task of an array submitted by this sweep; None otherwise."""
+    layers: dict[tuple[str, int], dict[int, Job]] = defaultdict(dict)
+    for deps, jobs in waiting.items():
+        if len(deps) != 1 or deps[0] not in tasks:
+            return None
+        array, index = tasks[deps[0]]
+        for layer, job in enumerate(jobs):
+            layers[(array, layer)][index] = job
+    subs = []
+    for (array, _layer), by_index in layers.items():
+        if sorted(by_index) != list(range(len(by_index))):
+            return None
+        subs.append(Submission(stage, [by_index[i] for i in range(len(by_index))],
+                               f"aftercorr:{array}"))
+    return subs
+
+
+def split(stage: str, jobs: list[Job], known: dict[str, str],
+          tasks: dict[str, tuple[str, int]]) -> list[Submission]:
+    """The submissions of one stage. ``known``: Slurm ids of the jobs not done yet (queued,
+    running or just submitted); ``tasks``: the array tasks submitted by this sweep."""
+    free: list[Job] = []
+    waiting: dict[tuple[str, ...], list[Job]] = defaultdict(list)
+    for job in jobs:
+        deps = tuple(sorted({known[dep] for dep in job.after if dep in known}))
+        (waiting[deps] if deps else free).append(job)
+    subs = [Submission(stage, free)] if free else []
+    by_set = [Submission(stage, group, "afterok:" + ":".join(deps))
+              for deps, group in waiting.items()]
+    corr = aligned(stage, waiting, tasks) if waiting else None
+    return subs + (corr if corr is not None and len(corr) < len(by_set) else by_set)
+
+
+# ---------------------------------------------------------------- submitters
+
+
+@contextlib.contextmanager
+def repository_importable() -> Iterator[None]:
+    """Submit with this repository on PYTHONPATH: the job processes unpickle :class:`RunJob`
+    (sbatch and submitit's local executor pass the environment of the submission on)."""
+    before = os.environ.get("PYTHONPATH")
+    paths = [p for p in (before or "").split(os.pathsep) if p]
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *paths])
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = before
+
+
+class SlurmSubmitter:
+    """Submits arrays with submitit's SlurmExecutor (``sbatch``)."""
+
+    name = "slurm"
+    dependencies = True
+
+    def __init__(self, folder: Path, resources: Resources):
+        self.folder, self.resources = folder, resources
+
+    def submit(self, sub: Submission, calls: list[RunJob]) -> list[tuple[str, str]]:
+        submitit = require_submitit()
+        resources = self.resources.for_stage(sub.stage)
+        executor = submitit.SlurmExecutor(self.folder / "%j", max_num_timeout=TIMEOUT_REQUEUES)
+        params = resources.executor_parameters(sub.stage)
+        if sub.dependency:
+            params["dependency"] = sub.dependency
+            params["additional_parameters"]["kill-on-invalid-dep"] = "yes"
+        executor.update_parameters(**params)
+        try:
+            with repository_importable(), executor.batch():
+                handles = [executor.submit(call) for call in calls]
+        except (RuntimeError, OSError) as err:  # submitit's errors carry sbatch's message
+            raise SystemExit(f"error: sbatch refused the jobs of {sub.stage}: {err}\nFix the "
+                             "settings (--partition, --account, --slurm-config, ...) and run "
+                             "the same command again; what was submitted is recorded.") from err
+        return [(handle.job_id, str(handle.paths.stdout)) for handle in handles]
+
+
+class DryRunSubmitter:
+    """Numbers the submissions instead of making them (``--dry-run``); records nothing."""
+
+    name = "dry-run"
+    dependencies = True
+
+    def __init__(self, resources: Resources):
+        self.resources, self.count = resources, 0
+
+    def submit(self, sub: Submission, calls: list[RunJob]) -> list[tuple[str, str]]:
+        self.count += 1
+        array = f"<{self.count}>"
+        if len(calls) == 1:
+            return [(array, "")]
+        return [(f"{array}_{i}", "") for i in range(len(calls))]
+
+
+class LocalSubmitter:
+    """Starts jobs with submitit's LocalExecutor, each on one GPU slot (or none)."""
+
+    name = "submitit-local"
+    dependencies = False
+
+    def __init__(self, folder: Path, resources: Resources, slots: list[str | None]):
+        self.folder, self.resources, self.slots = folder, resources, slots
+        self.handles: dict[str, object] = {}  # job name -> submitit job
+        self.slot_of: dict[str, int] = {}
+
+    def free_slots(self, running: set[str]) -> list[int]:
+        busy = {self.slot_of[name] for name in running if name in self.slot_of}
+        return [i for i in range(len(self.slots)) if i not in busy]
+
+    def submit(self, sub: Submission, calls: list[RunJob], slot: int = 0) -> list[tuple[str, str]]:
+        submitit = require_submitit()
+        executor = submitit.LocalExecutor(self.folder / "%j", max_num_timeout=TIMEOUT_REQUEUES)
+        gpu = self.slots[slot]
+        gpus = {"visible_gpus": (int(gpu),), "gpus_per_node": 1} if gpu is not None else {}
+        executor.update_parameters(timeout_min=parse_minutes(self.resources.time),
+                                   stderr_to_stdout=True, **gpus)
+        out = []
+        for job, call in zip(sub.jobs, calls, strict=True):
+            with repository_importable():
+                handle = executor.submit(call)
+            self.handles[job.name], self.slot_of[job.name] = handle, slot
+            out.append((handle.job_id, str(handle.paths.stdout)))
+        return out
+
+    def alive(self) -> set[str]:
+        """The jobs whose processes still run (asking also reaps the ended ones)."""
+        return {name for name, handle in self.handles.items() if handle.state == "RUNNING"}
+
+    def cancel_all(self, grace: float = 15.0) -> None:
+        """Stop the running jobs (their commands stop with them) and wait for them."""
+        running = [h for h in self.handles.values() if h.state == "RUNNING"]
+        for handle in running:
+            handle.cancel()
+        deadline = time.monotonic() + grace
+        while any(h.state == "RUNNING" for h in running) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+Submitter = SlurmSubmitter | DryRunSubmitter | LocalSubmitter
+
+
+# ---------------------------------------------------------------- the cluster's word
+
+
+PENDING_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD",
+                  "CONFIGURING", "SUSPENDED", "PREEMPTED"}
+
+
+def _run(command: list[str]) -> str:
+    try:
+        return subprocess.run(command, capture_output=True, text=True, check=True,
+                              timeout=120).stdout
+    except (OSError, subprocess.SubprocessError) as err:
+        detail = getattr(err, "stderr", "") or err
+        raise SystemExit(f"error: {command[0]} failed ({str(detail).strip()}); the state of "
+                         "Slurm jobs is read on a machine of the cluster") from err
+
+
+class SlurmQueue:
+    """Slurm's word on our records: ``squeue`` (queued and running jobs, one call) and, for a
+    job that ended without a word of its own, ``sacct`` (why: TIMEOUT, OUT_OF_MEMORY, ...)."""
+
+    def __init__(self) -> None:
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Forget what was read: the next question asks Slurm again."""
+        self._queue: dict[str, str] | None = None
+        self._accounting: dict[str, str] | None = None
+
+    def queue(self) -> dict[str, str]:
+        if self._queue is None:
+            text = _run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T"])
+            self._queue = dict(line.split("|", 1) for line in text.splitlines() if "|" in line)
+        return self._queue
+
+    def accounting(self) -> dict[str, str]:
+        if self._accounting is None:
+            try:
+                text = _run(["sacct", "-n", "-P", "-X", "-u", getpass.getuser(),
+                             "-S", "now-30days", "-o", "JobID,State"])
+            except SystemExit:  # accounting may be off on this cluster
+                text = ""
+            self._accounting = dict(line.split("|", 1) for line in text.splitlines()
+                                    if "|" in line)
+        return self._accounting
+
+    def __call__(self, record: Record) -> Status | None:
+        state = self.queue().get(record.job_id)
+        if state:
+            return Status(PENDING if state in PENDING_STATES else RUNNING, state)
+        if record.ended:
+            return None
+        why = self.accounting().get(record.job_id, "").strip()
+        if why == "COMPLETED":
+            return Status(DONE)
+        return Status(FAILED, why or "no longer in the queue, and ended without a word")
+
+
+# ---------------------------------------------------------------- the launcher
+
+
+class SubmititLauncher:
+    """Submits the jobs that are neither done nor queued, then waits if asked to."""
+
+    def __init__(self, jobs: list[Job], log_dir: Path, submitter: Submitter,
+                 scheduler: Scheduler, poll: float = 60.0):
+        self.depth = check_graph(jobs)
+        self.jobs, self.by_name = jobs, {job.name: job for job in jobs}
+        self.log_dir = log_dir
+        self.records = Records(log_dir)
+        self.submitter, self.scheduler, self.poll = submitter, scheduler, poll
+        self.attempted: set[str] = set()  # submitted (or given up) by this sweep
+        self.failures: dict[str, Failure] = {}
+        self.submissions: list[tuple[Submission, list[str]]] = []
+
+    def call(self, job: Job) -> RunJob:
+        """What the submitit job of ``job`` runs (over the stage's nodes and GPUs on Slurm)."""
+        log_dir = self.log_dir.resolve()
+        run = RunJob(job.name, job.command, dict(job.env), os.getcwd(),
+                     str(log_dir / f"{safe_name(job.name)}.log"), str(log_dir),
+                     str(job.run_dir.resolve()) if job.run_dir else None, job.end_signal)
+        if isinstance(self.submitter, LocalSubmitter):
+            return run
+        resources = self.submitter.resources.for_stage(job.stage)
+        return replace(run, nodes=resources.nodes, gpus_per_node=resources.gpus_per_node)
+
+    def _ready(self, status: dict[str, Status]) -> list[Job]:
+        """The jobs to submit now, in dependency order: not done, not queued, not submitted by
+        this sweep yet, and waiting only for jobs done, queued in Slurm or submitted with them
+        (for submitit-local: only for jobs done). Gives up the jobs whose dependency failed."""
+        ready: dict[str, Job] = {}
+        for job in sorted(self.jobs, key=lambda job: self.depth[job.name]):
+            if job.name in self.attempted or status[job.name].state not in (TODO, FAILED):
+                continue
+            failed = [d for d in job.after if d in self.attempted and status[d].state == FAILED]
+            if failed:
+                self.attempted.add(job.name)
+                self._fail(job, f"not run: {failed[0]} failed")
+                continue
+            waits = [d for d in job.after if status[d].state != DONE]
+            if not self.submitter.dependencies and waits:
+                continue
+            outside = [d for d in waits if d not in ready and not self._in_slurm(d, status)]
+            if outside and status[outside[0]].state in (PENDING, RUNNING):
+                print(f"note: {job.name} waits for {outside[0]}, which runs outside Slurm; "
+                      "it is submitted by a sweep started once that has ended", flush=True)
+            if not outside:
+                ready[job.name] = job
+        return list(ready.values())
+
+    def _in_slurm(self, name: str, status: dict[str, Status]) -> bool:
+        """Queued or running in Slurm (a dependency can name it)."""
+        if status[name].state not in (PENDING, RUNNING):
+            return False
+        record = self.records.get(name)
+        return record is not None and record.launcher == "slurm"
+
+    def _fail(self, job: Job, reason: str) -> None:
+        self.failures[job.name] = Failure.of(job, reason, self.log_dir)
+
+    def submit(self, status: dict[str, Status], limit: int | None = None, **where: int) -> int:
+        """Submit what is ready, stage by stage in dependency order; returns how many."""
+        ready = self._ready(status)[:limit]
+        known = {name: self.records.get(name).job_id for name in status
+                 if self._in_slurm(name, status)}
+        groups: dict[tuple[int, str], list[Job]] = defaultdict(list)
+        for job in ready:
+            groups[(self.depth[job.name], job.stage)].append(job)
+        tasks: dict[str, tuple[str, int]] = {}
+        for (_depth, stage), jobs in sorted(groups.items()):
+            for sub in split(stage, jobs, known, tasks):
+                for start in range(0, len(sub.jobs), MAX_ARRAY):
+                    chunk = replace(sub, jobs=sub.jobs[start:start + MAX_ARRAY])
+                    ids = self._submit(chunk, **where)
+                    known.update(zip([job.name for job in chunk.jobs], ids, strict=True))
+                    tasks.update(_tasks(ids))
+        return len(ready)
+
+    def _submit(self, sub: Submission, **where: int) -> list[str]:
+        record = self.submitter.name != "dry-run"
+        for job in sub.jobs:
+            if record:
+                self.records.starting(job.name)
+        calls = [self.call(job) for job in sub.jobs]
+        submitted = self.submitter.submit(sub, calls, **where)
+        for job, call, (job_id, scheduler_log) in zip(sub.jobs, calls, submitted, strict=True):
+            self.attempted.add(job.name)
+            if not record:
+                continue
+            start = process_start(int(job_id)) if self.submitter.name != "slurm" else ""
+            self.records.put(job.name, Record(self.submitter.name, job_id, call.log,
+                                              process_start=start,
+                                              scheduler_log=scheduler_log))
+        ids = [job_id for job_id, _log in submitted]
+        self.submissions.append((sub, ids))
+        return ids
+
+    def run(self, wait: bool) -> list[Failure]:
+        """Submit; with ``wait`` (always for submitit-local) stay until every job ended."""
+        if not self.submitter.dependencies:
+            return self._run_local()
+        self.submit(statuses(self.jobs, self.records, self.scheduler))
+        self.describe()
+        if wait:
+            self._wait_all()
+        return list(self.failures.values())
+
+    def _run_local(self) -> list[Failure]:
+        """submitit's local executor: start jobs as their dependencies end, one per slot."""
+        old = {sig: signal.signal(sig, _interrupt) for sig in STOP_SIGNALS}
+        try:
+            while True:
+                alive = self.submitter.alive()  # a job may be done before its process ended
+                status = statuses(self.jobs, self.records, self.scheduler)
+                free = self.submitter.free_slots(alive)
+                if free and self.submit(status, limit=1, slot=free[0]):
+                    continue
+                if not alive:
+                    break
+                time.sleep(self.poll)
+            self._collect(status)
+        finally:
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, signal.SIG_IGN)
+            self.submitter.cancel_all()
+            for sig, previous in old.items():
+                signal.signal(sig, previous)
+        return list(self.failures.values())
+
+    def _wait_all(self) -> None:
+        while True:
+            status = statuses(self.jobs, self.records, self.scheduler)
+            if not any(status[n].state in (PENDING, RUNNING) for n in self.attempted):
+                break
+            time.sleep(self.poll)
+            getattr(self.scheduler, "refresh", lambda: None)()
+        self._collect(status)
+
+    def _collect(self, status: dict[str, Status]) -> None:
+        for name in self.attempted:
+            if status[name].state != DONE and name not in self.failures:
+                self._fail(self.by_name[name], status[name].detail or status[name].state)
+
+    def describe(self) -> None:
+        """What was submitted: one line per array."""
+        if not self.submissions:
+            print("Nothing to submit: every job is finished, queued or running "
+                  "(see --status).", flush=True)
+            return
+        for sub, ids in self.submissions:
+            array = ids[0].rsplit("_", 1)[0] if len(ids) > 1 else ids[0]
+            what = f"array {array} of {len(ids)} jobs" if len(ids) > 1 else f"job {array}"
+            after = f", {sub.dependency}" if sub.dependency else ""
+            print(f"{what}: {sub.stage}{after}", flush=True)
+        total = sum(len(ids) for _sub, ids in self.submissions)
+        print(f"{total} job(s) in {len(self.submissions)} submission(s).", flush=True)
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise Interrupted(signum)
+
+
+# ---------------------------------------------------------------- --status
+
+
+def print_status(jobs: list[Job], log_dir: Path,
+                 scheduler: Callable[[Record], Status | None]) -> None:
+    """One line per job: state, Slurm id or process id, name, log; then the counts."""
+    records = Records(log_dir)
+    counts: dict[str, int] = defaultdict(int)
+    rows = []
+    for job in jobs:
+        record = records.get(job.name)
+        status = job_status(job, record, scheduler)
+        counts[status.state] += 1
+        log = record.log if record else ""
+        rows.append((status.state, record.job_id if record else "-", job.name, log,
+                     status.detail if status.state != DONE else "",
+                     record.scheduler_log if record and status.state == FAILED else ""))
+    width = max([len(r[1]) for r in rows] + [2])
+    print(f"{'STATE':8} {'ID':{width}} JOB / LOG")
+    for state, job_id, name, log, detail, scheduler_log in rows:
+        print(f"{state:8} {job_id:{width}} {name}" + (f"  ({detail})" if detail else ""))
+        for path in filter(None, (log, scheduler_log)):
+            print(f"{'':8} {'':{width}}   {path}")
+    order = (DONE, RUNNING, PENDING, FAILED, TODO)
+    print(f"{len(jobs)} jobs: " + ", ".join(f"{counts[s]} {s}" for s in order if counts[s]),
+          flush=True)
+    sys.stdout.flush()
