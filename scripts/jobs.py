@@ -12,6 +12,7 @@ failed or still to do; every launcher and ``--status`` ask it.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -185,8 +186,9 @@ def job_status(job: Job, record: Record | None, scheduler: Scheduler) -> Status:
     """
     if job.finished():
         return Status(DONE)
-    # The output-folder lock of train.py belongs here: a run folder whose lock is held by a
-    # live process is RUNNING, whoever started it.
+    holder = lock_holder(job.run_dir) if job.run_dir is not None else None
+    if holder is not None:  # a live train.py holds the folder, whoever started it
+        return Status(RUNNING, f"locked by {holder}")
     if record is None:
         return Status(TODO)
     live = scheduler(record) if record.launcher == "slurm" else process_status(record)
@@ -197,6 +199,40 @@ def job_status(job: Job, record: Record | None, scheduler: Scheduler) -> Status:
     if job.run_dir is None:  # ended without error, and there is no log to check
         return Status(DONE)
     return Status(FAILED, "exited 0 but its log holds no final accuracy")
+
+
+RUN_LOCK = "run.lock"  # train.py's output-folder lock (engine/lock.py)
+
+
+def lock_holder(run_dir: Path) -> str | None:
+    """Who holds train.py's lock on ``run_dir`` (``pid P on host H``), or None when nobody
+    does. A held ``flock`` is the test (the kernel drops it when its process dies, ``kill -9``
+    included), so a stale lock file counts as free. Read here without importing the engine
+    (and torch): the sweep and its job processes stay light."""
+    import fcntl
+
+    path = Path(run_dir) / RUN_LOCK
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                return None  # no locking on this filesystem: train.py's record decides there
+            try:
+                record = json.loads(path.read_text(encoding="utf-8", errors="replace") or "{}")
+            except (OSError, json.JSONDecodeError):
+                record = {}
+            if not isinstance(record, dict):
+                record = {}
+            return f"pid {record.get('pid', '?')} on host {record.get('host', '?')}"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def statuses(jobs: Iterable[Job], records: Records, scheduler: Scheduler) -> dict[str, Status]:

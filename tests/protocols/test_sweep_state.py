@@ -48,3 +48,17 @@ def test_what_decides_the_state(tmp_path: Path) -> None:
     assert job_status(run, queued, slurm).state == jobs.PENDING
     write_train_log(tmp_path / "run", 70.0)  # a result on disk wins over any record
     assert job_status(run, queued, slurm) == Status(jobs.DONE)
+
+
+def test_a_run_folder_locked_by_train_py_is_running_whoever_started_it(tmp_path: Path) -> None:
+    """train.py's output-folder lock (engine/lock.py) makes a job RUNNING even with no record
+    of this sweep: a run started by hand, or by another sweep, is never started twice. A lock
+    file nobody holds (its run was killed) is stale and does not count."""
+    from engine.lock import RunLock
+
+    run = Job("run", "x", run_dir=tmp_path / "run", end_signal="Finish training")
+    with RunLock(str(tmp_path / "run")):
+        status = job_status(run, None, no_cluster)
+        assert status.state == jobs.RUNNING
+        assert status.detail.startswith(f"locked by pid {os.getpid()} on host ")
+    assert job_status(run, None, no_cluster) == Status(jobs.TODO)
