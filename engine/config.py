@@ -4,18 +4,43 @@
 added by functions registered with :func:`register_config` (trainer and dataset files add
 their own ``TRAINER.<NAME>`` node that way). Merging a YAML file or a ``KEY VALUE`` list that
 names an unknown key raises ``KeyError`` naming the key and the closest valid keys; yacs'
-type checking is kept.
+type checking is kept, except for the few keys given more types with :func:`allow_types`
+(official configs that write ``CTX_INIT: True`` where others write the words).
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from yacs.config import CfgNode as _YacsNode
 
 __all__ = ["CfgNode", "CN", "get_cfg_default", "register_config", "registered_config_functions",
-           "all_keys", "check_keys"]
+           "all_keys", "check_keys", "allow_types"]
+
+_EXTRA_TYPES: dict[str, tuple[type, ...]] = {}
+
+
+def allow_types(key: str, *types: type) -> None:
+    """Let the dotted ``key`` take a value of any of ``types`` (its default's type among
+    them): a merge sets such a value as it is; any other type is still refused."""
+    _EXTRA_TYPES[key] = tuple(dict.fromkeys(_EXTRA_TYPES.get(key, ()) + types))
+
+
+def _set_leaf(cfg: _YacsNode, key: str, value: Any) -> bool:
+    """Set ``key`` to ``value`` when the key takes that type through :func:`allow_types`;
+    ``False`` when yacs should merge it instead (and check its type)."""
+    if key not in _EXTRA_TYPES:
+        return False
+    *parents, leaf = key.split(".")
+    node = cfg
+    for part in parents:
+        node = node[part]
+    if leaf not in node or type(value) not in _EXTRA_TYPES[key]:
+        return False
+    node[leaf] = value
+    return True
 
 
 class CfgNode(_YacsNode):
@@ -25,6 +50,13 @@ class CfgNode(_YacsNode):
         with open(cfg_filename) as f:
             other = self.load_cfg(f)
         check_keys(self, _flatten(other), source=cfg_filename)
+        for key in list(_EXTRA_TYPES):
+            *parents, leaf = key.split(".")
+            node = other
+            for part in parents:
+                node = node.get(part) if isinstance(node, dict) else None
+            if isinstance(node, dict) and leaf in node and _set_leaf(self, key, node[leaf]):
+                del node[leaf]
         self.merge_from_other_cfg(other)
 
     def merge_from_list(self, cfg_list: Sequence) -> None:
@@ -33,7 +65,11 @@ class CfgNode(_YacsNode):
             raise ValueError(f"Config overrides must be KEY VALUE pairs; got an odd number of "
                              f"items: {cfg_list}")
         check_keys(self, cfg_list[0::2], source="the command line")
-        super().merge_from_list(cfg_list)
+        rest = []
+        for key, value in zip(cfg_list[0::2], cfg_list[1::2], strict=True):
+            if not _set_leaf(self, key, self._decode_cfg_value(value)):
+                rest += [key, value]
+        super().merge_from_list(rest)
 
 
 CN = CfgNode

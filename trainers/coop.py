@@ -11,7 +11,7 @@ from torch import nn
 
 import clip
 from engine import TRAINER_REGISTRY
-from engine.config import CN, register_config
+from engine.config import CN, allow_types, register_config
 from trainers.base import (
     ClassTokens,
     PromptSchedule,
@@ -28,9 +28,14 @@ def add_coop_config(cfg: CN) -> None:
     cfg.TRAINER.COOP = CN()
     cfg.TRAINER.COOP.N_CTX = 16  # number of context vectors
     cfg.TRAINER.COOP.CSC = False  # class-specific context
-    cfg.TRAINER.COOP.CTX_INIT = ""  # initialization words (overrides N_CTX by their count)
+    # initialization words (overrides N_CTX by their count); True: KgCoOp's or ProGrad's own
+    cfg.TRAINER.COOP.CTX_INIT = ""
     cfg.TRAINER.COOP.PREC = "fp16"  # fp16, fp32, amp or bf16
     cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # 'end', 'middle' or 'front'
+
+
+# KgCoOp's and ProGrad's official configs write CTX_INIT: True (their own initial words)
+allow_types("TRAINER.COOP.CTX_INIT", str, bool)
 
 
 def coop_settings(node: CN) -> dict:
