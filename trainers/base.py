@@ -425,12 +425,13 @@ class PromptTrainer(TrainerX):
                    if names.head else learner)
         return PromptMethod(model, trained, objective, tuple(hooks))
 
-    def check_cfg(self, cfg) -> None:
-        prec = cfg.TRAINER[self.config_node].PREC
-        if prec not in self.precisions:
-            raise ValueError(f"TRAINER.{self.config_node}.PREC is '{prec}'; "
-                             f"use one of {', '.join(self.precisions)}")
-        names = self.part_names(cfg)
+    @classmethod
+    def check_cfg(cls, cfg) -> None:
+        prec = cfg.TRAINER[cls.config_node].PREC
+        if prec not in cls.precisions:
+            raise ValueError(f"TRAINER.{cls.config_node}.PREC is '{prec}'; "
+                             f"use one of {', '.join(cls.precisions)}")
+        names = cls.part_names(cfg)
         if names.learner:
             learner_entry(names.learner)
         for registry, listed in ((TERM_REGISTRY, names.terms),
@@ -438,9 +439,9 @@ class PromptTrainer(TrainerX):
                                  (HEAD_REGISTRY, [names.head] if names.head else [])):
             for name in listed:
                 registry.get(name)
-        if names.step_hooks and type(self).compute_loss is not PromptTrainer.compute_loss:
+        if names.step_hooks and cls.compute_loss is not PromptTrainer.compute_loss:
             raise ValueError(f"the step hooks {list(names.step_hooks)} read the objective's "
-                             f"terms, but {type(self).__name__} computes a loss of its own "
+                             f"terms, but {cls.__name__} computes a loss of its own "
                              "(compute_loss): run it without TRAINER.PARTS.STEP_HOOKS")
 
     def build_model(self) -> None:

@@ -170,7 +170,8 @@ class IVLP(PromptTrainer):
     model_name = "VLPromptLearner"
     learner_name = "IVLP"
 
-    def check_cfg(self, cfg) -> None:
+    @classmethod
+    def check_cfg(cls, cfg) -> None:
         super().check_cfg(cfg)
         if cfg.TRAINER.IVLP.PROMPT_DEPTH_TEXT < 1:
             raise ValueError("TRAINER.IVLP.PROMPT_DEPTH_TEXT must be >= 1 (the text context is "

@@ -145,7 +145,8 @@ class ProGrad(CoOp):
 
     step_hook_names = ("ProGrad",)
 
-    def check_cfg(self, cfg) -> None:
+    @classmethod
+    def check_cfg(cls, cfg) -> None:
         super().check_cfg(cfg)
         if cfg.LOSS.NAME != "prograd":
             raise ValueError(f"LOSS.NAME is '{cfg.LOSS.NAME}'; the ProGrad trainer needs "

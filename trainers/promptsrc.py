@@ -86,7 +86,8 @@ class PromptSRC(PromptTrainer):
                         "N_CTX_VISION are not used)")
         return cfg.TRAINER.PROMPTSRC
 
-    def check_cfg(self, cfg) -> None:
+    @classmethod
+    def check_cfg(cls, cfg) -> None:
         super().check_cfg(cfg)
         node, chosen = cfg.TRAINER.PROMPTSRC, cfg.TRAINER.PARTS.PROMPT_LEARNER
         if not chosen:

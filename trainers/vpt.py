@@ -76,7 +76,8 @@ class VPT(PromptTrainer):
     model_name = "prompt_learner"
     learner_name = "VPT"
 
-    def check_cfg(self, cfg) -> None:
+    @classmethod
+    def check_cfg(cls, cfg) -> None:
         super().check_cfg(cfg)
         if cfg.TRAINER.VPT.PROMPT_DEPTH_VISION < 1:
             raise ValueError("TRAINER.VPT.PROMPT_DEPTH_VISION must be >= 1")
