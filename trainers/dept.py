@@ -26,6 +26,7 @@ from torch import nn
 
 from engine import TRAINER_REGISTRY
 from engine.config import CN, register_config
+from trainers.base import PromptTrainer
 from trainers.cocoop import CoCoOp
 from trainers.coop import CoOp
 from trainers.kgcoop import KgCoOp
@@ -153,33 +154,16 @@ class HeadCrossEntropy(Term):
 HEAD_REGISTRY.register(DecoupledHead, name="DePT")
 
 
-@TRAINER_REGISTRY.register()
-class ExtrasLinearProbeCoOp(CoOp):
-    """CoOp with DePT's head."""
-
-    model_name = "PromptLearner"
-    head_name = "DePT"
-
-
-@TRAINER_REGISTRY.register()
-class ExtrasLinearProbeCoCoOp(CoCoOp):
-    """CoCoOp with DePT's head."""
-
-    model_name = "PromptLearner"
-    head_name = "DePT"
+def with_dept_head(base: type[PromptTrainer], model_name: str) -> type[PromptTrainer]:
+    """The trainer ``ExtrasLinearProbe<base>``: ``base`` with DePT's head, its registered
+    model named ``model_name`` (the official checkpoint folder)."""
+    return type(f"ExtrasLinearProbe{base.__name__}", (base,), {
+        "__doc__": f"{base.__name__} with DePT's head.", "__module__": __name__,
+        "model_name": model_name, "head_name": "DePT"})
 
 
-@TRAINER_REGISTRY.register()
-class ExtrasLinearProbeKgCoOp(KgCoOp):
-    """KgCoOp with DePT's head."""
-
-    model_name = "PromptLearner"
-    head_name = "DePT"
-
-
-@TRAINER_REGISTRY.register()
-class ExtrasLinearProbeMaPLe(MaPLe):
-    """MaPLe with DePT's head."""
-
-    model_name = "MultiModalPromptLearner"
-    head_name = "DePT"
+ExtrasLinearProbeCoOp = TRAINER_REGISTRY.register(with_dept_head(CoOp, "PromptLearner"))
+ExtrasLinearProbeCoCoOp = TRAINER_REGISTRY.register(with_dept_head(CoCoOp, "PromptLearner"))
+ExtrasLinearProbeKgCoOp = TRAINER_REGISTRY.register(with_dept_head(KgCoOp, "PromptLearner"))
+ExtrasLinearProbeMaPLe = TRAINER_REGISTRY.register(
+    with_dept_head(MaPLe, "MultiModalPromptLearner"))

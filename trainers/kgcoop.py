@@ -22,14 +22,9 @@ import torch.nn.functional as F
 from engine import TRAINER_REGISTRY
 from engine.config import CN, register_config
 from trainers.coop import CoOp
-from trainers.objective import (
-    TERM_REGISTRY,
-    ForwardOutput,
-    HandCraftedTerm,
-    PartContext,
-    Term,
-    hand_crafted_text_features,
-)
+from trainers.objective import TERM_REGISTRY, HandCraftedTerm, PartContext, Term
+from trainers.objective import hand_crafted_text_features as hand_crafted
+from trainers.outputs import ForwardOutput
 from trainers.templates import KGCOOP_TEMPLATES, dataset_template
 
 logger = logging.getLogger(__name__)
@@ -60,7 +55,7 @@ def kgcoop_terms(ctx: PartContext) -> list[Term]:
     """KgCoOp's term, weighted by TRAINER.COOP.W, against KgCoOp's template of the dataset."""
     template = dataset_template(ctx.cfg.DATASET.NAME, KGCOOP_TEMPLATES)
     logger.info("KgCoOp: hand-crafted prompts '%s' (weight %s)", template, ctx.cfg.TRAINER.COOP.W)
-    features = hand_crafted_text_features(ctx.clip_model, ctx.classnames, [template])
+    features = hand_crafted(ctx.clip_model, ctx.classnames, [template])
     return [KnowledgeGuidance(features, weight=ctx.cfg.TRAINER.COOP.W)]
 
 

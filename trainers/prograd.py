@@ -28,7 +28,6 @@ from engine.config import CN, register_config
 from trainers.coop import CoOp
 from trainers.objective import (
     STEP_HOOK_REGISTRY,
-    ForwardOutput,
     HandCraftedTerm,
     Losses,
     PartContext,
@@ -36,6 +35,7 @@ from trainers.objective import (
     Term,
     hand_crafted_text_features,
 )
+from trainers.outputs import ForwardOutput
 from trainers.templates import PROGRAD_TEMPLATES, dataset_template
 
 logger = logging.getLogger(__name__)

@@ -3,9 +3,8 @@
 # models base2new_train.sh trained with WEIGHT, for each seed of SEEDS (default "1 2 3").
 # Usage: DATA=/path/to/datasets bash scripts/kgcoop/base2new_test.sh DATASET WEIGHT
 set -euo pipefail
-[ $# -eq 2 ] || { echo "usage: base2new_test.sh DATASET WEIGHT" >&2; exit 2; }
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+[ $# -eq 2 ] || usage "base2new_test.sh DATASET WEIGHT"
 export OUTPUT="${OUTPUT:-output}/w$2"
 export EXTRA_OPTS="TRAINER.COOP.N_CTX 4 TRAINER.COOP.CSC False TRAINER.COOP.CLASS_TOKEN_POSITION end ${EXTRA_OPTS:-}"
-for SEED in ${SEEDS:-1 2 3}; do
-    bash "$(dirname "${BASH_SOURCE[0]}")/../protocols/base2new_test.sh" KgCoOp "${CFG:-vit_b16_ep100_ctxv1}" "$1" "$SEED"
-done
+each_seed "$(dirname "${BASH_SOURCE[0]}")/../protocols/base2new_test.sh" KgCoOp "${CFG:-vit_b16_ep100_ctxv1}" "$1"

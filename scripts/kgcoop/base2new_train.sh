@@ -5,9 +5,8 @@
 # Runs of each weight go to $OUTPUT/w<WEIGHT> (OUTPUT defaults to output).
 # Usage: DATA=/path/to/datasets bash scripts/kgcoop/base2new_train.sh DATASET WEIGHT
 set -euo pipefail
-[ $# -eq 2 ] || { echo "usage: base2new_train.sh DATASET WEIGHT" >&2; exit 2; }
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+[ $# -eq 2 ] || usage "base2new_train.sh DATASET WEIGHT"
 export OUTPUT="${OUTPUT:-output}/w$2"
 export EXTRA_OPTS="TRAINER.COOP.N_CTX 4 TRAINER.COOP.CSC False TRAINER.COOP.CLASS_TOKEN_POSITION end TRAINER.COOP.W $2 ${EXTRA_OPTS:-}"
-for SEED in ${SEEDS:-1 2 3}; do
-    bash "$(dirname "${BASH_SOURCE[0]}")/../protocols/base2new_train.sh" KgCoOp "${CFG:-vit_b16_ep100_ctxv1}" "$1" "$SEED"
-done
+each_seed "$(dirname "${BASH_SOURCE[0]}")/../protocols/base2new_train.sh" KgCoOp "${CFG:-vit_b16_ep100_ctxv1}" "$1"

@@ -4,9 +4,8 @@
 # of SEEDS (default "1 2 3").
 # Usage: DATA=/path/to/datasets bash scripts/prograd/base2new_train_prograd.sh DATASET
 set -euo pipefail
-[ $# -eq 1 ] || { echo "usage: base2new_train_prograd.sh DATASET" >&2; exit 2; }
 export SHOTS="${SHOTS:-4}"
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+[ $# -eq 1 ] || usage "base2new_train_prograd.sh DATASET"
 export EXTRA_OPTS="LOSS.LAMBDA ${LAMBDA:-1.0} TRAINER.COOP.N_CTX 16 TRAINER.COOP.CSC False TRAINER.COOP.CLASS_TOKEN_POSITION end ${EXTRA_OPTS:-}"
-for SEED in ${SEEDS:-1 2 3}; do
-    bash "$(dirname "${BASH_SOURCE[0]}")/../protocols/base2new_train.sh" ProGrad "${CFG:-rn50_ep100}" "$1" "$SEED"
-done
+each_seed "$(dirname "${BASH_SOURCE[0]}")/../protocols/base2new_train.sh" ProGrad "${CFG:-rn50_ep100}" "$1"

@@ -9,9 +9,8 @@
 # Output: $OUTPUT/DATASET/ProGrad/CFG_SHOTSshots/nctxNCTX_cscCSC_ctpCTP/seedSEED
 # Usage: DATA=/path/to/datasets bash scripts/prograd/prograd.sh DATASET CFG CTP NCTX SHOTS CSC
 set -euo pipefail
-[ $# -eq 6 ] || { echo "usage: prograd.sh DATASET CFG CTP NCTX SHOTS CSC" >&2; exit 2; }
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+[ $# -eq 6 ] || usage "prograd.sh DATASET CFG CTP NCTX SHOTS CSC"
 export RUN_TAG="nctx${4}_csc${6}_ctp${3}"
 export EXTRA_OPTS="LOSS.LAMBDA ${LAMBDA:-1.0} TRAINER.COOP.N_CTX $4 TRAINER.COOP.CSC $6 TRAINER.COOP.CLASS_TOKEN_POSITION $3 ${EXTRA_OPTS:-}"
-for SEED in ${SEEDS:-1 2 3}; do
-    bash "$(dirname "${BASH_SOURCE[0]}")/../protocols/few_shot.sh" ProGrad "$2" "$1" "$5" "$SEED"
-done
+each_seed "$(dirname "${BASH_SOURCE[0]}")/../protocols/few_shot.sh" ProGrad "$2" "$1" "$5"
