@@ -519,9 +519,11 @@ class PromptTrainer(TrainerX):
         backbone, then keep the trained tensors under our key names."""
         check_frozen_weights(state_dict, self.clip_model, self.cfg.MODEL.BACKBONE.NAME)
         trained = self.method.trained
-        if isinstance(trained, TrainedParts):
-            return self.trained_parts_state_dict(state_dict, trained)
-        return self.learner_state_dict(state_dict)
+        if not isinstance(trained, TrainedParts):
+            return self.learner_state_dict(state_dict)
+        mapped = self.trained_parts_state_dict(state_dict, trained)
+        head = self.model.head
+        return mapped if head is None else head.adapt_state_dict(mapped, self.dm.dataset)
 
     @classmethod
     def checked_learner_state_dict(cls, state_dict: dict[str, torch.Tensor],

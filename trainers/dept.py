@@ -19,11 +19,14 @@ official BASE_LR_MULT of 1.0); OPTIM.STAGED_LR and NEW_LAYERS are not read.
 from __future__ import annotations
 
 import logging
+import os
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from datasets.imagenet import CLASSNAMES_FILE, class_folders, read_classnames
 from engine import TRAINER_REGISTRY
 from engine.config import CN, register_config
 from trainers.base import PromptTrainer
@@ -135,6 +138,28 @@ class DecoupledHead(Head):
 
     def terms(self) -> list[Term]:
         return [HeadCrossEntropy(self, weight=self.weight)]
+
+    def adapt_state_dict(self, state_dict: dict[str, torch.Tensor],
+                         dataset: Any) -> dict[str, torch.Tensor]:
+        """A classifier trained on all of ImageNet, evaluated on ImageNet-A or -R (200 of its
+        classes): its rows of those classes, found as the official code finds them (the
+        variant's class folders among the WordNet ids of its copy of classnames.txt)."""
+        weight = state_dict.get("linear_probe_proj.weight")
+        if weight is None or weight.shape[0] == self.linear_probe_proj.out_features:
+            return state_dict
+        if not hasattr(dataset, "image_dir"):
+            raise ValueError(f"the checkpoint's DePT classifier has {weight.shape[0]} classes "
+                             f"and this dataset {self.linear_probe_proj.out_features}: "
+                             "evaluate it on the classes it was trained on")
+        wnids = read_classnames(os.path.join(dataset.dataset_dir, CLASSNAMES_FILE),
+                                "copy ImageNet's classnames.txt next to the dataset")
+        present = set(class_folders(dataset.image_dir))
+        keep = torch.tensor([wnid in present for wnid in wnids])
+        if len(wnids) != weight.shape[0] or int(keep.sum()) != self.linear_probe_proj.out_features:
+            raise ValueError(f"cannot match the checkpoint's {weight.shape[0]} DePT classes to "
+                             f"the {self.linear_probe_proj.out_features} of {dataset.image_dir}")
+        return {**state_dict, "linear_probe_proj.weight": weight[keep],
+                "linear_probe_proj.bias": state_dict["linear_probe_proj.bias"][keep]}
 
 
 class HeadCrossEntropy(Term):

@@ -243,6 +243,12 @@ class Head(nn.Module):
     def terms(self) -> list[Term]:
         return []
 
+    def adapt_state_dict(self, state_dict: dict[str, torch.Tensor],
+                         dataset: Any) -> dict[str, torch.Tensor]:
+        """A checkpoint's head tensors for the classes of ``dataset`` (by default as they
+        are); called when a checkpoint is loaded."""
+        return state_dict
+
     def forward(self, out: ForwardOutput) -> torch.Tensor:
         raise NotImplementedError
 

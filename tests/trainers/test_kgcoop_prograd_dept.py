@@ -311,3 +311,24 @@ def test_every_new_trainer_takes_real_steps(tmp_path, demo_root, name):
     saved = torch.load(tmp_path / "out" / trainer.model_name / "model.pth.tar-1",
                        weights_only=True)
     assert saved["state_dict"].keys() == after.keys()
+
+
+def test_dept_imagenet_classifier_keeps_the_rows_of_a_variants_classes(tmp_path):
+    """ImageNet-A/R hold 200 of ImageNet's classes: the official code keeps the classifier rows
+    of the WordNet ids that have a folder in the variant."""
+    wnids = [f"n{i:08d}" for i in range(6)]
+    (tmp_path / "classnames.txt").write_text("".join(f"{w} class {i}\n"
+                                                     for i, w in enumerate(wnids)))
+    for wnid in (wnids[1], wnids[4]):
+        (tmp_path / "images" / wnid).mkdir(parents=True)
+    dataset = type("Variant", (), {"dataset_dir": str(tmp_path),
+                                   "image_dir": str(tmp_path / "images")})()
+    head = DecoupledHead(dim=8, n_cls=2)
+    state = {"linear_probe_proj.weight": torch.arange(6.0).repeat(8, 1).t(),
+             "linear_probe_proj.bias": torch.arange(6.0), "film_lp_img.scale": torch.ones(8)}
+    adapted = head.adapt_state_dict(state, dataset)
+    assert torch.equal(adapted["linear_probe_proj.bias"], torch.tensor([1.0, 4.0]))
+    assert torch.equal(adapted["linear_probe_proj.weight"][:, 0], torch.tensor([1.0, 4.0]))
+    assert adapted["film_lp_img.scale"] is state["film_lp_img.scale"]
+    with pytest.raises(ValueError, match="classes it was trained on"):
+        head.adapt_state_dict(state, object())
