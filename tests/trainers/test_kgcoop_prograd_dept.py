@@ -296,7 +296,7 @@ def test_every_new_trainer_takes_real_steps(tmp_path, demo_root, name):
     cfg.merge_from_list([
         "DATASET.ROOT", demo_root, "OUTPUT_DIR", str(tmp_path / "out"), "TRAINER.NAME", name,
         "SEED", "1", "USE_CUDA", "False", "OPTIM.MAX_EPOCH", "1", "DATASET.NUM_SHOTS", "1",
-        "DATALOADER.TRAIN_X.BATCH_SIZE", "2", "TEST.NO_TEST", "True", "VERBOSE", "False",
+        "DATALOADER.TRAIN_X.BATCH_SIZE", "4", "TEST.NO_TEST", "True", "VERBOSE", "False",
         "OPTIM.LR", "0.05"])
     trainer = build_trainer(cfg)
     assert trainer.objective.names == terms
