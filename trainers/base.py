@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -287,7 +287,7 @@ class TrainedParts(nn.Module):
         self.module_names = tuple(module_names)
         self.head_names: tuple[str, ...] = ()
         if head is not None:
-            if any(True for _ in head.parameters(recurse=False)):
+            if next(head.parameters(recurse=False), None) is not None:
                 raise ValueError(f"{type(head).__name__} holds parameters of its own; a head "
                                  "keeps them in child modules")
             for name, child in head.named_children():
@@ -335,7 +335,7 @@ class PromptMethod:
         learner = [p for p in self.learner.parameters() if p.requires_grad]
         return [{"params": learner}, {"params": list(head.parameters()), "lr": lr * head.lr_mult}]
 
-    def backward(self, losses: Losses, backward) -> None:
+    def backward(self, losses: Losses, backward: Callable[[torch.Tensor], None]) -> None:
         """``backward(losses.total)`` through the step hooks."""
         run_backward(self.step_hooks, losses, self.trained_parameters(), backward)
 
