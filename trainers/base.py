@@ -211,14 +211,20 @@ class PromptedCLIP(nn.Module):
         return normalize(image_embeddings), text.features
 
     def output(self, image: torch.Tensor, frozen: bool = False) -> ForwardOutput:
-        """The forward output; with ``frozen``, also the frozen model's image features."""
+        """The forward output; with ``frozen``, also the frozen model's image features (those
+        of this pass when the image tower had no prompts: the same computation)."""
         image_embeddings, text = self.encode(image)
         image_features = normalize(image_embeddings)
+        frozen_features = None
+        if frozen:
+            unprompted = text.schedule is None or text.schedule.vision is None
+            frozen_features = (image_features.detach() if unprompted
+                               else self.frozen_image_features(image))
         return ForwardOutput(
             logits=self.logits(image_features, text.features), image_features=image_features,
             text_features=text.features, image_embeddings=image_embeddings,
             text_embeddings=text.embeddings, logit_scale=self.clip.logit_scale.exp(),
-            frozen_image_features=self.frozen_image_features(image) if frozen else None)
+            frozen_image_features=frozen_features)
 
     @torch.no_grad()
     def frozen_image_features(self, image: torch.Tensor) -> torch.Tensor:

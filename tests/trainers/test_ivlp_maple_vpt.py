@@ -183,7 +183,7 @@ def test_ivlp_trainer_asks_for_vpt_when_the_text_depth_is_zero():
     cfg.TRAINER.IVLP.PREC = "fp32"
     cfg.TRAINER.IVLP.PROMPT_DEPTH_TEXT = 0
     with pytest.raises(ValueError, match="VPT"):
-        object.__new__(IVLP).check_cfg(cfg)
+        IVLP.check_cfg(cfg)
 
 
 # --------------------------------------------------------------------------- VPT

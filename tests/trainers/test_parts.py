@@ -164,6 +164,12 @@ def test_frozen_image_features_are_computed_only_when_a_term_asks(model):
     frozen = prompted.output(images(), frozen=True).frozen_image_features
     torch.testing.assert_close(frozen, F.normalize(model.encode_image(images()), dim=-1))
     assert not frozen.requires_grad
+    # without vision prompts the prompted pass is the frozen one: its features, detached
+    for name, settings in (("CoOp", {"n_ctx": 4}), ("CoCoOp", {"n_ctx": 4})):
+        out = build_prompted_model(model, name, CLASSNAMES, **settings).output(images(), True)
+        torch.testing.assert_close(out.frozen_image_features,
+                                   F.normalize(model.encode_image(images()), dim=-1))
+        assert not out.frozen_image_features.requires_grad
 
 
 class Recording(StepHook):
