@@ -8,7 +8,9 @@ feature ``h_i`` of a hand-crafted prompt (KgCoOp's per-dataset template). The te
 
 Official config keys: TRAINER.COOP (N_CTX, CSC, CTX_INIT, PREC, CLASS_TOKEN_POSITION) plus
 ``W`` and ``ALPHA``. ``CTX_INIT: True`` (the official configs) starts the context from
-"a photo of a"; words start it from those words.
+"a photo of a"; words start it from those words (the official code reads any true value as
+"a photo of a"). CLASS_TOKEN_POSITION is honoured (the official code puts the class at the end
+whatever it says; its scripts pass ``end``).
 """
 
 from __future__ import annotations
