@@ -1,9 +1,10 @@
 """Timings and peak memory of one trainer's training step and evaluation batch.
 
-A trainer is built the way ``PromptTrainer.build_model`` builds it (its prompt learner, its
-prompted CLIP, its optimizer from the official config, the engine's precision policy), without
-the data loaders: the benchmark feeds random images. ``compute_loss`` is the trainer's own, so a
-step costs what it costs in training.
+A trainer's method is assembled as ``PromptTrainer.build_model`` assembles it
+(``PromptTrainer.assemble``: its prompt learner, objective, step hooks and head, its prompted
+CLIP, its optimizer from the official config, the engine's precision policy), without a dataset
+or data loaders: the benchmark feeds random images. The loss and the backward pass are the
+method's own, so a step costs what it costs in training.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -26,6 +28,7 @@ from torch import nn
 from clip.model import SPEEDUPS_OFF, speedups
 from engine.optim import build_optimizer
 from engine.precision import Precision
+from trainers.base import PromptMethod
 
 MODES = {
     "on": {},  # every optimisation (the defaults)
@@ -99,27 +102,39 @@ class PeakMemory:
         return round(self.peak_bytes / 2 ** 20, 1)
 
 
+@dataclass(eq=False)
+class MethodRun:
+    """A trainer's method with its precision policy and optimizer, ready for training steps."""
+
+    method: PromptMethod
+    precision: Precision
+    optim: torch.optim.Optimizer
+    device: torch.device
+
+    @property
+    def model(self) -> nn.Module:
+        return self.method.model
+
+    def compute_loss(self, image: torch.Tensor,
+                     label: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        losses = self.method.losses(image, label)
+        return losses.total, losses.figures()
+
+
 def build_trainer(name: str, cfg, clip_model: nn.Module, classnames: list[str],
-                  device: torch.device):
-    """A trainer of class ``name`` holding a learner, its prompted CLIP and its optimizer,
-    without data loaders (the engine's ``__init__`` is not run)."""
+                  device: torch.device) -> MethodRun:
+    """The method of trainer ``name`` on ``clip_model`` for ``classnames``, with its optimizer
+    (no dataset, no data loaders)."""
     from engine import TRAINER_REGISTRY
 
     cls = TRAINER_REGISTRY.get(name)
-    trainer = cls.__new__(cls)
-    trainer.cfg, trainer.device = cfg, device
-    trainer.epoch, trainer.max_epoch, trainer.batch_idx, trainer.num_batches = 0, 1, 0, 2
-    node = cfg.TRAINER[trainer.config_node]
-    trainer.precision = Precision(node.PREC, device)
-    # loss weights that a trainer's build_model reads off its node (PromptSRC's)
-    for attr, key in (("text_weight", "TEXT_LOSS_WEIGHT"), ("image_weight", "IMAGE_LOSS_WEIGHT")):
-        if key in node:
-            setattr(trainer, attr, node[key])
-    learner = trainer.build_prompt_learner(cfg, classnames, clip_model)
-    trainer.clip_model = clip_model
-    trainer.model = trainer.build_prompted_clip(clip_model, learner).to(device)
-    trainer.optim = build_optimizer(learner, cfg.OPTIM)
-    return trainer
+    precision = Precision(cfg.TRAINER[cls.config_node].PREC, device)
+    learner = cls.make_prompt_learner(cfg, classnames, clip_model)
+    method = cls.assemble(cfg, clip_model, classnames, learner)
+    method.model.to(device)
+    method.objective.to(device)
+    optim = build_optimizer(method.trained, cfg.OPTIM, method.param_groups(cfg.OPTIM.LR))
+    return MethodRun(method, precision, optim, device)
 
 
 def _sync(device: torch.device) -> None:
@@ -132,13 +147,14 @@ def _images(count: int, resolution: int, device: torch.device, seed: int) -> tor
     return torch.randn(count, 3, resolution, resolution, generator=generator).to(device)
 
 
-def train_step(trainer, image: torch.Tensor, label: torch.Tensor) -> None:
-    """Forward, backward and optimizer step of the learner, as the trainer runs them."""
+def train_step(trainer: MethodRun, image: torch.Tensor, label: torch.Tensor) -> None:
+    """Forward, backward (through the method's step hooks) and optimizer step, as the trainer
+    runs them."""
     precision = trainer.precision
     with precision.autocast():
-        loss, _ = trainer.compute_loss(image, label)
+        losses = trainer.method.losses(image, label)
     trainer.optim.zero_grad(set_to_none=True)
-    precision.backward(loss)
+    trainer.method.backward(losses, precision.backward)
     precision.step(trainer.optim)
 
 

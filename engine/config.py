@@ -4,21 +4,47 @@
 added by functions registered with :func:`register_config` (trainer and dataset files add
 their own ``TRAINER.<NAME>`` node that way). Merging a YAML file or a ``KEY VALUE`` list that
 names an unknown key raises ``KeyError`` naming the key and the closest valid keys; yacs'
-type checking is kept. :func:`check_values` refuses values that cannot work (an epoch count
-of 0, an empty batch), naming the key; the trainer calls it before anything is built.
+type checking is kept, except for the few keys given more types with :func:`allow_types`
+(official configs that write ``CTX_INIT: True`` where others write the words).
+:func:`check_values` refuses values that cannot work (an epoch count of 0, an empty batch),
+naming the key; the trainer calls it before anything is built.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from yacs.config import CfgNode as _YacsNode
 
 from engine.errors import ConfigError, ConfigKeyError
 
 __all__ = ["CfgNode", "CN", "get_cfg_default", "register_config", "registered_config_functions",
-           "all_keys", "check_keys", "check_values"]
+           "all_keys", "check_keys", "check_values", "allow_types"]
+
+_EXTRA_TYPES: dict[str, tuple[type, ...]] = {}
+
+
+def allow_types(key: str, *types: type) -> None:
+    """Let the dotted ``key`` take a value of any of ``types`` (its default's type among
+    them): a merge sets such a value as it is; any other type is still refused."""
+    _EXTRA_TYPES[key] = tuple(dict.fromkeys(_EXTRA_TYPES.get(key, ()) + types))
+
+
+def _set_leaf(cfg: _YacsNode, key: str, value: Any) -> bool:
+    """Set ``key`` to ``value`` when the key takes that type through :func:`allow_types`;
+    ``False`` when yacs should merge it instead (and check its type)."""
+    if key not in _EXTRA_TYPES:
+        return False
+    *parents, leaf = key.split(".")
+    node = cfg
+    for part in parents:
+        node = node[part]
+    if leaf not in node or type(value) not in _EXTRA_TYPES[key]:
+        return False
+    node[leaf] = value
+    return True
 
 
 class CfgNode(_YacsNode):
@@ -31,6 +57,13 @@ class CfgNode(_YacsNode):
             raise ConfigError(f"{cfg_filename} is not a YAML mapping of config keys (it holds "
                               f"a {type(other).__name__})")
         check_keys(self, _flatten(other), source=cfg_filename)
+        for key in list(_EXTRA_TYPES):
+            *parents, leaf = key.split(".")
+            node = other
+            for part in parents:
+                node = node.get(part) if isinstance(node, dict) else None
+            if isinstance(node, dict) and leaf in node and _set_leaf(self, key, node[leaf]):
+                del node[leaf]
         try:
             self.merge_from_other_cfg(other)
         except ValueError as exc:  # yacs' type check: the message names the key
@@ -42,8 +75,12 @@ class CfgNode(_YacsNode):
             raise ConfigError(f"Config overrides must be KEY VALUE pairs; got an odd number of "
                              f"items: {cfg_list}")
         check_keys(self, cfg_list[0::2], source="the command line")
+        rest = []
+        for key, value in zip(cfg_list[0::2], cfg_list[1::2], strict=True):
+            if not _set_leaf(self, key, self._decode_cfg_value(value)):
+                rest += [key, value]
         try:
-            super().merge_from_list(cfg_list)
+            super().merge_from_list(rest)
         except ValueError as exc:  # yacs' type check: the message names the key
             raise ConfigError(f"{exc} (from the command line)") from exc
 

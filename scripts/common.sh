@@ -148,3 +148,11 @@ run_train_py() {
     echo "+ $PYTHON train.py --root $DATA $* ${EXTRA[*]}"
     "$PYTHON" "$REPO_ROOT/train.py" --root "$DATA" "$@" "${EXTRA[@]}"
 }
+
+# each_seed SCRIPT ARGS... -> bash SCRIPT ARGS... SEED for each seed of SEEDS (default "1 2 3")
+each_seed() {
+    local seed
+    for seed in ${SEEDS:-1 2 3}; do
+        bash "$@" "$seed"
+    done
+}

@@ -1,3 +1,14 @@
 """Prompt-learning methods; importing this package registers every trainer and its config."""
 
-from trainers import cocoop, coop, ivlp, maple, promptsrc, vpt, zsclip  # noqa: F401  (registration)
+from trainers import (  # noqa: F401  (registration)
+    cocoop,
+    coop,
+    dept,
+    ivlp,
+    kgcoop,
+    maple,
+    prograd,
+    promptsrc,
+    vpt,
+    zsclip,
+)

@@ -18,10 +18,12 @@ from trainers.base import (
     ClassTokens,
     PromptedCLIP,
     PromptTrainer,
+    TextSide,
     normalize,
     prompt_text,
     word_context,
 )
+from trainers.learners import first_key, register_learner
 
 
 @register_config
@@ -32,8 +34,45 @@ def add_cocoop_config(cfg: CN) -> None:
     cfg.TRAINER.COCOOP.PREC = "fp16"  # fp16, fp32, amp or bf16
 
 
+class ConditionalPromptedCLIP(PromptedCLIP):
+    """Text features per image: every image's context is written into every class prompt.
+
+    The text tower runs on ``images x classes`` prompts at once, in chunks of at most
+    ``max_text_batch`` prompts.
+    """
+
+    max_text_batch = 4096
+
+    def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, TextSide]:
+        """(image embeddings [B, D], the class side with text features [B, N, D])."""
+        image_embeddings = self.clip.encode_image(image)
+        ctx = self.prompt_learner(normalize(image_embeddings))
+        tokens = self.prompt_learner.class_tokens
+        chunk = max(1, self.max_text_batch // len(tokens))
+        text = torch.cat([self._per_image_text(ctx[i:i + chunk], tokens)
+                          for i in range(0, ctx.shape[0], chunk)])
+        return image_embeddings, TextSide(None, text, normalize(text))
+
+    def _per_image_text(self, ctx: torch.Tensor, tokens: ClassTokens) -> torch.Tensor:
+        images, n_cls = ctx.shape[0], len(tokens)
+        embeddings = tokens.embeddings.unsqueeze(0).expand(images, -1, -1, -1).flatten(0, 1)
+        eot = tokens.eot.repeat(images)
+        prompt = ctx.unsqueeze(1).expand(-1, n_cls, -1, -1).flatten(0, 1)
+        features = self.clip.encode_text_embeddings(embeddings, eot, [prompt])
+        return features.view(images, n_cls, -1)
+
+
+def cocoop_settings(node: CN) -> dict:
+    """CoCoOp's learner from a config node: TRAINER.COCOOP's keys (or N_CTX_TEXT)."""
+    return {"n_ctx": first_key(node, "N_CTX", "N_CTX_TEXT"), "ctx_init": node.CTX_INIT}
+
+
+@register_learner("CoCoOp", node="COCOOP", settings=cocoop_settings)
 class CoCoOpPromptLearner(nn.Module):
-    """``ctx`` ``[n_ctx, d]`` and ``meta_net`` (the official key names)."""
+    """``ctx`` ``[n_ctx, d]`` and ``meta_net`` (the official key names); conditional:
+    ``forward(image_features)``, driven by :class:`ConditionalPromptedCLIP`."""
+
+    prompted_model = ConditionalPromptedCLIP
 
     def __init__(self, clip_model: nn.Module, classnames: list[str], n_ctx: int = 16,
                  ctx_init: str = "") -> None:
@@ -54,49 +93,10 @@ class CoCoOpPromptLearner(nn.Module):
         return self.ctx.unsqueeze(0) + shift.unsqueeze(1)
 
 
-class ConditionalPromptedCLIP(PromptedCLIP):
-    """Text features per image: every image's context is written into every class prompt.
-
-    The text tower runs on ``images x classes`` prompts at once, in chunks of at most
-    ``max_text_batch`` prompts.
-    """
-
-    max_text_batch = 4096
-
-    def features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(normalised image features [B, D], normalised text features [B, N, D])."""
-        image_features = normalize(self.clip.encode_image(image))
-        ctx = self.prompt_learner(image_features)
-        tokens = self.prompt_learner.class_tokens
-        n_cls = len(tokens)
-        chunk = max(1, self.max_text_batch // n_cls)
-        text_features = [self._per_image_text(ctx[i:i + chunk], tokens)
-                         for i in range(0, ctx.shape[0], chunk)]
-        return image_features, torch.cat(text_features)
-
-    def _per_image_text(self, ctx: torch.Tensor, tokens: ClassTokens) -> torch.Tensor:
-        images, n_cls = ctx.shape[0], len(tokens)
-        embeddings = tokens.embeddings.unsqueeze(0).expand(images, -1, -1, -1).flatten(0, 1)
-        eot = tokens.eot.repeat(images)
-        prompt = ctx.unsqueeze(1).expand(-1, n_cls, -1, -1).flatten(0, 1)
-        features = self.clip.encode_text_embeddings(embeddings, eot, [prompt])
-        return normalize(features).view(images, n_cls, -1)
-
-    def logits(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
-        scale = self.clip.logit_scale.exp()
-        return scale * torch.einsum("bd,bnd->bn", image_features, text_features)
-
-
 @TRAINER_REGISTRY.register()
 class CoCoOp(PromptTrainer):
     """Conditional Context Optimization (CoCoOp)."""
 
     config_node = "COCOOP"
     model_name = "prompt_learner"
-
-    def build_prompt_learner(self, cfg, classnames, clip_model):
-        node = cfg.TRAINER.COCOOP
-        return CoCoOpPromptLearner(clip_model, classnames, node.N_CTX, node.CTX_INIT)
-
-    def build_prompted_clip(self, clip_model, learner):
-        return ConditionalPromptedCLIP(clip_model, learner)
+    learner_name = "CoCoOp"

@@ -11,8 +11,16 @@ from torch import nn
 
 import clip
 from engine import TRAINER_REGISTRY
-from engine.config import CN, register_config
-from trainers.base import ClassTokens, PromptSchedule, PromptTrainer, prompt_text, word_context
+from engine.config import CN, allow_types, register_config
+from trainers.base import (
+    ClassTokens,
+    PromptSchedule,
+    PromptTrainer,
+    embed_words,
+    prompt_text,
+    word_context,
+)
+from trainers.learners import first_key, register_learner
 
 
 @register_config
@@ -20,23 +28,61 @@ def add_coop_config(cfg: CN) -> None:
     cfg.TRAINER.COOP = CN()
     cfg.TRAINER.COOP.N_CTX = 16  # number of context vectors
     cfg.TRAINER.COOP.CSC = False  # class-specific context
-    cfg.TRAINER.COOP.CTX_INIT = ""  # initialization words (overrides N_CTX by their count)
+    # initialization words (overrides N_CTX by their count); True: KgCoOp's or ProGrad's own
+    cfg.TRAINER.COOP.CTX_INIT = ""
     cfg.TRAINER.COOP.PREC = "fp16"  # fp16, fp32, amp or bf16
     cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # 'end', 'middle' or 'front'
 
 
+# KgCoOp's and ProGrad's official configs write CTX_INIT: True (their own initial words)
+allow_types("TRAINER.COOP.CTX_INIT", str, bool)
+
+
+def coop_settings(node: CN) -> dict:
+    """CoOp's learner from a config node: TRAINER.COOP's keys (or PromptSRC's N_CTX_TEXT)."""
+    return {"n_ctx": first_key(node, "N_CTX", "N_CTX_TEXT"), "ctx_init": node.CTX_INIT,
+            "csc": node.get("CSC", False),
+            "position": node.get("CLASS_TOKEN_POSITION", "end")}
+
+
+def padded_word_context(clip_model: nn.Module, n_ctx: int, words: str) -> tuple[torch.Tensor, str]:
+    """ProGrad's context: ``n_ctx`` zero vectors whose last slots hold the embeddings of
+    ``words``, behind the prompt "X ... X <words>"."""
+    words = words.replace("_", " ")
+    count = len(words.split(" "))
+    if n_ctx < count:
+        raise ValueError(f"N_CTX ({n_ctx}) must be at least the number of initial words "
+                         f"({count}, '{words}')")
+    ctx = torch.zeros(n_ctx, clip_model.text_width)
+    ctx[n_ctx - count:] = embed_words(clip_model, words, count)
+    return ctx, " ".join(["X"] * (n_ctx - count) + [words])
+
+
+@register_learner("CoOp", node="COOP", settings=coop_settings)
 class CoOpPromptLearner(nn.Module):
-    """``ctx`` ``[n_ctx, d]`` (or ``[n_cls, n_ctx, d]`` with class-specific context)."""
+    """``ctx`` ``[n_ctx, d]`` (or ``[n_cls, n_ctx, d]`` with class-specific context).
+
+    ``ctx_init``: the words the context starts from (their count replaces ``n_ctx``), or
+    with ``words_last`` ProGrad's start (``n_ctx`` vectors, the words in the last ones).
+    """
 
     positions = ("end", "middle", "front")
 
     def __init__(self, clip_model: nn.Module, classnames: list[str], n_ctx: int = 16,
-                 ctx_init: str = "", csc: bool = False, position: str = "end") -> None:
+                 ctx_init: str | bool = "", csc: bool = False, position: str = "end",
+                 words_last: bool = False) -> None:
         super().__init__()
         if position not in self.positions:
             raise ValueError(f"CLASS_TOKEN_POSITION '{position}' is not one of {self.positions}")
-        ctx, prefix = word_context(clip_model, n_ctx, ctx_init,
-                                   len(classnames) if csc else None)
+        if ctx_init is True:
+            raise ValueError("CTX_INIT is True, which KgCoOp and ProGrad read as their own "
+                             "initial words; for CoOp give the words, e.g. 'a photo of a'")
+        ctx_init = ctx_init or ""
+        if words_last and ctx_init and not csc:
+            ctx, prefix = padded_word_context(clip_model, n_ctx, ctx_init)
+        else:
+            ctx, prefix = word_context(clip_model, n_ctx, ctx_init,
+                                       len(classnames) if csc else None)
         self.ctx = nn.Parameter(ctx)
         self.n_ctx = ctx.shape[-2]
         self.position = position
@@ -71,8 +117,4 @@ class CoOp(PromptTrainer):
 
     config_node = "COOP"
     model_name = "prompt_learner"
-
-    def build_prompt_learner(self, cfg, classnames, clip_model):
-        node = cfg.TRAINER.COOP
-        return CoOpPromptLearner(clip_model, classnames, node.N_CTX, node.CTX_INIT, node.CSC,
-                                 node.CLASS_TOKEN_POSITION)
+    learner_name = "CoOp"

@@ -30,6 +30,7 @@ from trainers.base import (
     prompt_text,
     random_context,
 )
+from trainers.learners import register_learner
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +89,14 @@ def check_settings(clip_model: nn.Module, n_ctx_text: int, n_ctx_vision: int, de
                              f"token; got {n} (set the {what} depth to 0 to have none)")
 
 
+def ivlp_settings(node: CN) -> dict:
+    """IVLP's learner from a node with its keys (TRAINER.IVLP, TRAINER.PROMPTSRC)."""
+    return {"n_ctx_text": node.N_CTX_TEXT, "n_ctx_vision": node.N_CTX_VISION,
+            "depth_text": node.PROMPT_DEPTH_TEXT, "depth_vision": node.PROMPT_DEPTH_VISION,
+            "ctx_init": node.CTX_INIT}
+
+
+@register_learner("IVLP", node="IVLP", settings=ivlp_settings)
 class IVLPPromptLearner(nn.Module):
     """Independent prompts for the two towers.
 
@@ -159,17 +168,14 @@ class IVLP(PromptTrainer):
 
     config_node = "IVLP"
     model_name = "VLPromptLearner"
+    learner_name = "IVLP"
 
-    def check_cfg(self, cfg) -> None:
+    @classmethod
+    def check_cfg(cls, cfg) -> None:
         super().check_cfg(cfg)
         if cfg.TRAINER.IVLP.PROMPT_DEPTH_TEXT < 1:
             raise ValueError("TRAINER.IVLP.PROMPT_DEPTH_TEXT must be >= 1 (the text context is "
                              "always learned); to learn only vision prompts use the VPT trainer")
-
-    def build_prompt_learner(self, cfg, classnames, clip_model):
-        node = cfg.TRAINER.IVLP
-        return IVLPPromptLearner(clip_model, classnames, node.N_CTX_TEXT, node.N_CTX_VISION,
-                                 node.PROMPT_DEPTH_TEXT, node.PROMPT_DEPTH_VISION, node.CTX_INIT)
 
     @classmethod
     def map_official_state_dict(cls, state_dict):

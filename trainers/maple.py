@@ -19,6 +19,7 @@ from engine import TRAINER_REGISTRY
 from engine.config import CN, register_config
 from trainers.base import ClassTokens, PromptSchedule, PromptTrainer, prompt_text
 from trainers.ivlp import check_depth, deep_prompts, text_context, vision_layers
+from trainers.learners import first_key, register_learner
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,15 @@ def add_maple_config(cfg: CN) -> None:
     cfg.TRAINER.MAPLE.PROMPT_DEPTH = 9  # layers with prompts, J (1: shallow MaPLe), max layers
 
 
+def maple_settings(node: CN) -> dict:
+    """MaPLe's learner from a config node: TRAINER.MAPLE's keys, or the text ones of a node
+    with IVLP's keys (PromptSRC on MaPLe)."""
+    return {"n_ctx": first_key(node, "N_CTX", "N_CTX_TEXT"),
+            "depth": first_key(node, "PROMPT_DEPTH", "PROMPT_DEPTH_TEXT"),
+            "ctx_init": node.CTX_INIT}
+
+
+@register_learner("MaPLe", node="MAPLE", settings=maple_settings)
 class MaPLePromptLearner(nn.Module):
     """Parameters: ``ctx`` (text layer 0), ``text_prompts.{i}`` for text layers ``1 .. J-1``,
     and ``couplings.{i}`` (a Linear text width → vision width) for layers ``0 .. J-1``.
@@ -104,11 +114,7 @@ class MaPLe(PromptTrainer):
 
     config_node = "MAPLE"
     model_name = "MultiModalPromptLearner"
-
-    def build_prompt_learner(self, cfg, classnames, clip_model):
-        node = cfg.TRAINER.MAPLE
-        return MaPLePromptLearner(clip_model, classnames, node.N_CTX, node.PROMPT_DEPTH,
-                                  node.CTX_INIT)
+    learner_name = "MaPLe"
 
     @classmethod
     def map_official_state_dict(cls, state_dict):

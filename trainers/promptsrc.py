@@ -1,35 +1,27 @@
 """PromptSRC: Self-regulating Prompts (Khattak et al., ICCV 2023,
 https://arxiv.org/abs/2307.06948).
 
-IVLP's prompts (by default; MaPLe's or CoOp's with TRAINER.PROMPTSRC.PROMPT_LEARNER) trained with
-cross-entropy plus agreement with the frozen CLIP (text features averaged over 60 templates,
-image features, logits), and Gaussian prompt aggregation over the epochs: the aggregate becomes
-the model after the last epoch, before the last checkpoint is written and the final test runs.
+IVLP's prompts (by default; MaPLe's or CoOp's with TRAINER.PROMPTSRC.PROMPT_LEARNER, built from
+this node's keys; any registered learner with TRAINER.PARTS.PROMPT_LEARNER, built from its own
+node) trained with cross-entropy plus the ``"PromptSRC"`` terms of trainers/regularizers.py
+(agreement with the frozen CLIP: text features averaged over 60 templates, image features,
+logits), and Gaussian prompt aggregation over the epochs: the aggregate becomes the model
+after the last epoch, before the last checkpoint is written and the final test runs.
 
 The frozen features come from the same CLIP run without prompts, so there is no second image
-encoder; our checkpoints hold the learner's tensors and, as an extra, the aggregation so far.
+encoder; our checkpoints hold what trains and, as an extra, the aggregation so far.
 """
 
 from __future__ import annotations
 
 import logging
 
-import torch.nn.functional as F
-from torch import nn
-
 from engine import TRAINER_REGISTRY
 from engine.config import CN, register_config
-from engine.metrics import compute_accuracy
 from trainers.base import PromptTrainer
-from trainers.coop import CoOpPromptLearner
-from trainers.ivlp import IVLPPromptLearner, map_vpt_keys
-from trainers.maple import MaPLePromptLearner, map_maple_keys
-from trainers.regularizers import (
-    GaussianPromptAggregation,
-    SelfRegulatedCLIP,
-    frozen_text_features,
-    self_regulating_terms,
-)
+from trainers.ivlp import map_vpt_keys
+from trainers.maple import map_maple_keys
+from trainers.regularizers import GaussianPromptAggregation
 
 logger = logging.getLogger(__name__)
 
@@ -52,20 +44,6 @@ def add_promptsrc_config(cfg: CN) -> None:
     # ours: the prompts the objective trains: IVLP (the paper's), MaPLe (uses N_CTX_TEXT and
     # PROMPT_DEPTH_TEXT, which must equal the vision ones) or CoOp (text layer 0 only)
     cfg.TRAINER.PROMPTSRC.PROMPT_LEARNER = "IVLP"
-
-
-def build_learner(node: CN, classnames: list[str], clip_model: nn.Module) -> nn.Module:
-    """The prompt learner TRAINER.PROMPTSRC.PROMPT_LEARNER names, from the PromptSRC node."""
-    kind = node.PROMPT_LEARNER
-    if kind == "IVLP":
-        return IVLPPromptLearner(clip_model, classnames, node.N_CTX_TEXT, node.N_CTX_VISION,
-                                 node.PROMPT_DEPTH_TEXT, node.PROMPT_DEPTH_VISION, node.CTX_INIT)
-    if kind == "MaPLe":
-        return MaPLePromptLearner(clip_model, classnames, node.N_CTX_TEXT,
-                                  node.PROMPT_DEPTH_TEXT, node.CTX_INIT)
-    logger.info("PromptSRC on CoOp prompts: text layer 0 only (the prompt depths and "
-                "N_CTX_VISION are not used)")
-    return CoOpPromptLearner(clip_model, classnames, node.N_CTX_TEXT, node.CTX_INIT)
 
 
 def check_learner_settings(node: CN) -> None:
@@ -93,35 +71,38 @@ class PromptSRC(PromptTrainer):
     model_name = "VLPromptLearner"
     checkpoint_free_keys = ("PREC", "TEXT_LOSS_WEIGHT", "IMAGE_LOSS_WEIGHT", "GPA_MEAN",
                             "GPA_STD")  # training only: a checkpoint evaluates without them
+    term_names = ("CE", "PromptSRC")
 
-    def check_cfg(self, cfg) -> None:
+    @classmethod
+    def default_learner(cls, cfg) -> str:
+        return cfg.TRAINER.PROMPTSRC.PROMPT_LEARNER
+
+    @classmethod
+    def learner_node(cls, cfg, name: str):
+        """PromptSRC's own node for the learner its PROMPT_LEARNER names; a learner named by
+        TRAINER.PARTS.PROMPT_LEARNER is built from its own node."""
+        if cfg.TRAINER.PARTS.PROMPT_LEARNER:
+            return super().learner_node(cfg, name)
+        if name == "CoOp":
+            logger.info("PromptSRC on CoOp prompts: text layer 0 only (the prompt depths and "
+                        "N_CTX_VISION are not used)")
+        return cfg.TRAINER.PROMPTSRC
+
+    @classmethod
+    def check_cfg(cls, cfg) -> None:
         super().check_cfg(cfg)
-        check_learner_settings(cfg.TRAINER.PROMPTSRC)
-
-    def build_prompt_learner(self, cfg, classnames, clip_model):
-        learner = build_learner(cfg.TRAINER.PROMPTSRC, classnames, clip_model)
-        # the official code computes them once, in fp32, on the device
-        logger.info("Computing the frozen text features of %d classes", len(classnames))
-        self.frozen_text = frozen_text_features(clip_model.to(self.device), classnames)
-        return learner
-
-    def build_prompted_clip(self, clip_model, learner):
-        return SelfRegulatedCLIP(clip_model, learner, self.frozen_text)
+        node, chosen = cfg.TRAINER.PROMPTSRC, cfg.TRAINER.PARTS.PROMPT_LEARNER
+        if not chosen:
+            check_learner_settings(node)
+        elif node.PROMPT_LEARNER not in ("IVLP", chosen):
+            raise ValueError(f"TRAINER.PARTS.PROMPT_LEARNER is '{chosen}' and "
+                             f"TRAINER.PROMPTSRC.PROMPT_LEARNER '{node.PROMPT_LEARNER}': "
+                             "name the learner in one of them")
 
     def build_model(self) -> None:
         super().build_model()
         node = self.cfg.TRAINER.PROMPTSRC
-        self.text_weight, self.image_weight = node.TEXT_LOSS_WEIGHT, node.IMAGE_LOSS_WEIGHT
         self.gpa = GaussianPromptAggregation(node.GPA_MEAN, node.GPA_STD, self.cfg.OPTIM.MAX_EPOCH)
-
-    def compute_loss(self, image, label):
-        prompted = self.model.prompted_outputs(image)
-        frozen = self.model.frozen_outputs(image)
-        loss_ce = F.cross_entropy(prompted.logits.float(), label)
-        terms = self_regulating_terms(prompted, frozen, self.text_weight, self.image_weight)
-        figures = {"acc": compute_accuracy(prompted.logits, label)[0].item(),
-                   "loss_ce": loss_ce.item(), **terms.figures()}
-        return loss_ce + terms.total, figures
 
     # Gaussian prompt aggregation
     def after_epoch(self) -> None:
@@ -129,13 +110,14 @@ class PromptSRC(PromptTrainer):
         super().after_epoch()
 
     def aggregate_prompts(self) -> None:
-        """Add this epoch's prompts to the aggregate; after the last epoch, the aggregate
-        becomes the model (before the last checkpoint and the final test, as officially)."""
-        learner = self.model.prompt_learner
-        self.gpa.accumulate(self.epoch + 1, learner.state_dict())
+        """Add this epoch's trained tensors to the aggregate; after the last epoch, the
+        aggregate becomes the model (before the last checkpoint and the final test, as
+        officially)."""
+        trained = self._models[self.model_name]
+        self.gpa.accumulate(self.epoch + 1, trained.state_dict())
         if self.gpa.complete:
             logger.info("Using GPA model for final inference...")
-            learner.load_state_dict(self.gpa.aggregate)
+            trained.load_state_dict(self.gpa.aggregate)
 
     def checkpoint_extras(self, name: str) -> dict:
         return {"gpa": self.gpa.state_dict()}

@@ -4,17 +4,21 @@ the self-regulating objective and Gaussian prompt aggregation (GPA).
 Both work on any prompt learner (a module whose ``forward()`` returns a
 :class:`~trainers.base.PromptSchedule`):
 
-* :class:`SelfRegulatedCLIP` runs the frozen CLIP twice per batch, with the learner's prompts and
-  without (the same weights, under ``no_grad``: no second copy of the image encoder), and holds
-  the frozen class text features averaged over :data:`PROMPTSRC_TEMPLATES`, computed once.
-* :func:`self_regulating_terms` computes the three agreement terms from the prompted and the
-  frozen outputs; the training loss is cross-entropy plus their sum.
+* The objective terms ``scl_text``, ``scl_image`` and ``scl_logits`` (registered together as
+  ``"PromptSRC"`` in ``TERM_REGISTRY``): agreement of the prompted text features, image
+  features and logits with the frozen model's (text features averaged over
+  :data:`PROMPTSRC_TEMPLATES`, computed once; image features of the same CLIP run without
+  prompts, under ``no_grad``: no second copy of the image encoder). Weights:
+  TRAINER.PROMPTSRC.TEXT_LOSS_WEIGHT and IMAGE_LOSS_WEIGHT.
+* :class:`SelfRegulatedCLIP` and :func:`self_regulating_terms`: the same computation as a
+  model giving (prompted, frozen) outputs and a function of the two, for direct use.
 * :class:`GaussianPromptAggregation` accumulates the learner's tensors after every epoch with a
   Gaussian weight of the epoch; its state goes into the checkpoints so a resumed run continues it.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,9 +28,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import clip
 from trainers.base import PromptedCLIP, normalize
+from trainers.objective import (
+    TERM_REGISTRY,
+    ForwardOutput,
+    HandCraftedTerm,
+    PartContext,
+    Term,
+    hand_crafted_text_features,
+)
 from trainers.templates import IMAGENET_TEMPLATES
+
+logger = logging.getLogger(__name__)
 
 # The 60 templates of the official PromptSRC (its trainers/imagenet_templates.py): "a photo of a
 # {}." first, then OpenAI's first 60 ImageNet templates without that one, in their order.
@@ -37,21 +50,12 @@ PROMPTSRC_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",) + tuple(
 # --------------------------------------------------------------------------- frozen features
 
 
-@torch.no_grad()
 def frozen_text_features(clip_model: nn.Module, classnames: Sequence[str],
                          templates: Sequence[str] = PROMPTSRC_TEMPLATES,
                          max_batch: int = 4096) -> torch.Tensor:
-    """The frozen CLIP's class text features ``[N, D]`` averaged over ``templates``, each
-    unnormalised, as the official code precomputes them (underscores in names become spaces).
-    The text tower runs on at most ``max_batch`` prompts at once."""
-    if not templates:
-        raise ValueError("frozen text features need at least one template")
-    names = [name.replace("_", " ") for name in classnames]
-    prompts = [template.replace("{}", name) for template in templates for name in names]
-    tokens = clip.tokenize(prompts).to(clip_model.token_embedding.weight.device)
-    features = torch.cat([clip_model.encode_text(chunk).float()
-                          for chunk in tokens.split(max_batch)])
-    return features.view(len(templates), len(names), -1).mean(dim=0)
+    """The frozen CLIP's class text features ``[N, D]`` averaged over ``templates`` (by
+    default PromptSRC's 60), each unnormalised, as the official code precomputes them."""
+    return hand_crafted_text_features(clip_model, classnames, templates, max_batch)
 
 
 class Outputs(NamedTuple):
@@ -122,6 +126,11 @@ def logits_agreement(logits: torch.Tensor, frozen_logits: torch.Tensor) -> torch
     return F.kl_div(log_p, log_q, reduction="sum", log_target=True) / logits.numel()
 
 
+def feature_agreement(features: torch.Tensor, frozen: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference of prompted and frozen features (both normalised)."""
+    return F.l1_loss(features.float(), frozen.float())
+
+
 def self_regulating_terms(prompted: Outputs, frozen: Outputs, text_weight: float,
                           image_weight: float) -> SelfRegulatingTerms:
     """PromptSRC's agreement terms between the prompted and the frozen model's outputs (both
@@ -129,10 +138,50 @@ def self_regulating_terms(prompted: Outputs, frozen: Outputs, text_weight: float
     if prompted.logits.shape != frozen.logits.shape:
         raise ValueError(f"prompted logits {tuple(prompted.logits.shape)} and frozen logits "
                          f"{tuple(frozen.logits.shape)} differ in shape")
-    text = F.l1_loss(prompted.text_features.float(), frozen.text_features.float())
-    image = F.l1_loss(prompted.image_features.float(), frozen.image_features.float())
+    text = feature_agreement(prompted.text_features, frozen.text_features)
+    image = feature_agreement(prompted.image_features, frozen.image_features)
     return SelfRegulatingTerms(text=text * text_weight, image=image * image_weight,
                                logits=logits_agreement(prompted.logits, frozen.logits))
+
+
+class TextAgreement(HandCraftedTerm):
+    """``scl_text``: L1 between the prompted class text features and the frozen ones."""
+
+    name = "scl_text"
+
+    def forward(self, out: ForwardOutput, label: torch.Tensor) -> torch.Tensor:
+        return feature_agreement(out.text_features, self.per_image(out))
+
+
+class ImageAgreement(Term):
+    """``scl_image``: L1 between the prompted image features and the frozen model's."""
+
+    name = "scl_image"
+    needs_frozen_image = True
+
+    def forward(self, out: ForwardOutput, label: torch.Tensor) -> torch.Tensor:
+        return feature_agreement(out.image_features, out.require_frozen())
+
+
+class LogitsAgreement(HandCraftedTerm):
+    """``scl_logits``: KL divergence of the prompted logits from the frozen model's."""
+
+    name = "scl_logits"
+    needs_frozen_image = True
+
+    def forward(self, out: ForwardOutput, label: torch.Tensor) -> torch.Tensor:
+        return logits_agreement(out.logits, out.frozen_logits(self.hand_crafted))
+
+
+@TERM_REGISTRY.register(name="PromptSRC")
+def promptsrc_terms(ctx: PartContext) -> list[Term]:
+    """PromptSRC's three agreement terms, weighted by TRAINER.PROMPTSRC's loss weights."""
+    node = ctx.cfg.TRAINER.PROMPTSRC
+    # the official code computes them once, in fp32, on the device
+    logger.info("Computing the frozen text features of %d classes", len(ctx.classnames))
+    frozen = frozen_text_features(ctx.clip_model, ctx.classnames)
+    return [TextAgreement(frozen, weight=node.TEXT_LOSS_WEIGHT),
+            ImageAgreement(weight=node.IMAGE_LOSS_WEIGHT), LogitsAgreement(frozen)]
 
 
 # --------------------------------------------------------------------------- GPA

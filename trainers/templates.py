@@ -1,5 +1,6 @@
-"""Hand-written prompt templates: OpenAI's ImageNet ensemble and CoOp's per-dataset
-templates (the prompts zero-shot CLIP is evaluated with)."""
+"""Hand-written prompt templates: OpenAI's ImageNet ensemble, CoOp's per-dataset templates (the
+prompts zero-shot CLIP is evaluated with), and the per-dataset templates KgCoOp and ProGrad
+compare their prompts with."""
 
 from __future__ import annotations
 
@@ -119,7 +120,23 @@ CUSTOM_TEMPLATES: dict[str, str] = {
 
 DEFAULT_TEMPLATE = "a photo of a {}."
 
+# KgCoOp's hand-crafted prompts (its trainers/kgcoop.py): CoOp's, but for textures.
+KGCOOP_TEMPLATES: dict[str, str] = {
+    **CUSTOM_TEMPLATES, "DescribableTextures": "a photo of a {}, a type of texture."}
 
-def dataset_template(dataset_name: str) -> str:
-    """CoOp's template for a benchmark; other datasets (custom data) get the generic one."""
-    return CUSTOM_TEMPLATES.get(dataset_name, DEFAULT_TEMPLATE)
+# ProGrad's (its trainers/prograd.py): the zero-shot teacher's prompts; their words before
+# " {}." also start ProGrad's context when CTX_INIT is True.
+PROGRAD_TEMPLATES: dict[str, str] = {
+    **CUSTOM_TEMPLATES,
+    "OxfordPets": "a type of pet, a photo of a {}.",
+    "OxfordFlowers": "a type of flower, a photo of a {}.",
+    "FGVCAircraft": "a type of aircraft, a photo of a {}.",
+    "DescribableTextures": "a texture of {}.",
+    "Food101": "a type of food, a photo of {}.",
+}
+
+
+def dataset_template(dataset_name: str, templates: dict[str, str] = CUSTOM_TEMPLATES) -> str:
+    """The template of a benchmark in ``templates`` (CoOp's by default); other datasets
+    (custom data) get the generic one."""
+    return templates.get(dataset_name, DEFAULT_TEMPLATE)

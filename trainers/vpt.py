@@ -14,8 +14,9 @@ from torch import nn
 
 from engine import TRAINER_REGISTRY
 from engine.config import CN, register_config
-from trainers.base import PromptedCLIP, PromptSchedule, PromptTrainer
+from trainers.base import PromptedCLIP, PromptTrainer, TextSide, normalize
 from trainers.ivlp import IVLPPromptLearner, map_vpt_keys
+from trainers.learners import register_learner
 
 FIXED_PROMPT_PREFIX = "a photo of a"
 
@@ -30,8 +31,34 @@ def add_vpt_config(cfg: CN) -> None:
     cfg.TRAINER.VPT.PROMPT_DEPTH_VISION = 1  # vision layers with prompts (1: shallow VPT)
 
 
+class FixedTextPromptedCLIP(PromptedCLIP):
+    """A prompted CLIP whose class text features do not train: computed once, without
+    gradients, and reused for every batch."""
+
+    def __init__(self, clip_model: nn.Module, prompt_learner: nn.Module, head=None) -> None:
+        super().__init__(clip_model, prompt_learner, head=head)
+        self._fixed_text: TextSide | None = None
+
+    def text_side(self) -> TextSide:
+        schedule = self.prompt_learner()
+        device = schedule.text_embeddings.device
+        if self._fixed_text is None or self._fixed_text.features.device != device:
+            with torch.no_grad():
+                embeddings = self.encode_schedule_text(schedule)
+            self._fixed_text = TextSide(None, embeddings, normalize(embeddings))
+        return self._fixed_text._replace(schedule=schedule)
+
+
+def vpt_settings(node: CN) -> dict:
+    """VPT's learner from a node with its keys (TRAINER.VPT, TRAINER.IVLP)."""
+    return {"n_ctx": node.N_CTX_VISION, "depth": node.PROMPT_DEPTH_VISION}
+
+
+@register_learner("VPT", node="VPT", settings=vpt_settings)
 class VPTPromptLearner(IVLPPromptLearner):
     """``vision_prompts.{i}`` for vision layers ``0 .. depth - 1``; no text prompts."""
+
+    prompted_model = FixedTextPromptedCLIP
 
     def __init__(self, clip_model: nn.Module, classnames: list[str], n_ctx: int = 2,
                  depth: int = 1) -> None:
@@ -41,42 +68,19 @@ class VPTPromptLearner(IVLPPromptLearner):
                          depth_text=0, depth_vision=depth, ctx_init=FIXED_PROMPT_PREFIX)
 
 
-class FixedTextPromptedCLIP(PromptedCLIP):
-    """A prompted CLIP whose class text features do not train: computed once, without
-    gradients, and reused for every batch."""
-
-    def __init__(self, clip_model: nn.Module, prompt_learner: nn.Module) -> None:
-        super().__init__(clip_model, prompt_learner)
-        self._fixed_text: torch.Tensor | None = None
-
-    def text_side(self) -> tuple[PromptSchedule, torch.Tensor]:
-        schedule = self.prompt_learner()
-        device = schedule.text_embeddings.device
-        if self._fixed_text is None or self._fixed_text.device != device:
-            with torch.no_grad():
-                self._fixed_text = self.encode_schedule_text(schedule)
-        return schedule, self._fixed_text
-
-
 @TRAINER_REGISTRY.register()
 class VPT(PromptTrainer):
     """Deep vision prompting with the fixed prompt "a photo of a {class}." on the text side."""
 
     config_node = "VPT"
     model_name = "prompt_learner"
+    learner_name = "VPT"
 
-    def check_cfg(self, cfg) -> None:
+    @classmethod
+    def check_cfg(cls, cfg) -> None:
         super().check_cfg(cfg)
         if cfg.TRAINER.VPT.PROMPT_DEPTH_VISION < 1:
             raise ValueError("TRAINER.VPT.PROMPT_DEPTH_VISION must be >= 1")
-
-    def build_prompt_learner(self, cfg, classnames, clip_model):
-        node = cfg.TRAINER.VPT
-        return VPTPromptLearner(clip_model, classnames, node.N_CTX_VISION,
-                                node.PROMPT_DEPTH_VISION)
-
-    def build_prompted_clip(self, clip_model, learner):
-        return FixedTextPromptedCLIP(clip_model, learner)
 
     @classmethod
     def map_official_state_dict(cls, state_dict):

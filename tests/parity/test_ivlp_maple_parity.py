@@ -7,8 +7,6 @@ which must be dropped) and loaded through the trainers' official-checkpoint mapp
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -46,12 +44,9 @@ def build_learner(name: str, spec: dict, clip_model):
                                      config["PROMPT_DEPTH"], config["CTX_INIT"])
 
 
-def trainer_with(trainer_cls, clip_model):
-    """A trainer object holding just what the frozen-weight check reads."""
-    trainer = object.__new__(trainer_cls)
-    trainer.clip_model = clip_model
-    trainer.cfg = SimpleNamespace(MODEL=SimpleNamespace(BACKBONE=SimpleNamespace(NAME="ViT-B/16")))
-    return trainer
+def checkpoint_state(trainer_cls, clip_model, state: dict) -> dict:
+    """What loading a checkpoint's state dict does for ``trainer_cls`` on ``clip_model``."""
+    return trainer_cls.checked_learner_state_dict(state, clip_model, "ViT-B/16")
 
 
 @pytest.mark.parametrize("name", ["IVLP", "MaPLe"])
@@ -59,8 +54,7 @@ def test_reproduces_official_logits_features_and_loss(parity_clip, name):
     spec, expected = recipe.fixture(name)
     trainer_cls, learner = build_learner(name, spec, parity_clip)
     state = official_state_dict(spec, parity_clip)
-    trainer = trainer_with(trainer_cls, parity_clip)
-    learner.load_state_dict(trainer.map_checkpoint_state_dict(name, state), strict=True)
+    learner.load_state_dict(checkpoint_state(trainer_cls, parity_clip, state), strict=True)
     model = PromptedCLIP(parity_clip, learner).eval()
     with torch.no_grad():
         image_features, text_features = model.features(recipe.images())
@@ -96,6 +90,5 @@ def test_frozen_weights_of_another_backbone_are_reported(parity_clip):
     spec, _ = recipe.fixture("MaPLe")
     state = official_state_dict(spec, parity_clip)
     state["image_encoder.conv1.weight"] = state["image_encoder.conv1.weight"] + 0.1
-    trainer = trainer_with(MaPLe, parity_clip)
     with pytest.raises(ValueError, match="another backbone"):
-        trainer.map_checkpoint_state_dict("MultiModalPromptLearner", state)
+        checkpoint_state(MaPLe, parity_clip, state)

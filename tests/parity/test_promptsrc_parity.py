@@ -16,8 +16,16 @@ import torch.nn.functional as F
 from tests.parity import recipe
 from trainers.base import normalize
 from trainers.ivlp import IVLPPromptLearner
+from trainers.objective import CrossEntropy, Objective
 from trainers.promptsrc import PromptSRC
-from trainers.regularizers import SelfRegulatedCLIP, frozen_text_features, self_regulating_terms
+from trainers.regularizers import (
+    ImageAgreement,
+    LogitsAgreement,
+    SelfRegulatedCLIP,
+    TextAgreement,
+    frozen_text_features,
+    self_regulating_terms,
+)
 
 
 def official_state_dict(spec: dict, clip_model) -> dict[str, torch.Tensor]:
@@ -80,3 +88,21 @@ def test_reproduces_official_training_loss_with_its_four_terms(promptsrc_model):
     single = self_regulating_terms(prompted, frozen._replace(text_features=one_template),
                                    config["TEXT_LOSS_WEIGHT"], config["IMAGE_LOSS_WEIGHT"])
     assert abs((loss_ce + single.total).item() - spec["loss"]) / spec["loss"] > 1e-3
+
+
+def test_the_trainers_objective_terms_reproduce_the_official_loss(promptsrc_model):
+    """The terms the PromptSRC trainer assembles (trainers/regularizers.py), on one forward
+    output with the frozen image features, give the official loss term by term."""
+    spec, _, model = promptsrc_model
+    config = spec["config"]
+    objective = Objective([CrossEntropy(),
+                           TextAgreement(model.frozen_text, weight=config["TEXT_LOSS_WEIGHT"]),
+                           ImageAgreement(weight=config["IMAGE_LOSS_WEIGHT"]),
+                           LogitsAgreement(model.frozen_text)])
+    assert objective.needs_frozen_image
+    with torch.no_grad():
+        out = model.train().output(recipe.images(), frozen=objective.needs_frozen_image)
+        losses = objective(out, torch.tensor(spec["labels_for_loss"]))
+    model.eval()
+    assert abs(losses.total.item() - spec["loss"]) / spec["loss"] < 1e-4
+    assert min(value.item() for value in losses.terms.values()) > 1e-3  # every term counts

@@ -5,7 +5,6 @@ and a few optimisation steps."""
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -184,7 +183,7 @@ def test_ivlp_trainer_asks_for_vpt_when_the_text_depth_is_zero():
     cfg.TRAINER.IVLP.PREC = "fp32"
     cfg.TRAINER.IVLP.PROMPT_DEPTH_TEXT = 0
     with pytest.raises(ValueError, match="VPT"):
-        object.__new__(IVLP).check_cfg(cfg)
+        IVLP.check_cfg(cfg)
 
 
 # --------------------------------------------------------------------------- VPT
@@ -357,11 +356,9 @@ def write_official_checkpoint(directory, name: str, epoch: int, state: dict) -> 
                 "scheduler": scheduler, "val_result": None}, folder / f"model.pth.tar-{epoch}")
 
 
-def trainer_with(trainer_cls, model: CLIP):
-    trainer = object.__new__(trainer_cls)
-    trainer.clip_model = model
-    trainer.cfg = SimpleNamespace(MODEL=SimpleNamespace(BACKBONE=SimpleNamespace(NAME="tiny")))
-    return trainer
+def checkpoint_state(trainer_cls, model: CLIP, state: dict) -> dict:
+    """What loading a checkpoint's state dict does for ``trainer_cls`` on ``model``."""
+    return trainer_cls.checked_learner_state_dict(state, model, "tiny")
 
 
 def official_vpt_state(learner, model):
@@ -388,8 +385,7 @@ def test_official_checkpoint_directories_load(tmp_path, model, method):
     assert checkpoint["epoch"] == 5
     torch.manual_seed(2)
     fresh = build()
-    state = trainer_with(trainer_cls, model).map_checkpoint_state_dict(
-        trainer_cls.model_name, checkpoint["state_dict"])
+    state = checkpoint_state(trainer_cls, model, checkpoint["state_dict"])
     fresh.load_state_dict(state, strict=True)
     wrapper = FixedTextPromptedCLIP if method == "VPT" else PromptedCLIP
     with torch.no_grad():
@@ -406,8 +402,8 @@ def test_a_checkpoint_of_another_backbone_is_reported(model, method):
         state = official_maple_state(MaPLePromptLearner(other, CLASSNAMES, 2, 3), other)
     trainer_cls = IVLP if method == "IVLP" else MaPLe
     with pytest.raises(ValueError, match="another backbone"):
-        trainer_with(trainer_cls, model).map_checkpoint_state_dict(trainer_cls.model_name, state)
-    trainer_with(trainer_cls, other).map_checkpoint_state_dict(trainer_cls.model_name, state)
+        checkpoint_state(trainer_cls, model, state)
+    checkpoint_state(trainer_cls, other, state)
 
 
 @pytest.mark.parametrize("trainer_cls, learner", [

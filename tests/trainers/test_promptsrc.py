@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -141,13 +140,14 @@ def test_terms_need_matching_logits():
 
 
 def test_trainer_loss_is_cross_entropy_plus_the_terms(model):
-    trainer = object.__new__(PromptSRC)
-    trainer.model = regulated("IVLP", model)
-    trainer.text_weight, trainer.image_weight = 25, 10
+    learner = learner_of("IVLP", model)
+    method = PromptSRC.assemble(get_cfg_default(), model, CLASSNAMES, learner)
     label = torch.tensor([0, 1, 2, 3])
-    loss, figures = trainer.compute_loss(images(), label)
-    prompted = trainer.model.prompted_outputs(images())
-    frozen = trainer.model.frozen_outputs(images())
+    losses = method.losses(images(), label)
+    loss, figures = losses.total, losses.figures()
+    reference = SelfRegulatedCLIP(model, learner, frozen_text_features(model, CLASSNAMES))
+    prompted = reference.prompted_outputs(images())
+    frozen = reference.frozen_outputs(images())
     expected = (F.cross_entropy(prompted.logits, label)
                 + 25 * F.l1_loss(prompted.text_features, frozen.text_features)
                 + 10 * F.l1_loss(prompted.image_features, frozen.image_features)
@@ -275,11 +275,9 @@ def write_official_checkpoint(directory: Path, epoch: int, state: dict) -> None:
                 "val_result": None}, folder / f"model.pth.tar-{epoch}")
 
 
-def trainer_with(model):
-    trainer = object.__new__(PromptSRC)
-    trainer.clip_model = model
-    trainer.cfg = SimpleNamespace(MODEL=SimpleNamespace(BACKBONE=SimpleNamespace(NAME="tiny")))
-    return trainer
+def checkpoint_state(model, state: dict) -> dict:
+    """What loading a checkpoint's state dict does for PromptSRC on ``model``."""
+    return PromptSRC.checked_learner_state_dict(state, model, "tiny")
 
 
 def test_official_checkpoint_file_loads(tmp_path, model):
@@ -288,8 +286,7 @@ def test_official_checkpoint_file_loads(tmp_path, model):
     write_official_checkpoint(tmp_path, 20, official_promptsrc_state(trained, model))
     checkpoint = load_checkpoint(str(tmp_path / "VLPromptLearner" / "model.pth.tar-20"))
     fresh = learner_of("IVLP", model)
-    fresh.load_state_dict(trainer_with(model).map_checkpoint_state_dict(
-        "VLPromptLearner", checkpoint["state_dict"]), strict=True)
+    fresh.load_state_dict(checkpoint_state(model, checkpoint["state_dict"]), strict=True)
     for key, value in trained.state_dict().items():
         assert torch.equal(fresh.state_dict()[key], value)
 
@@ -316,14 +313,14 @@ def test_official_files_with_gpa_rounded_frozen_weights_are_accepted(tmp_path, m
     rounded = {k: gpa_rounded(state[k]) for k in frozen}
     assert any(not torch.equal(rounded[k], state[k]) for k in frozen)  # the rounding is real
     state.update(rounded)
-    mapped = trainer_with(model).map_checkpoint_state_dict("VLPromptLearner", state)
+    mapped = checkpoint_state(model, state)
     fresh = learner_of("IVLP", model)
     fresh.load_state_dict(mapped, strict=True)
     assert torch.equal(fresh.ctx, trained.ctx)
     # another backbone is still refused
     state["image_encoder.conv1.weight"] = torch.randn_like(state["image_encoder.conv1.weight"])
     with pytest.raises(ValueError, match="another backbone"):
-        trainer_with(model).map_checkpoint_state_dict("VLPromptLearner", state)
+        checkpoint_state(model, state)
 
 
 def test_promptsrc_on_maple_files_map_too(model):
