@@ -91,6 +91,13 @@ METHODS = {
     "promptsrc": Method("PromptSRC", "vit_b16_c2_ep20_batch4_4+4ctx",
                         "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets",
                         "vit_b16_c2_ep50_batch4_4+4ctx_few_shot"),
+    "kgcoop": Method("KgCoOp", "vit_b16_ep100_ctxv1_w8", None, "vit_b16_ep100_ctxv1_w8"),
+    # ProGrad's base-to-novel runs use 4 shots (scripts/prograd/): its few-shot setting here
+    "prograd": Method("ProGrad", None, None, "rn50_ep50"),
+    "coop_dept": Method("ExtrasLinearProbeCoOp", *["vit_b16_ep10_bs4_lr35"] * 2, None),
+    "cocoop_dept": Method("ExtrasLinearProbeCoCoOp", *["vit_b16_c4_ep10_batch1_ctxv1"] * 2, None),
+    "kgcoop_dept": Method("ExtrasLinearProbeKgCoOp", *["vit_b16_ep10_ctxv1_bs4_lr35"] * 2, None),
+    "maple_dept": Method("ExtrasLinearProbeMaPLe", *["vit_b16_c2_ep10_batch4_2ctx"] * 2, None),
 }
 
 

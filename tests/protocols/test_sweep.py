@@ -248,3 +248,14 @@ def test_protocol_sweep_through_the_scripts(repo: Path, tmp_path: Path,
     capsys.readouterr()
     assert sweep.Sweep(jobs, ["0", "1"], tmp_path / "logs", poll=0.02).run() == []
     assert "12 finished already (skipped), 0 to run" in capsys.readouterr().out
+
+
+def test_every_method_alias_names_configs_that_exist():
+    """Every alias of the sweep's METHODS table runs configs that are in configs/trainers/."""
+    root = Path(__file__).resolve().parents[2] / "configs" / "trainers"
+    for alias, method in sweep.METHODS.items():
+        folder = root / (method.config_dir or method.trainer)
+        for protocol in ("base2new", "xd", "few_shot"):
+            cfg = getattr(method, protocol)
+            if cfg is not None:
+                assert (folder / f"{cfg}.yaml").is_file(), (alias, protocol, cfg)
