@@ -381,6 +381,19 @@ def from_open_clip_json(path: str | Path, name: str, source: str, location: str)
                     location=location)
 
 
+def hub_repository_quick_gelu(repo: str) -> bool:
+    """Whether open_clip's tag table says that the weights of the hub repository ``repo`` were
+    trained with QuickGELU (some repositories' configs leave it out; open_clip's tags say it)."""
+    import open_clip
+
+    for model, tag in open_clip.list_pretrained():
+        cfg = open_clip.get_pretrained_cfg(model, tag)
+        if cfg.get("quick_gelu") and cfg.get("hf_hub", "").rstrip("/").split("/")[:2] == \
+                repo.split("/")[:2]:
+            return True
+    return False
+
+
 @lru_cache(maxsize=1)
 def supported_open_clip_models() -> tuple[str, ...]:
     """open_clip's model configs in CLIP's shape."""

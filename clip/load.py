@@ -56,6 +56,7 @@ from .backbones import (
     Backbone,
     Preprocess,
     from_open_clip_json,
+    hub_repository_quick_gelu,
     open_clip_backbone,
     openai_architecture,
     openai_backbone,
@@ -378,6 +379,16 @@ def _folder_source(folder: Path, name: str) -> _Source:
     return _Source(backbone, _read_weights(lambda: _folder_weights(folder)))
 
 
+def _hub_source(repo: str, root: str | os.PathLike | None) -> _Source:
+    backbone = from_open_clip_json(_hub_file(repo, HUB_CONFIG, root), f"{HF_HUB_PREFIX}{repo}",
+                                   "hf-hub", repo)
+    if backbone.arch.activation == "gelu" and hub_repository_quick_gelu(repo):
+        logger.info("%s: open_clip's tags say QuickGELU for these weights", backbone.name)
+        backbone = dataclasses.replace(backbone, arch=dataclasses.replace(
+            backbone.arch, activation="quick_gelu"))
+    return _Source(backbone, _read_weights(lambda: _hub_file(repo, None, root)))
+
+
 def _source(name: str, arch: str | None, root: str | os.PathLike | None) -> _Source:
     local = name.removeprefix("local-dir:")
     if arch and not os.path.isfile(local):
@@ -392,10 +403,7 @@ def _source(name: str, arch: str | None, root: str | os.PathLike | None) -> _Sou
         backbone = open_clip_backbone(name[len(OPEN_CLIP_PREFIX):])
         return _Source(backbone, _read_weights(lambda: _open_clip_weights(backbone, root)))
     if name.startswith(HF_HUB_PREFIX):
-        repo = name[len(HF_HUB_PREFIX):].strip("/")
-        backbone = from_open_clip_json(_hub_file(repo, HUB_CONFIG, root), f"{HF_HUB_PREFIX}{repo}",
-                                       "hf-hub", repo)
-        return _Source(backbone, _read_weights(lambda: _hub_file(repo, None, root)))
+        return _hub_source(name[len(HF_HUB_PREFIX):].strip("/"), root)
     if os.path.isdir(local):
         return _folder_source(Path(local), name)
     if os.path.isfile(local):

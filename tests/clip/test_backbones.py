@@ -192,6 +192,16 @@ def test_hub_repository_outside_clips_shape_is_refused_before_its_weights(offlin
         clip.load("hf-hub:timm/ViT-B-16-SigLIP", download_root=offline_hub)
 
 
+def test_hub_repository_of_a_quick_gelu_tag_runs_quick_gelu(offline_hub) -> None:
+    """A repository config without ``quick_gelu`` (open_clip's ViT-B-16 config) for weights
+    that open_clip's tag table says were trained with QuickGELU (DFN-2B)."""
+    config = open_clip_models.hub_config(open_clip.get_model_config("ViT-B-16"))
+    open_clip_models.put_in_hub_cache(offline_hub, "apple/DFN2B-CLIP-ViT-B-16",
+                                      {"open_clip_config.json": config})
+    described = clip.describe("hf-hub:apple/DFN2B-CLIP-ViT-B-16", download_root=offline_hub)
+    assert described.arch == OPENAI["ViT-B/16"]  # QuickGELU, ViT-B/16's shape
+
+
 def test_offline_errors_name_the_file_and_where_to_put_it(offline_hub, monkeypatch) -> None:
     with pytest.raises(RuntimeError) as err:
         clip.load("open_clip:ViT-B-16/laion2b_s34b_b88k", download_root=offline_hub)
