@@ -188,7 +188,7 @@ def _read_torch(path: Path) -> tuple[StateDict, torch.jit.ScriptModule | None]:
         return archive.state_dict(), archive
     except RuntimeError as jit_error:
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = _torch_load(path)
         except Exception as err:
             raise RuntimeError(
                 f"cannot read {path}: it is neither a TorchScript archive ({jit_error}) nor a "
@@ -199,6 +199,18 @@ def _read_torch(path: Path) -> tuple[StateDict, torch.jit.ScriptModule | None]:
     if not isinstance(state, dict):
         raise RuntimeError(f"{path} holds a {type(state).__name__}, not a CLIP state dict")
     return state, None
+
+
+def _torch_load(path: Path) -> object:
+    """``torch.load`` with ``weights_only``, memory-mapped (a large file is not copied into
+    memory: the frozen weights are read from the page cache) unless the file predates the zip
+    format."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as err:
+        if "mmap" not in str(err):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _read_file(path: Path) -> tuple[StateDict, torch.jit.ScriptModule | None]:

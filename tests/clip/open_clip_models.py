@@ -1,10 +1,10 @@
 """open_clip models with deterministic random weights, and a Hugging Face cache to put them in.
 
-open_clip's own initialisation of a full-size model takes seconds; it is skipped and every
-tensor is filled from one shared pool of normal draws instead (scaled like an initialisation,
-normalisation layers perturbed), which takes a fraction of the time. The weights then reach our
-loader the way a user's downloaded weights do: through open_clip's download functions, from a
-Hugging Face cache folder, offline.
+The weights of a full-size model are drawn without open_clip's slow initialisation: its state
+dict's shapes come from open_clip's constructor on the meta device, and every tensor is filled
+from one shared pool of normal draws (scaled like an initialisation, normalisation layers
+perturbed). They reach our loader the way a user's downloaded weights do: through open_clip's
+download functions, from a Hugging Face cache folder, offline.
 """
 
 from __future__ import annotations
@@ -20,6 +20,15 @@ import torch
 from torch import nn
 
 POOL = 1 << 22
+# the full-size reference models: open_clip name -> seed of their weights
+REFERENCE_MODELS = {"ViT-B-32": 1, "ViT-B-16": 2, "ViT-B-16-quickgelu": 2, "ViT-L-14": 3,
+                    "RN50": 4}
+REFERENCE_TEXTS = ["a photo of a dog.", "a bad photo of an aircraft carrier."]
+REFERENCE_FILE = Path(__file__).parent / "fixtures" / "open_clip_reference.pt"
+
+
+def reference_image(size: int) -> torch.Tensor:
+    return torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
 
 
 @contextlib.contextmanager
@@ -44,43 +53,59 @@ def _std(key: str, shape: torch.Size) -> float:
     return math.prod(shape[1:]) ** -0.5
 
 
-def _draw(tensor: torch.Tensor, pool: torch.Tensor, start: int) -> None:
-    """Copy pool values into ``tensor`` from ``start``, cycling through the pool."""
+def _draw(tensor: torch.Tensor, pool: torch.Tensor, start: int, scale: float) -> None:
+    """Write ``scale`` times the pool's values from ``start`` into ``tensor`` (one pass),
+    cycling through the pool."""
     flat = tensor.view(-1)
     done = 0
     while done < flat.numel():
         count = min(flat.numel() - done, pool.numel() - start)
-        flat[done:done + count].copy_(pool[start:start + count])
+        torch.mul(pool[start:start + count], scale, out=flat[done:done + count])
         done, start = done + count, 0
 
 
-def fill(model: nn.Module, seed: int) -> None:
-    """Deterministic weights for ``model`` (in place)."""
+def fill(state: dict[str, torch.Tensor], seed: int) -> None:
+    """Deterministic values for the tensors of ``state`` (in place)."""
     pool = torch.randn(POOL, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
-        for i, (key, tensor) in enumerate(sorted(model.state_dict().items())):
-            if not tensor.is_floating_point():
+        for i, (key, tensor) in enumerate(sorted(state.items())):
+            if not tensor.is_floating_point():  # BatchNorm's step counts
+                tensor.zero_()
                 continue
-            _draw(tensor, pool, (i * 104729) % POOL)
             leaf = key.rsplit(".", 1)[-1]
             is_norm = ".ln_" in f".{key}" or "bn" in key or "downsample.1" in key
+            start = (i * 104729) % POOL
             if key == "logit_scale":
                 tensor.fill_(math.log(100.0))
             elif is_norm and leaf == "weight":
-                tensor.mul_(0.1).add_(1)
+                _draw(tensor, pool, start, 0.1)
+                tensor.add_(1)
             elif leaf == "running_var":
-                tensor.abs_().mul_(0.2).add_(1)
+                _draw(tensor, pool, start, 0.2)
+                tensor.abs_().add_(1)
             else:
-                tensor.mul_(_std(key, tensor.shape))
+                _draw(tensor, pool, start, _std(key, tensor.shape))
 
 
-def create(name: str, seed: int = 0) -> nn.Module:
-    """open_clip's model ``name`` (its own constructor, no download), deterministic, eval."""
+def weights(name: str, seed: int) -> dict[str, torch.Tensor]:
+    """The deterministic state dict of open_clip's model ``name`` (keys and shapes from
+    open_clip's constructor, run on the meta device)."""
+    import open_clip
+
+    with torch.device("meta"):
+        shapes = open_clip.create_model(name, pretrained=None, device="meta").state_dict()
+    state = {k: torch.empty(v.shape, dtype=v.dtype) for k, v in shapes.items()}
+    fill(state, seed)  # writes every element
+    return state
+
+
+def create(name: str, seed: int) -> nn.Module:
+    """open_clip's model ``name`` (its own constructor) holding ``weights(name, seed)``."""
     import open_clip
 
     with no_init():
         model = open_clip.create_model(name, pretrained=None)
-    fill(model, seed)
+    model.load_state_dict(weights(name, seed), strict=True)
     return model.eval().requires_grad_(False)
 
 
@@ -91,8 +116,9 @@ def assert_fp32_close(ours: torch.Tensor, reference: torch.Tensor) -> None:
 
 
 def put_in_hub_cache(cache: Path, repo: str, files: dict[str, bytes | dict]) -> Path:
-    """Write ``files`` (bytes, or a dict of tensors saved as safetensors) as the main revision of
-    the Hugging Face repository ``repo`` in the cache folder ``cache``; returns their folder."""
+    """Write ``files`` (bytes, or a dict of tensors saved as safetensors or, for a ``.bin``
+    name, with torch.save) as the main revision of the Hugging Face repository ``repo`` in the
+    cache folder ``cache``; returns their folder."""
     from safetensors.torch import save_file
 
     folder = cache / f"models--{repo.replace('/', '--')}"
@@ -102,7 +128,9 @@ def put_in_hub_cache(cache: Path, repo: str, files: dict[str, bytes | dict]) -> 
     (folder / "refs").mkdir()
     (folder / "refs" / "main").write_text(commit)
     for filename, content in files.items():
-        if isinstance(content, dict):
+        if isinstance(content, dict) and filename.endswith(".bin"):
+            torch.save(content, snapshot / filename)
+        elif isinstance(content, dict):
             save_file({k: v.contiguous() for k, v in content.items()}, str(snapshot / filename))
         else:
             (snapshot / filename).write_bytes(content)
@@ -134,7 +162,7 @@ def tiny_open_clip_folder(folder: Path, seed: int = 0) -> nn.Module:
     from safetensors.torch import save_file
 
     model = open_clip.model.CLIP(**TINY_CONFIG)
-    fill(model, seed)
+    fill(model.state_dict(), seed)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "open_clip_config.json").write_bytes(hub_config(TINY_CONFIG, TINY_PREPROCESS))
     save_file(model.state_dict(), str(folder / "open_clip_model.safetensors"))

@@ -59,7 +59,7 @@ def dataclass_replace(arch: Architecture, **changes) -> Architecture:
     return dataclasses.replace(arch, **changes)
 
 
-@pytest.mark.parametrize("name", ["ViT-H-14", "ViT-bigG-14", "RN50x64", "ViT-B-16-plus-240"])
+@pytest.mark.parametrize("name", ["ViT-H-14", "ViT-bigG-14", "RN50x64"])
 def test_our_towers_have_open_clips_parameter_shapes(name: str) -> None:
     """Heads (ViT-H's 80-channel heads), MLP ratios (bigG's 4.9231), sizes: built on the meta
     device from our description and by open_clip's constructor, the same tensors."""

@@ -1,11 +1,14 @@
 """Our towers without prompts equal open_clip's ``encode_image`` / ``encode_text``.
 
-open_clip is the independent reference: each model is built by open_clip's own constructor
-(deterministic random weights, no download), its state dict is put where open_clip's download
-functions find a user's downloaded file (a Hugging Face cache, offline), and our loader takes it
-from there by the name a user gives. Each test also swaps the activation of our loaded model for
-the other one and checks that the features then differ far beyond the tolerance: the comparison
-catches a wrong activation (a GELU model run with OpenAI's QuickGELU differs by ~1e-2).
+open_clip is the independent reference. Each full-size model has deterministic random weights
+(``open_clip_models.weights``: shapes from open_clip's constructor); open_clip's own features of
+them, computed by open_clip's forward passes, are stored in fixtures/open_clip_reference.pt
+(``python -m tests.clip.make_open_clip_reference`` writes it; the fingerprint of the weights is
+stored with it, so a fixture of other weights cannot pass). The weights are put where open_clip's
+download functions find a user's downloaded file (a Hugging Face cache, offline), and our loader
+takes them from there by the name a user gives. Each test then swaps the activation of our
+loaded model for the other one and checks that the features differ far beyond the tolerance:
+the comparison catches a wrong activation (a GELU model run with QuickGELU differs by ~3e-2).
 """
 
 from __future__ import annotations
@@ -17,11 +20,9 @@ from torch import nn
 
 import clip
 from clip.model import QuickGELU
-from tests.clip import open_clip_models
+from tests.clip import open_clip_models as models
 
 open_clip = pytest.importorskip("open_clip")
-
-TEXTS = ["a photo of a dog.", "a bad photo of an aircraft carrier."]
 
 # open_clip model -> (how a user names its weights, the hub repository the name reads)
 NAMED = {
@@ -35,25 +36,16 @@ NAMED = {
 }
 
 
+@pytest.fixture(scope="module")
+def reference() -> dict:
+    return torch.load(models.REFERENCE_FILE, weights_only=True)
+
+
 @pytest.fixture
 def offline_hub(monkeypatch, tmp_path):
     """An empty Hugging Face cache folder, with the hub client offline."""
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     return tmp_path / "hub"
-
-
-def _reference(name: str) -> tuple[dict, torch.Tensor, torch.Tensor, torch.Tensor,
-                                   torch.Tensor]:
-    """(open_clip's state dict, an image, open_clip's tokens of TEXTS, its image and text
-    features)."""
-    model = open_clip_models.create(name, seed=sum(map(ord, name)))
-    size = model.visual.image_size
-    size = size[0] if isinstance(size, tuple) else size
-    image = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
-    tokens = open_clip.get_tokenizer(name)(TEXTS)
-    with torch.no_grad():
-        image_features, text_features = model.encode_image(image), model.encode_text(tokens)
-    return model.state_dict(), image, tokens, image_features, text_features
 
 
 def _swap_activation(model: clip.CLIP) -> None:
@@ -64,29 +56,31 @@ def _swap_activation(model: clip.CLIP) -> None:
             mlp.gelu = nn.GELU() if isinstance(mlp.gelu, QuickGELU) else QuickGELU()
 
 
-def _check(name: str, offline_hub) -> None:
+def _load_as_a_user(name: str, hub) -> clip.CLIP:
     user_name, repo = NAMED[name]
-    state, image, reference_tokens, image_ref, text_ref = _reference(name)
-    files: dict = {"open_clip_model.safetensors": state}
+    state = models.weights(name, models.REFERENCE_MODELS[name])
+    files: dict = {"open_clip_pytorch_model.bin": state}  # the hub's default file name
     if user_name.startswith("hf-hub:"):
-        files["open_clip_config.json"] = open_clip_models.hub_config(
-            open_clip.get_model_config(name))
-    open_clip_models.put_in_hub_cache(offline_hub, repo, files)
-    del state
-    model, _ = clip.load(user_name, download_root=offline_hub)
+        files["open_clip_config.json"] = models.hub_config(open_clip.get_model_config(name))
+    models.put_in_hub_cache(hub, repo, files)
+    del files, state
+    model, _ = clip.load(user_name, download_root=hub)
     assert model.backbone.name == user_name
-    tokens = model.tokenizer(TEXTS)
-    assert torch.equal(tokens, reference_tokens)
-    with torch.no_grad():
-        image_features, text_features = model.encode_image(image), model.encode_text(tokens)
-        open_clip_models.assert_fp32_close(image_features, image_ref)
-        open_clip_models.assert_fp32_close(text_features, text_ref)
-        _swap_activation(model)
-        wrong = (model.encode_text(tokens) - text_ref).abs().max()
-    assert wrong > 1e-3 * text_ref.abs().max(), "the comparison cannot see the activation"
+    return model
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(NAMED))
-def test_towers_equal_open_clip(name: str, offline_hub) -> None:
-    _check(name, offline_hub)
+def test_towers_equal_open_clip(name: str, reference, offline_hub) -> None:
+    expected = reference[name]
+    model = _load_as_a_user(name, offline_hub)
+    assert model.identity()["fingerprint"] == expected["fingerprint"]
+    tokens = model.tokenizer(models.REFERENCE_TEXTS)
+    assert torch.equal(tokens, expected["tokens"])
+    image = models.reference_image(model.backbone.arch.image_size)
+    with torch.no_grad():
+        models.assert_fp32_close(model.encode_image(image), expected["image"])
+        models.assert_fp32_close(model.encode_text(tokens), expected["text"])
+        _swap_activation(model)
+        wrong = (model.encode_text(tokens) - expected["text"]).abs().max()
+    assert wrong > 1e-3 * expected["text"].abs().max(), "the comparison cannot see the activation"
