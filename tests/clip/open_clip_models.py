@@ -89,14 +89,15 @@ def fill(state: dict[str, torch.Tensor], seed: int) -> None:
 
 def weights(name: str, seed: int) -> dict[str, torch.Tensor]:
     """The deterministic state dict of open_clip's model ``name`` (keys and shapes from
-    open_clip's constructor, run on the meta device)."""
+    open_clip's constructor, run on the meta device), in fp16 as OpenAI's own files hold their
+    weights: half the bytes to write and read; the models compute in fp32 either way."""
     import open_clip
 
     with torch.device("meta"):
         shapes = open_clip.create_model(name, pretrained=None, device="meta").state_dict()
     state = {k: torch.empty(v.shape, dtype=v.dtype) for k, v in shapes.items()}
     fill(state, seed)  # writes every element
-    return state
+    return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
 
 
 def create(name: str, seed: int) -> nn.Module:

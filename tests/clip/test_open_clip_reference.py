@@ -13,6 +13,8 @@ the comparison catches a wrong activation (a GELU model run with QuickGELU diffe
 
 from __future__ import annotations
 
+import shutil
+
 import huggingface_hub.constants
 import pytest
 import torch
@@ -43,9 +45,11 @@ def reference() -> dict:
 
 @pytest.fixture
 def offline_hub(monkeypatch, tmp_path):
-    """An empty Hugging Face cache folder, with the hub client offline."""
+    """An empty Hugging Face cache folder, with the hub client offline; deleted after the test
+    (it holds up to 0.9 GB, and pytest keeps the folders of past runs)."""
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    return tmp_path / "hub"
+    yield tmp_path / "hub"
+    shutil.rmtree(tmp_path / "hub", ignore_errors=True)
 
 
 def _swap_activation(model: clip.CLIP) -> None:
