@@ -12,6 +12,10 @@ extrapolated from two smaller counts (``extrapolated`` in the JSON) instead of a
 of GB. The figures with the optimisations on are always measured directly.
 
     python -m benchmarks.activations --trainers MaPLe,PromptSRC --classes 100,1000 --out a.json
+
+``--backbone NAME`` counts on another backbone's architecture instead (any ViT name that
+``MODEL.BACKBONE.NAME`` takes, e.g. ``ViT-L/14`` or ``open_clip:ViT-B-16/laion2b_s34b_b88k``;
+random weights, nothing downloaded): its widths, depths, heads, image size and activation.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import argparse
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 
@@ -27,6 +32,35 @@ from benchmarks.workload import SCALES, TRAINERS, Scale, batch_sizes, class_name
 from clip.model import SPEEDUPS_OFF, speedups
 
 GIB = 2 ** 30
+
+
+@dataclass
+class BackboneScale(Scale):
+    """The full-size workload on the architecture of the backbone ``backbone``."""
+
+    backbone: str = ""
+
+    def build_clip(self, seed: int = 0):
+        import clip
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = clip.CLIP.from_backbone(clip.describe(self.backbone))
+        return model.eval().requires_grad_(False)
+
+
+def backbone_scale(name: str) -> BackboneScale:
+    """The full scale's workload on the ViT backbone ``name`` (clip.describe)."""
+    import clip
+
+    arch = clip.describe(name).arch
+    if arch.is_resnet:
+        raise SystemExit(f"{name} has a ResNet image tower; the count takes ViT backbones")
+    return BackboneScale(f"{name} (random weights)", embed_dim=arch.embed_dim,
+                         image_resolution=arch.image_size, patch_size=arch.patch_size,
+                         vision_width=arch.vision_width, vision_layers=arch.vision_layers,
+                         text_width=arch.text_width, text_heads=arch.text_heads,
+                         text_layers=arch.text_layers, backbone=name)
 
 
 def saved_activation_bytes(trainer, image: torch.Tensor, label: torch.Tensor,
@@ -93,6 +127,8 @@ def rows(names: list[str], scale: Scale, classes: list[int],
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--scale", choices=sorted(SCALES), default="full")
+    p.add_argument("--backbone", default="",
+                   help="count on this ViT backbone's architecture instead of --scale's")
     p.add_argument("--trainers", default=",".join(TRAINERS))
     p.add_argument("--classes", default="100,1000")
     p.add_argument("--direct-limit", type=int, default=100,
@@ -107,7 +143,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     unknown = sorted(set(names) - set(TRAINERS))
     if unknown:
         raise SystemExit(f"unknown trainers {unknown}; choose from {sorted(TRAINERS)}")
-    scale = SCALES[args.scale]
+    scale = backbone_scale(args.backbone) if args.backbone else SCALES[args.scale]
     classes = [int(c) for c in args.classes.split(",")]
     torch.set_grad_enabled(True)
     print(f"Activation memory of one training step (fp32, scale {scale.name}); "

@@ -36,6 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .backbones import Architecture, Backbone, fingerprint, openai_architecture, openai_name
+from .tokenizer import Tokenizer
+
 Prompts = Sequence[torch.Tensor | None] | None
 
 ATTENTION_IMPLS = ("sdpa", "mha")
@@ -108,8 +111,14 @@ class LayerNorm(nn.LayerNorm):
 
 
 class QuickGELU(nn.Module):
+    """OpenAI's approximation of GELU, which its models were trained with."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * torch.sigmoid(1.702 * x)
+
+
+# the activation of the transformers' MLPs, by a backbone description's name
+ACTIVATION_LAYERS: dict[str, type[nn.Module]] = {"quick_gelu": QuickGELU, "gelu": nn.GELU}
 
 
 class MultiheadAttention(nn.Module):
@@ -154,15 +163,17 @@ class MultiheadAttention(nn.Module):
 
 
 class ResidualAttentionBlock(nn.Module):
-    def __init__(self, width: int, heads: int, causal: bool = False) -> None:
+    def __init__(self, width: int, heads: int, causal: bool = False,
+                 activation: str = "quick_gelu", mlp_ratio: float = 4.0) -> None:
         super().__init__()
         self.causal = causal
         self.attn = MultiheadAttention(width, heads)
         self.ln_1 = LayerNorm(width)
+        hidden = int(width * mlp_ratio)
         self.mlp = nn.Sequential(OrderedDict([
-            ("c_fc", nn.Linear(width, width * 4)),
-            ("gelu", QuickGELU()),
-            ("c_proj", nn.Linear(width * 4, width)),
+            ("c_fc", nn.Linear(width, hidden)),
+            ("gelu", ACTIVATION_LAYERS[activation]()),  # OpenAI's name, whatever the activation
+            ("c_proj", nn.Linear(hidden, width)),
         ]))
         self.ln_2 = LayerNorm(width)
 
@@ -196,13 +207,15 @@ class Transformer(nn.Module):
     tokens replaces tokens ``slot_start .. slot_start + n`` of ``x`` (``[B, L, width]``).
     """
 
-    def __init__(self, width: int, layers: int, heads: int, causal: bool = False) -> None:
+    def __init__(self, width: int, layers: int, heads: int, causal: bool = False,
+                 activation: str = "quick_gelu", mlp_ratio: float = 4.0) -> None:
         super().__init__()
         self.width = width
         self.layers = layers
         self.heads = heads
         self.resblocks = nn.Sequential(
-            *[ResidualAttentionBlock(width, heads, causal) for _ in range(layers)])
+            *[ResidualAttentionBlock(width, heads, causal, activation, mlp_ratio)
+              for _ in range(layers)])
 
     def forward(self, x: torch.Tensor, prompts: Prompts = None,
                 slot_start: int = 1) -> torch.Tensor:
@@ -218,7 +231,8 @@ class Transformer(nn.Module):
 
 class VisionTransformer(nn.Module):
     def __init__(self, input_resolution: int, patch_size: int, width: int, layers: int,
-                 heads: int, output_dim: int) -> None:
+                 heads: int, output_dim: int, activation: str = "quick_gelu",
+                 mlp_ratio: float = 4.0) -> None:
         super().__init__()
         self.input_resolution = input_resolution
         self.output_dim = output_dim
@@ -229,7 +243,8 @@ class VisionTransformer(nn.Module):
         self.class_embedding = nn.Parameter(scale * torch.randn(width))
         self.positional_embedding = nn.Parameter(scale * torch.randn(grid * grid + 1, width))
         self.ln_pre = LayerNorm(width)
-        self.transformer = Transformer(width, layers, heads)
+        self.transformer = Transformer(width, layers, heads, activation=activation,
+                                       mlp_ratio=mlp_ratio)
         self.ln_post = LayerNorm(width)
         self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
 
@@ -364,27 +379,41 @@ class ModifiedResNet(nn.Module):
 
 
 class CLIP(nn.Module):
+    """OpenAI's CLIP with prompt slots.
+
+    The positional arguments are OpenAI's; the keyword-only ones describe other backbones of
+    CLIP's shape (``vision_heads`` defaults to OpenAI's 64-channel heads). ``backbone`` is the
+    model's description (clip/backbones.py) and ``tokenizer`` its tokenizer; models built by
+    :meth:`from_backbone` (what ``clip.load`` does) carry the backbone's own description.
+    """
+
     def __init__(self, embed_dim: int, image_resolution: int,
                  vision_layers: int | Sequence[int], vision_width: int,
                  vision_patch_size: int | None, context_length: int, vocab_size: int,
                  transformer_width: int, transformer_heads: int,
-                 transformer_layers: int) -> None:
+                 transformer_layers: int, *, activation: str = "quick_gelu",
+                 vision_heads: int | None = None, vision_mlp_ratio: float = 4.0,
+                 text_mlp_ratio: float = 4.0) -> None:
         super().__init__()
         self.context_length = context_length
         self.embed_dim = embed_dim
-        if isinstance(vision_layers, (tuple, list)):
+        resnet = isinstance(vision_layers, (tuple, list))
+        if vision_heads is None:
+            vision_heads = (vision_width * 32 if resnet else vision_width) // 64
+        if resnet:
             self.visual: nn.Module = ModifiedResNet(
-                layers=vision_layers, output_dim=embed_dim, heads=vision_width * 32 // 64,
+                layers=vision_layers, output_dim=embed_dim, heads=vision_heads,
                 input_resolution=image_resolution, width=vision_width)
         else:
             if vision_patch_size is None:
                 raise ValueError("a ViT image tower needs vision_patch_size")
             self.visual = VisionTransformer(
                 input_resolution=image_resolution, patch_size=vision_patch_size,
-                width=vision_width, layers=vision_layers, heads=vision_width // 64,
-                output_dim=embed_dim)
+                width=vision_width, layers=vision_layers, heads=vision_heads,
+                output_dim=embed_dim, activation=activation, mlp_ratio=vision_mlp_ratio)
         self.transformer = Transformer(transformer_width, transformer_layers,
-                                       transformer_heads, causal=True)
+                                       transformer_heads, causal=True, activation=activation,
+                                       mlp_ratio=text_mlp_ratio)
         self.vocab_size = vocab_size
         self.token_embedding = nn.Embedding(vocab_size, transformer_width)
         self.positional_embedding = nn.Parameter(torch.empty(context_length, transformer_width))
@@ -392,6 +421,35 @@ class CLIP(nn.Module):
         self.text_projection = nn.Parameter(torch.empty(transformer_width, embed_dim))
         self.logit_scale = nn.Parameter(torch.ones([]) * math.log(1 / 0.07))
         self.initialize_parameters()
+        arch = Architecture(
+            embed_dim=embed_dim, image_size=image_resolution,
+            vision_layers=tuple(vision_layers) if resnet else vision_layers,
+            vision_width=vision_width, vision_heads=vision_heads, patch_size=vision_patch_size,
+            context_length=context_length, vocab_size=vocab_size,
+            text_width=transformer_width, text_heads=transformer_heads,
+            text_layers=transformer_layers, activation=activation,
+            vision_mlp_ratio=vision_mlp_ratio, text_mlp_ratio=text_mlp_ratio)
+        self.backbone = Backbone("custom", arch)
+        self.tokenizer: Tokenizer = self.backbone.tokenizer()
+
+    @classmethod
+    def from_backbone(cls, backbone: Backbone) -> CLIP:
+        """A randomly initialised CLIP of ``backbone``'s architecture, carrying its
+        description and tokenizer."""
+        a = backbone.arch
+        model = cls(a.embed_dim, a.image_size, a.vision_layers, a.vision_width, a.patch_size,
+                    a.context_length, a.vocab_size, a.text_width, a.text_heads, a.text_layers,
+                    activation=a.activation, vision_heads=a.vision_heads,
+                    vision_mlp_ratio=a.vision_mlp_ratio, text_mlp_ratio=a.text_mlp_ratio)
+        model.backbone = backbone
+        model.tokenizer = backbone.tokenizer()
+        return model
+
+    def identity(self) -> dict[str, str]:
+        """What a checkpoint records about the backbone it was trained on: the canonical
+        ``backbone`` name (clip/backbones.py) and a ``fingerprint`` of the weights (equal for the
+        same weights in fp32 or fp16, whatever name loaded them)."""
+        return {"backbone": self.backbone.name, "fingerprint": fingerprint(self)}
 
     def initialize_parameters(self) -> None:
         """OpenAI's initialisation (what a tiny random CLIP starts from)."""
@@ -429,8 +487,10 @@ class CLIP(nn.Module):
         return self.visual(image, prompts)
 
     def encode_text(self, text: torch.Tensor) -> torch.Tensor:
-        """Text features from token ids ``[N, L]``; the end-of-text token has the largest id."""
-        return self.encode_text_embeddings(self.token_embedding(text), text.argmax(dim=-1))
+        """Text features from token ids ``[N, L]`` of this model's tokenizer (each sequence's
+        feature is taken at its first end-of-text token)."""
+        return self.encode_text_embeddings(self.token_embedding(text),
+                                           self.tokenizer.eot_positions(text))
 
     def encode_text_embeddings(self, embeddings: torch.Tensor, eot_indices: torch.Tensor,
                                prompts: Prompts = None) -> torch.Tensor:
@@ -599,46 +659,28 @@ def _construction_device(state_dict: dict[str, torch.Tensor]) -> str:
     return "meta" if sum(v.numel() for v in state_dict.values()) > 20_000_000 else "cpu"
 
 
-def build_model(state_dict: dict[str, torch.Tensor], *, copy: bool = True) -> CLIP:
-    """Build a CLIP (fp32) whose hyper-parameters are read off an OpenAI state dict, and load
-    the state dict strictly.
+def build_model(state_dict: dict[str, torch.Tensor], *, copy: bool = True,
+                backbone: Backbone | None = None) -> CLIP:
+    """Build a CLIP (fp32) of ``backbone``'s architecture and load the state dict (OpenAI's
+    key layout) strictly.
 
+    Without ``backbone`` the state dict is taken to be OpenAI's (OpenAI's ``build_model``): its
+    hyper-parameters are read off the shapes with OpenAI's rules (QuickGELU, 64-channel heads).
     With ``copy=False`` the model takes over the state dict's fp32 tensors instead of copying
     them (for a state dict nobody else holds, such as one just read from a file).
     """
     sd = {k: v for k, v in state_dict.items()
           if k not in ("input_resolution", "context_length", "vocab_size")}
-    missing = [k for k in ("text_projection", "positional_embedding", "token_embedding.weight",
-                           "ln_final.weight") if k not in sd]
-    if missing:
-        raise ValueError(f"not a CLIP state dict in OpenAI's layout: missing {missing}")
-    if "visual.proj" in sd:
-        vision_width = sd["visual.conv1.weight"].shape[0]
-        vision_layers: int | tuple[int, ...] = len(
-            [k for k in sd if k.startswith("visual.") and k.endswith(".attn.in_proj_weight")])
-        vision_patch_size: int | None = sd["visual.conv1.weight"].shape[-1]
-        grid = round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)
-        image_resolution = vision_patch_size * grid
-    else:
-        vision_layers = tuple(
-            len({k.split(".")[2] for k in sd if k.startswith(f"visual.layer{b}.")})
-            for b in (1, 2, 3, 4))
-        vision_width = sd["visual.layer1.0.conv1.weight"].shape[0]
-        grid = round((sd["visual.attnpool.positional_embedding"].shape[0] - 1) ** 0.5)
-        vision_patch_size = None
-        image_resolution = grid * 32
-    transformer_width = sd["ln_final.weight"].shape[0]
+    if backbone is None:
+        arch = openai_architecture(sd)
+        backbone = Backbone(openai_name(arch) or "custom", arch)
     with torch.device(_construction_device(sd)):
-        model = CLIP(
-            embed_dim=sd["text_projection"].shape[1], image_resolution=image_resolution,
-            vision_layers=vision_layers, vision_width=vision_width,
-            vision_patch_size=vision_patch_size,
-            context_length=sd["positional_embedding"].shape[0],
-            vocab_size=sd["token_embedding.weight"].shape[0],
-            transformer_width=transformer_width, transformer_heads=transformer_width // 64,
-            transformer_layers=len({k.split(".")[2] for k in sd
-                                    if k.startswith("transformer.resblocks.")}))
+        model = CLIP.from_backbone(backbone)
     sd = {k: v.to(torch.float32 if v.is_floating_point() else v.dtype, copy=copy)
           for k, v in sd.items()}
-    model.load_state_dict(sd, strict=True, assign=True)
+    try:
+        model.load_state_dict(sd, strict=True, assign=True)
+    except RuntimeError as err:
+        raise RuntimeError(f"the weights do not fit the architecture of {backbone.name} "
+                         f"({backbone.arch.describe()}): {err}") from err
     return model.eval()

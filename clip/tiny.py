@@ -1,8 +1,10 @@
-"""A tiny random CLIP in OpenAI's layout, for tests and the demo.
+"""Tiny random CLIPs in OpenAI's layout, for tests and the demo.
 
-It is built the way real weights are: a state dict in OpenAI's key layout goes through
-``build_model``. The vocabulary and context are CLIP's (49408 tokens, 77 positions), so the real
-tokenizer works with it.
+They are built the way real weights are: a state dict in OpenAI's key layout goes through
+``build_model`` with the tiny backbone's description. The vocabulary and context are CLIP's
+(49408 tokens, 77 positions), so the real tokenizer works with them. ``clip.load`` knows three
+by name: ``tiny`` (a ViT with OpenAI's QuickGELU), ``tiny-gelu`` (the same with GELU, as LAION's
+and DataComp's open_clip models have it) and ``tiny-resnet`` (OpenAI's ModifiedResNet).
 """
 
 from __future__ import annotations
@@ -12,36 +14,62 @@ from typing import Literal
 
 import torch
 
+from .backbones import Architecture, Backbone
 from .model import CLIP, build_model
 
 VOCAB_SIZE = 49408
 CONTEXT_LENGTH = 77
 
 
-def tiny_state_dict(seed: int = 0, vision: Literal["vit", "resnet"] = "vit",
-                    embed_dim: int = 64, text_width: int = 64, text_layers: int = 2,
-                    vision_width: int | None = None, vision_layers: int = 2,
-                    image_resolution: int = 32, patch_size: int = 8) -> dict[str, torch.Tensor]:
-    """A deterministic random state dict of a small CLIP in OpenAI's layout.
+DEFAULT_SIZES = {"embed_dim": 64, "text_width": 64, "text_layers": 2, "vision_width": 64,
+                 "vision_layers": 2, "image_resolution": 32, "patch_size": 8}
+NAMES = {"tiny": ("vit", "quick_gelu"), "tiny-gelu": ("vit", "gelu"),
+         "tiny-resnet": ("resnet", "quick_gelu")}
 
-    Widths are multiples of 64 (heads are inferred as width // 64, as for OpenAI's models).
-    ``vision_width`` defaults to 64 for a ViT. For ``vision="resnet"`` it is the stem width
-    (default 8; the pooled feature map has ``32 * vision_width`` channels), each stage has
-    ``vision_layers`` blocks, and ``image_resolution`` must be a multiple of 32.
+
+def tiny_backbone(vision: Literal["vit", "resnet"] = "vit", activation: str = "quick_gelu",
+                  **sizes: int) -> Backbone:
+    """The description of a tiny CLIP.
+
+    ``sizes`` (defaults: embed_dim 64, text_width 64, text_layers 2, vision_layers 2,
+    image_resolution 32, patch_size 8, vision_width 64 for a ViT and 8 for a ResNet): widths
+    are multiples of 64 (one head per 64 channels, as in OpenAI's models). For
+    ``vision="resnet"`` ``vision_width`` is the stem width (the pooled feature map has
+    ``32 * vision_width`` channels), each stage has ``vision_layers`` blocks, and
+    ``image_resolution`` must be a multiple of 32. The name is ``tiny``, ``tiny-gelu`` or
+    ``tiny-resnet`` for their default sizes.
     """
-    if vision_width is None:
-        vision_width = 8 if vision == "resnet" else 64
-    _check(vision, text_width, vision_width, image_resolution, patch_size)
+    unknown = sorted(set(sizes) - set(DEFAULT_SIZES))
+    if unknown:
+        raise TypeError(f"unknown sizes {unknown}; the sizes are {sorted(DEFAULT_SIZES)}")
+    defaults = {**DEFAULT_SIZES, "vision_width": 8 if vision == "resnet" else 64}
+    size = {**defaults, **sizes}
+    _check(vision, size["text_width"], size["vision_width"], size["image_resolution"],
+           size["patch_size"])
+    resnet = vision == "resnet"
+    arch = Architecture(
+        embed_dim=size["embed_dim"], image_size=size["image_resolution"],
+        vision_layers=(size["vision_layers"],) * 4 if resnet else size["vision_layers"],
+        vision_width=size["vision_width"],
+        vision_heads=size["vision_width"] * (32 if resnet else 1) // 64,
+        patch_size=None if resnet else size["patch_size"], context_length=CONTEXT_LENGTH,
+        vocab_size=VOCAB_SIZE, text_width=size["text_width"],
+        text_heads=size["text_width"] // 64, text_layers=size["text_layers"],
+        activation=activation)
+    name = next((n for n, kind in NAMES.items() if kind == (vision, activation)), None)
+    if name is None or size != defaults:
+        name = f"tiny[{vision}, {arch.describe()}]"
+    return Backbone(name, arch)
+
+
+def tiny_state_dict(seed: int = 0, vision: Literal["vit", "resnet"] = "vit", *,
+                    activation: str = "quick_gelu", **sizes: int) -> dict[str, torch.Tensor]:
+    """A deterministic random state dict of a small CLIP in OpenAI's layout (sizes as
+    :func:`tiny_backbone` says)."""
+    backbone = tiny_backbone(vision, activation, **sizes)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = CLIP(
-            embed_dim=embed_dim, image_resolution=image_resolution,
-            vision_layers=(vision_layers,) * 4 if vision == "resnet" else vision_layers,
-            vision_width=vision_width,
-            vision_patch_size=None if vision == "resnet" else patch_size,
-            context_length=CONTEXT_LENGTH, vocab_size=VOCAB_SIZE,
-            transformer_width=text_width, transformer_heads=text_width // 64,
-            transformer_layers=text_layers)
+        model = CLIP.from_backbone(backbone)
     state = model.state_dict()
     _perturb_norms(state, torch.Generator().manual_seed(seed))
     # the temperature of trained CLIPs (OpenAI's initial 1/0.07 makes every softmax flat)
@@ -80,11 +108,13 @@ def _perturb_norms(state: dict[str, torch.Tensor], g: torch.Generator) -> None:
             state[name] = 1 + 0.2 * noise.abs()
 
 
-def tiny_clip(seed: int = 0, vision: Literal["vit", "resnet"] = "vit",
-              **sizes: int) -> CLIP:
+def tiny_clip(seed: int = 0, vision: Literal["vit", "resnet"] = "vit", *,
+              activation: str = "quick_gelu", **sizes: int) -> CLIP:
     """A tiny random CLIP (fp32, eval mode), the same for the same arguments.
 
     Defaults: embed_dim 64, text width 64 with 2 layers, a ViT of width 64 with 2 layers on
-    32-pixel images with 8-pixel patches. ``sizes`` overrides them (see ``tiny_state_dict``).
+    32-pixel images with 8-pixel patches, QuickGELU. ``sizes`` overrides them (see
+    :func:`tiny_backbone`).
     """
-    return build_model(tiny_state_dict(seed, vision, **sizes), copy=False)
+    return build_model(tiny_state_dict(seed, vision, activation=activation, **sizes),
+                       copy=False, backbone=tiny_backbone(vision, activation, **sizes))

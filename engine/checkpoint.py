@@ -28,7 +28,6 @@ inert objects and ordered dicts it made itself.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
@@ -43,14 +42,13 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import torch
-from torch import nn
 
 from engine.errors import CheckpointError
 
 __all__ = ["save_checkpoint", "save_resume_checkpoint", "load_checkpoint",
            "load_foreign_checkpoint", "resume_from_checkpoint", "atomic_write", "check_plain",
            "InertObject", "get_rng_state", "set_rng_state", "latest_checkpoint_path",
-           "remove_stale_temporaries", "weights_fingerprint", "check_archive", "POINTER_FILE",
+           "remove_stale_temporaries", "check_archive", "POINTER_FILE",
            "RESUME_FILE", "BEST_FILE"]
 
 logger = logging.getLogger(__name__)
@@ -499,21 +497,6 @@ def resume_from_checkpoint(fdir: str, model: torch.nn.Module, optimizer: Any = N
         scheduler.load_state_dict(sched_state)
     logger.info("Previous epoch: %s", checkpoint["epoch"])
     return int(checkpoint["epoch"])
-
-
-def weights_fingerprint(module: nn.Module, samples: int = 256) -> str:
-    """A short hash of ``module``'s weights: every tensor's name and shape, and ``samples``
-    evenly spaced values of each (as float32). Two backbones of the same architecture but
-    other weights differ; it costs milliseconds for a ViT-B/16. Take it from the weights as
-    loaded (before a cast to fp16), so that it does not depend on the precision."""
-    digest = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
-        digest.update(f"{name}:{tuple(tensor.shape)};".encode())
-        flat = tensor.detach().reshape(-1)
-        if flat.numel():
-            step = max(1, flat.numel() // samples)
-            digest.update(flat[::step][:samples].float().cpu().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------- RNG state

@@ -292,6 +292,7 @@ def _add_model(_C: CfgNode) -> None:
     _C.MODEL.INIT_WEIGHTS = ""  # checkpoint to initialise the model from
     _C.MODEL.BACKBONE = CN()
     _C.MODEL.BACKBONE.NAME = ""  # backbone name, e.g. ViT-B/16 for CLIP trainers
+    _C.MODEL.BACKBONE.ARCH = ""  # architecture of a weight file in NAME, e.g. open_clip:ViT-B-16
     _C.MODEL.BACKBONE.PRETRAINED = True  # load pretrained backbone weights
     _C.MODEL.HEAD = CN()
     _C.MODEL.HEAD.NAME = ""  # head name; empty: no head

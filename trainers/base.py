@@ -33,9 +33,8 @@ from torch import nn
 
 import clip
 from engine import TrainerX
-from engine.checkpoint import weights_fingerprint
 from engine.checkpoint_checks import flat_config
-from engine.config import CN, register_config
+from engine.config import CN, get_cfg_default, register_config
 from engine.errors import ConfigError
 from engine.optim import build_lr_scheduler, build_optimizer
 from engine.precision import Precision
@@ -104,12 +103,13 @@ class ClassTokens(nn.Module):
 
     def __init__(self, clip_model: nn.Module, prompts: Sequence[str]) -> None:
         super().__init__()
-        tokens = clip.tokenize(list(prompts))
+        tokenizer = clip_model.tokenizer
+        tokens = tokenizer(list(prompts))
         device = clip_model.token_embedding.weight.device
         with torch.no_grad():
             embeddings = clip_model.token_embedding(tokens.to(device))
         self.register_buffer("tokens", tokens, persistent=False)
-        self.register_buffer("eot", tokens.argmax(dim=-1), persistent=False)
+        self.register_buffer("eot", tokenizer.eot_positions(tokens), persistent=False)
         self.register_buffer("embeddings", embeddings.float(), persistent=False)
 
     def __len__(self) -> int:
@@ -119,7 +119,7 @@ class ClassTokens(nn.Module):
 def embed_words(clip_model: nn.Module, words: str, n: int) -> torch.Tensor:
     """The token embeddings of the first ``n`` tokens of ``words`` (after start-of-text): the
     official initialisation of a context from CTX_INIT."""
-    tokens = clip.tokenize(words)
+    tokens = clip_model.tokenizer(words)
     with torch.no_grad():
         embedding = clip_model.token_embedding(tokens.to(clip_model.token_embedding.weight.device))
     return embedding[0, 1:1 + n].float().clone()
@@ -266,18 +266,45 @@ def build_prompted_model(backbone: nn.Module, learner: str | nn.Module,
 
 
 def load_clip_model(cfg) -> nn.Module:
-    """The frozen CLIP named by MODEL.BACKBONE.NAME, in fp32 on the CPU."""
-    model, _ = clip.load(cfg.MODEL.BACKBONE.NAME, device="cpu")
+    """The frozen CLIP named by MODEL.BACKBONE.NAME (and MODEL.BACKBONE.ARCH), in fp32 on the
+    CPU, after checking that the input configuration is what the backbone needs."""
+    model, _ = clip.load(cfg.MODEL.BACKBONE.NAME, device="cpu",
+                         arch=cfg.MODEL.BACKBONE.ARCH or None)
     model = model.float().eval()
     model.requires_grad_(False)
-    model.weights_fingerprint = weights_fingerprint(model)  # recorded in checkpoints
-    resolution = model.visual.input_resolution
-    size = tuple(cfg.INPUT.SIZE)
-    if size != (resolution, resolution):
-        raise ValueError(f"INPUT.SIZE {size} does not match the input resolution of "
-                         f"{cfg.MODEL.BACKBONE.NAME} ({resolution}); set INPUT.SIZE "
-                         f"\"({resolution}, {resolution})\"")
+    check_input(cfg, model.backbone)
     return model
+
+
+def check_input(cfg, backbone: clip.Backbone) -> None:
+    """INPUT.SIZE must be the backbone's, and so must PIXEL_MEAN/STD when INPUT.TRANSFORMS
+    normalises and they were set (Dassl's ImageNet defaults left as they are only get a
+    warning, as does a resize other than the backbone's): an error says which values the
+    backbone needs."""
+    pre = backbone.preprocess
+    normalizes = "normalize" in cfg.INPUT.TRANSFORMS
+    defaults = get_cfg_default().INPUT
+    explicit = normalizes and (list(cfg.INPUT.PIXEL_MEAN), list(cfg.INPUT.PIXEL_STD)) != (
+        list(defaults.PIXEL_MEAN), list(defaults.PIXEL_STD))
+    mean, std = (cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD) if explicit else (pre.mean, pre.std)
+    problems = backbone.input_mismatches(cfg.INPUT.SIZE, mean, std)
+    if problems:
+        raise ValueError("the input configuration does not fit the backbone: "
+                         + "; ".join(problems) + " (set these keys in the config file or on "
+                         "the command line)")
+    if normalizes and not explicit and backbone.input_mismatches(
+            cfg.INPUT.SIZE, cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD):
+        logger.warning("INPUT.PIXEL_MEAN/STD are Dassl's defaults (ImageNet's); %s was trained "
+                       "with mean %s, std %s: set them", backbone.name, list(pre.mean),
+                       list(pre.std))
+    if not normalizes:
+        logger.warning("INPUT.TRANSFORMS has no 'normalize': images reach %s unnormalised (it "
+                       "was trained with mean %s, std %s)", backbone.name, list(pre.mean),
+                       list(pre.std))
+    if cfg.INPUT.INTERPOLATION != pre.interpolation or pre.resize_mode != "shortest":
+        logger.warning("%s was trained on images resized by %s (%s); the data loaders resize the "
+                       "short side with INPUT.INTERPOLATION %s, then crop", backbone.name,
+                       pre.interpolation, pre.resize_mode, cfg.INPUT.INTERPOLATION)
 
 
 # --------------------------------------------------------------------------- a method's parts
@@ -417,6 +444,15 @@ class PromptTrainer(TrainerX):
         return build_prompt_learner(name, clip_model, classnames,
                                     **cls.learner_settings(cfg, name))
 
+    def backbone_identity(self) -> dict[str, str]:
+        """The backbone's canonical name and the fingerprint of its weights (clip's
+        ``CLIP.identity``), taken once: checkpoints record it, loading compares it."""
+        if getattr(self, "_backbone_identity", None) is None:
+            identity = self.clip_model.identity()
+            self._backbone_identity = {"name": identity["backbone"],
+                                       "fingerprint": identity["fingerprint"]}
+        return self._backbone_identity
+
     def checkpoint_meta(self, name: str) -> dict:
         """Engine hook: also the backbone (name, fingerprint of the weights as loaded) and the
         config nodes that shape the learned tensors: the trainer's and, when another node
@@ -431,8 +467,7 @@ class PromptTrainer(TrainerX):
             config.update({k: v for k, v in flat_config(node, f"TRAINER.{key}").items()
                            if k not in free})
         return {**super().checkpoint_meta(name),
-                "backbone": {"name": self.cfg.MODEL.BACKBONE.NAME,
-                             "fingerprint": getattr(self.clip_model, "weights_fingerprint", None)},
+                "backbone": self.backbone_identity(),
                 "config": config}
 
     def build_prompt_learner(self, cfg, classnames: list[str], clip_model: nn.Module) -> nn.Module:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-import clip
 from engine import TRAINER_REGISTRY
 from engine.config import CN, allow_types, register_config
 from trainers.base import (
@@ -87,7 +86,8 @@ class CoOpPromptLearner(nn.Module):
         self.n_ctx = ctx.shape[-2]
         self.position = position
         self.class_tokens = ClassTokens(clip_model, [prompt_text(prefix, c) for c in classnames])
-        self.name_lens = [len(clip.encode(c.replace("_", " "))) for c in classnames]
+        self.name_lens = [len(clip_model.tokenizer.encode(c.replace("_", " ")))
+                          for c in classnames]
 
     def forward(self) -> PromptSchedule:
         tokens = self.class_tokens

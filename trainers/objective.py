@@ -36,7 +36,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import clip
 from engine.metrics import compute_accuracy
 from engine.registry import Registry
 from trainers.outputs import ForwardOutput, normalize
@@ -105,7 +104,7 @@ def hand_crafted_text_features(clip_model: nn.Module, classnames: Sequence[str],
         raise ValueError("hand-crafted text features need at least one template")
     names = [name.replace("_", " ") for name in classnames]
     prompts = [template.replace("{}", name) for template in templates for name in names]
-    tokens = clip.tokenize(prompts).to(clip_model.token_embedding.weight.device)
+    tokens = clip_model.tokenizer(prompts).to(clip_model.token_embedding.weight.device)
     features = torch.cat([clip_model.encode_text(chunk).float()
                           for chunk in tokens.split(max_batch)])
     return features.view(len(templates), len(names), -1).mean(dim=0)

@@ -7,7 +7,6 @@ import logging
 
 import torch
 
-import clip
 from engine import TRAINER_REGISTRY, TrainerX
 from engine.precision import Precision
 from trainers.base import load_clip_model, normalize
@@ -37,7 +36,7 @@ class ZeroshotCLIP(TrainerX):
         total = 0
         for template in templates:
             prompts = [template.format(c.replace("_", " ")) for c in classnames]
-            tokens = clip.tokenize(prompts).to(self.device)
+            tokens = self.clip_model.tokenizer(prompts).to(self.device)
             total = total + normalize(self.clip_model.encode_text(tokens))
         return normalize(total / len(templates)) if len(templates) > 1 else total
 

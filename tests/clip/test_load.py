@@ -72,8 +72,14 @@ def _publish(monkeypatch, server: _Server, data: bytes, sha: str, truncated: boo
     if truncated:
         server.truncated.add(path)
     url = f"http://127.0.0.1:{server.server_address[1]}{path}"
-    monkeypatch.setitem(weights._MODELS, "tiny-remote", url)
+    _name_remote(monkeypatch, url)
     return url
+
+
+def _name_remote(monkeypatch, url: str) -> None:
+    """Serve the tiny CLIP as if it were one of OpenAI's models, "tiny-remote"."""
+    monkeypatch.setitem(weights._MODELS, "tiny-remote", url)
+    monkeypatch.setitem(clip.backbones.OPENAI, "tiny-remote", clip.tiny_backbone().arch)
 
 
 def _same_model(model: clip.CLIP, seed: int = 5) -> bool:
@@ -129,7 +135,7 @@ def test_no_network_says_where_to_put_the_file(monkeypatch, tmp_path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed once the block ends: nothing listens there
-    monkeypatch.setitem(weights._MODELS, "tiny-remote", f"http://127.0.0.1:{port}/{'0' * 64}/t.pt")
+    _name_remote(monkeypatch, f"http://127.0.0.1:{port}/{'0' * 64}/t.pt")
     with pytest.raises(RuntimeError, match="put it at") as err:
         clip.load("tiny-remote", download_root=tmp_path / "cache")
     assert str(tmp_path / "cache" / "t.pt") in str(err.value)
@@ -154,29 +160,44 @@ class _Archived(nn.Module):
         return self._forward(image, text)
 
 
-def test_torchscript_archive_round_trip(tmp_path, tokens, images) -> None:
-    model = clip.tiny_clip(seed=5)
+@pytest.mark.parametrize("activation", ["quick_gelu", "gelu"])
+def test_torchscript_archive_round_trip(tmp_path, tokens, images, activation: str) -> None:
+    """An archive describes itself: shapes as OpenAI's build_model reads them, and the
+    activation from the archive's own module types."""
+    model = clip.tiny_clip(seed=5, activation=activation)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings on the EOT position
         archive = torch.jit.trace(_Archived(model), (images, tokens), check_trace=False)
     assert "input_resolution" in archive.state_dict()
     archive.save(str(tmp_path / "archive.pt"))
     loaded, preprocess = clip.load(str(tmp_path / "archive.pt"))
+    assert loaded.backbone.arch == model.backbone.arch
+    assert loaded.backbone.arch.activation == activation
     assert _same_model(loaded)
     with torch.no_grad():
         assert torch.equal(loaded.encode_text(tokens), model.encode_text(tokens))
         assert torch.equal(loaded.encode_image(images), model.encode_image(images))
 
 
-def test_local_state_dict_files(tmp_path, tiny_file) -> None:
+def test_local_state_dict_files_name_their_architecture(tmp_path, tiny_file) -> None:
     data, _ = tiny_file
     (tmp_path / "plain.pt").write_bytes(data)
-    assert _same_model(clip.load(str(tmp_path / "plain.pt"))[0])
+    with pytest.raises(ValueError, match="bare state dict.*MODEL.BACKBONE.ARCH"):
+        clip.load(str(tmp_path / "plain.pt"))
+    loaded = clip.load(str(tmp_path / "plain.pt"), arch="tiny")[0]
+    assert _same_model(loaded)
+    assert loaded.backbone.name == f"{tmp_path / 'plain.pt'} as tiny"
     torch.save({"state_dict": clip.tiny_state_dict(seed=5)}, tmp_path / "nested.pt")
-    assert _same_model(clip.load(str(tmp_path / "nested.pt"))[0])
+    assert _same_model(clip.load(str(tmp_path / "nested.pt"), arch="tiny")[0])
+    with pytest.raises(RuntimeError, match="do not fit the architecture of .* as tiny-resnet"):
+        clip.load(str(tmp_path / "nested.pt"), arch="tiny-resnet")
+    with pytest.raises(ValueError, match="names no architecture"):
+        clip.load(str(tmp_path / "nested.pt"), arch="ViT-B/17")
+    with pytest.raises(ValueError, match="leave ARCH empty"):
+        clip.load("tiny", arch="tiny")
     (tmp_path / "broken.pt").write_bytes(data[:len(data) // 2])
     with pytest.raises(RuntimeError, match="may be truncated"):
-        clip.load(str(tmp_path / "broken.pt"))
+        clip.load(str(tmp_path / "broken.pt"), arch="tiny")
 
 
 def test_tiny_by_name_and_preprocess() -> None:

@@ -286,8 +286,6 @@ def test_prompt_checkpoints_record_backbone_and_prompt_settings(image_root, tmp_
     import sys
 
     import clip
-    from engine.checkpoint import weights_fingerprint
-
     run = str(tmp_path / "run")
     build_trainer(_coop_cfg(image_root, run)).save_model(0, run)
     meta = torch.load(os.path.join(run, "prompt_learner", "model.pth.tar-1"),
@@ -303,7 +301,7 @@ def test_prompt_checkpoints_record_backbone_and_prompt_settings(image_root, tmp_
     with pytest.raises(CheckpointError, match=rf"trained on the backbone 'tiny' \(weights "
                                               rf"{meta['backbone']['fingerprint']}\), but this "
                                               rf"run loads 'tiny' \(weights "
-                                              rf"{weights_fingerprint(other)}\)"):
+                                              rf"{other.identity()['fingerprint']}\)"):
         build_trainer(_coop_cfg(image_root, run)).load_model(run, epoch=1)
 
 
