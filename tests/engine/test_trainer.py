@@ -297,7 +297,7 @@ def test_prompt_checkpoints_record_backbone_and_prompt_settings(image_root, tmp_
         build_trainer(_coop_cfg(image_root, run, "TRAINER.COOP.CLASS_TOKEN_POSITION",
                                 "middle")).load_model(run, epoch=1)
     other = clip.tiny_clip(seed=1)  # same architecture and widths, other weights
-    monkeypatch.setitem(sys.modules["clip.load"]._LOCAL, "tiny", lambda: other)
+    monkeypatch.setattr(sys.modules["clip.tiny"], "tiny_clip", lambda **sizes: other)
     with pytest.raises(CheckpointError, match=rf"trained on the backbone 'tiny' \(weights "
                                               rf"{meta['backbone']['fingerprint']}\), but this "
                                               rf"run loads 'tiny' \(weights "
