@@ -1,3 +1,3 @@
 """Prompt-learning methods; importing this package registers every trainer and its config."""
 
-from trainers import cocoop, coop, ivlp, maple, promptsrc, vpt, zsclip  # noqa: F401  (registration)
+from trainers import cocoop, coop, ivlp, maple, mvlpt, promptsrc, vpt, zsclip  # noqa: F401

@@ -42,12 +42,14 @@ class PromptSchedule:
     ``text_embeddings`` ``[N, L, d]`` and ``eot`` ``[N]``: one prompt per class (or per class
     and image, flattened). ``text[i]`` / ``vision[i]``: the prompt tensor of layer ``i`` of each
     tower (clip/model.py explains the slots); ``None`` where a layer has none.
+    ``vision_after_ln_pre``: the layer-0 vision prompts join after ``ln_pre`` (MVLPT's).
     """
 
     text_embeddings: torch.Tensor
     eot: torch.Tensor
     text: Sequence[torch.Tensor | None] | None = None
     vision: Sequence[torch.Tensor | None] | None = None
+    vision_after_ln_pre: bool = False
 
 
 def prompt_text(prefix: str, classname: str) -> str:
@@ -154,7 +156,8 @@ class PromptedCLIP(nn.Module):
     def features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(normalised image features [B, D], normalised class text features [N, D])."""
         schedule, text_features = self.text_side()
-        image_features = normalize(self.clip.encode_image(image, schedule.vision))
+        image_features = normalize(self.clip.encode_image(
+            image, schedule.vision, prompt_after_ln_pre=schedule.vision_after_ln_pre))
         return image_features, text_features
 
     def logits(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
