@@ -20,6 +20,11 @@ METRICS = {
 }
 
 
+# one line per task of a multitask evaluation (engine.evaluator.MultiTaskClassification)
+TASK_LINE = re.compile(r"\* task: \d+ \((.+)\)\ttotal: [\d,]+\tcorrect: [\d,]+\t"
+                       r"accuracy: ([\.\deE+-]+)%")
+
+
 def log_files(run_dir: str | Path) -> list[Path]:
     """The log files of a run folder, oldest first (``log.txt`` before its resumed copies)."""
     run_dir = Path(run_dir)
@@ -47,6 +52,27 @@ def parse_log(path: str | Path, end_signal: Signal) -> dict[str, float]:
                 match = regex.search(line)
                 if match:
                     found[name] = float(match.group(1))
+    return found
+
+
+def parse_task_accuracies(path: str | Path, end_signal: Signal) -> dict[str, float]:
+    """Per-task accuracies (task name -> %) of the last multitask evaluation after
+    ``end_signal`` in one log file; empty when there is none."""
+    signals = (end_signal,) if isinstance(end_signal, str) else end_signal
+    found: dict[str, float] = {}
+    after = signals is None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for raw in f:
+            line = raw.strip()
+            if signals is not None and line in signals:
+                after = True
+            if not after:
+                continue
+            if line == "=> per-task result":
+                found = {}
+            match = TASK_LINE.search(raw.rstrip("\n"))
+            if match:
+                found[match.group(1)] = float(match.group(2))
     return found
 
 

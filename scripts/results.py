@@ -33,7 +33,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scripts.layout import BASE2NEW_DATASETS, DG_TARGETS, display_name  # noqa: E402
-from scripts.logparse import TEST_END, TRAIN_END, run_result  # noqa: E402
+from scripts.logparse import TEST_END, TRAIN_END, parse_task_accuracies, run_result  # noqa: E402
 
 # Base / Novel / HM averaged over the 11 datasets, as published (CoCoOp paper for CLIP, CoOp
 # and CoCoOp; MaPLe and PromptSRC papers for theirs).
@@ -304,10 +304,42 @@ def transfer_table(records: list[Record], targets: list[str], source: str, title
     return table
 
 
+def is_multitask(record: Record) -> bool:
+    """A run on several tasks at once (MVLPT's source): its dataset folder lists them."""
+    return "," in record.dataset
+
+
+def multitask_tables(records: list[Record]) -> list[Table]:
+    """MVLPT's source runs: for each method and task list, every task's accuracy (among its own
+    classes) and the average over tasks (the value used for model selection), over seeds."""
+    groups: dict[tuple[str, int, str], dict[str, Stat]] = defaultdict(lambda: defaultdict(Stat))
+    for r in records:
+        if r.kind != "train" or not is_multitask(r):
+            continue
+        cells = groups[(r.method, r.shots, r.dataset)]
+        for task, accuracy in parse_task_accuracies(r.log, TRAIN_END).items():
+            cells[task].by_seed[r.seed] = accuracy
+        cells["average"].by_seed[r.seed] = r.accuracy
+    tables = []
+    for (method, shots, dataset), cells in sorted(groups.items()):
+        tasks = dataset.split(",")
+        table = Table(f"Multitask: {method} ({shots} shots, {len(tasks)} tasks)",
+                      ["Task", "Accuracy", "Seeds"], [],
+                      note="Each task among its own classes; Average: the mean over the tasks "
+                           "(DATASET.MULTITASK_EVALKEY average), as logged.")
+        for task in [t for t in tasks if t in cells] + ["average"]:
+            stat = cells[task]
+            label = "**Average**" if task == "average" else display_name(task)
+            table.rows.append([label, fmt(stat), " ".join(map(str, sorted(stat.by_seed)))])
+            table.csv_rows.append(_csv("multitask", method, task, "accuracy", shots, stat))
+        tables.append(table)
+    return tables
+
+
 def few_shot_tables(records: list[Record]) -> tuple[list[Table], dict[str, dict[str, dict]]]:
     """One table per method (datasets x shots, plus the average); and the curves to plot."""
     curves: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
-    cells = _cells([r for r in records if r.kind in ("train", "few_shot")])
+    cells = _cells([r for r in records if r.kind in ("train", "few_shot") and not is_multitask(r)])
     tables = []
     for method in sorted({m for (_kind, m, _d, _k) in cells}):
         stats: dict[tuple[str, int], Stat] = {}
@@ -408,7 +440,7 @@ def build_tables(records: list[Record], source: str = "imagenet") -> dict[str, l
     dg = transfer_table(records, list(DG_TARGETS), source, "Domain generalization", "dg")
     few, _curves = few_shot_tables(records)
     return {"base2new": base2new_tables(records), "xd": [xd] if xd else [],
-            "dg": [dg] if dg else [], "few_shot": few}
+            "dg": [dg] if dg else [], "few_shot": few, "multitask": multitask_tables(records)}
 
 
 def write_outputs(tables: dict[str, list[Table]], records: list[Record], out: Path) -> list[Path]:
@@ -433,7 +465,8 @@ def write_outputs(tables: dict[str, list[Table]], records: list[Record], out: Pa
 def render(tables: dict[str, list[Table]]) -> str:
     """All tables as one Markdown document."""
     titles = {"base2new": "Base-to-novel generalization", "xd": "Cross-dataset transfer",
-              "dg": "Domain generalization", "few_shot": "Few-shot learning"}
+              "dg": "Domain generalization", "few_shot": "Few-shot learning",
+              "multitask": "Multitask prompt tuning (MVLPT source tasks)"}
     parts = []
     for key, group in tables.items():
         if group:

@@ -14,7 +14,8 @@ SOURCE=$OUTPUT/$TASKS/$(run_tag "$VARIANT" "$CFG" "$NCTX" "$SHOTS")
 RUNS=()
 for SEED in ${SEEDS:-1 2 3}; do
     run_finished "$SOURCE/seed$SEED" "$TRAIN_END" || die "the source run $SOURCE/seed$SEED has" \
-        "not finished; run multitask.sh $VARIANT $CFG $NCTX $SHOTS $SEED first."
+        "not finished; run scripts/mvlpt/main_mt_coopdata_cut.sh $VARIANT $CFG $NCTX $SHOTS" \
+        "$SEED first."
     RUNS+=("$SOURCE/seed$SEED")
 done
 echo "+ $PYTHON scripts/avg_ckpt.py --output $SOURCE ${RUNS[*]}"

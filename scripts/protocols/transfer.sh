@@ -20,8 +20,9 @@ SOURCE=${MODEL_DIR:-$OUTPUT/$TASKS/$TAG}
 FROM=()
 if [ "$SOURCE" != "none" ]; then
     [ -f "$SOURCE/prompt_learner/model-best.pth.tar" ] || die "no source prompts at" \
-        "$SOURCE/prompt_learner/model-best.pth.tar. Train the source seeds (multitask.sh) and" \
-        "average them (multitask_average.sh), or set MODEL_DIR (none: no source)."
+        "$SOURCE/prompt_learner/model-best.pth.tar. Train the source seeds" \
+        "(scripts/mvlpt/main_mt_coopdata_cut.sh) and average them (scripts/mvlpt/avg_ckpt.sh)," \
+        "or set MODEL_DIR (none: no source)."
     FROM=(--model-dir "$SOURCE")
 fi
 DIR=$OUTPUT/$DATASET/$TAG/seed$SEED
