@@ -12,10 +12,10 @@ tokens, class name in the middle) and MUPT (4 + 4 tokens, coupled). Figures:
   code computes with ``CUT_CONTEXTLEN False``), and with ``TRAINER.ACT_CKPT 12`` (the text tower
   recomputed block by block in the backward pass); the logits on and off agree;
 - ``--activations``: the bytes autograd saves in the forward pass of one step at full ViT-B/16
-  size (fp32; about half in fp16), counted as benchmarks/activations.py does. With ACT_CKPT 12 at
-  2191 classes it is counted directly; without it the text tower's share is linear in the
-  token positions it runs (checked on a third class count), so it is computed from two smaller
-  counts and the exact positions of the 2191-class plan, instead of allocating tens of GB.
+  size (fp32; about half in fp16), counted as benchmarks/activations.py does: with ACT_CKPT 12
+  directly; without it the text tower's share is replaced by its value at the 2191-class plan's
+  token positions (linear in them: fitted on subsets of the names, checked on a third), instead
+  of allocating tens of GB; with the optimisations off linear in the classes (77 tokens each).
 
 Class names: ImageNet's from open_clip; Caltech101, OxfordPets, OxfordFlowers and EuroSAT from
 the ``clip-benchmark`` package (a benchmark-only dependency: ``pip install clip-benchmark``);
@@ -132,15 +132,35 @@ def step_figures(scale: Scale, names: list[str]) -> list[dict]:
     return rows
 
 
-def _bytes(trainer, classes: int) -> int:
+def _params(trainer) -> set[int]:
+    params = {p.untyped_storage().data_ptr() for p in trainer.model.parameters()}
+    return params | {b.untyped_storage().data_ptr() for b in trainer.model.buffers()}
+
+
+def step_bytes(trainer, classes: int) -> int:
+    """Bytes the forward of one training step (batch 32) saves for the backward pass."""
     image = torch.randn(32, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     label = torch.arange(32) % classes
-    params = {p.untyped_storage().data_ptr() for p in trainer.model.parameters()}
-    params |= {b.untyped_storage().data_ptr() for b in trainer.model.buffers()}
-    return saved_activation_bytes(trainer, image, label, params)
+    return saved_activation_bytes(trainer, image, label, _params(trainer))
 
 
-def positions(trainer, off: bool) -> int:
+def text_bytes(trainer) -> int:
+    """Bytes the text tower's forward over the class prompts saves (no image involved)."""
+    storages: dict[int, int] = {}
+    params = _params(trainer)
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in params:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        trainer.model.encode_schedule_text(trainer.model.prompt_learner())
+    return sum(storages.values())
+
+
+def positions(trainer, off: bool = False) -> int:
     """Token positions the text tower runs for the trainer's class prompts."""
     eot = trainer.model.prompt_learner.class_tokens.eot
     options = dataclasses.replace(SPEEDUPS, **(SPEEDUPS_OFF if off else {}))
@@ -148,38 +168,54 @@ def positions(trainer, off: bool) -> int:
     return sum((eot.shape[0] if idx is None else idx.shape[0]) * length for idx, length in plan)
 
 
+def text_fit(variant: str, clip_model, subsets: list[list[str]], segments: int,
+             target: int) -> tuple[int, float]:
+    """The text tower's saved bytes at ``target`` token positions, from a line through two
+    subsets' counts, and the line's relative error on the third subset."""
+    points = []
+    for subset in subsets:
+        trainer = build(variant, clip_model, subset, segments)
+        points.append((positions(trainer), text_bytes(trainer)))
+    (x0, y0), (x1, y1), (x2, y2) = points
+    slope = (y1 - y0) / (x1 - x0)
+    return round(y0 + slope * (target - x0)), abs(y0 + slope * (x2 - x0) - y2) / y2
+
+
 def activation_rows(names: list[str]) -> list[dict]:
-    """Full-size saved bytes at 2191 classes: ACT_CKPT 12 counted; without it (on and off),
-    linear in the text tower's token positions, from subsets of the names."""
+    """Full-size saved bytes of one step at 2191 classes.
+
+    - ACT_CKPT 12, optimisations on: counted directly.
+    - ACT_CKPT 1 (off), optimisations on: the direct count with the text tower's share replaced:
+      that share is linear in the token positions it runs (a line through two subsets of the
+      names, checked on a third), with and without checkpointing.
+    - Optimisations off: every prompt has 77 tokens, so the count is linear in the classes:
+      extrapolated from two direct counts (benchmarks/activations.py's rule)."""
     clip_model = SCALES["full"].build_clip()
-    subsets = {k: names[::k] for k in (40, 20, 14)}  # about 55, 110, 157 names
+    subsets = [names[::k] for k in (40, 20, 14)]  # 55, 110, 157 names
     rows = []
     for variant in VARIANTS:
         start = time.time()
-        clip_model.transformer.checkpoint_segments = CHECKPOINT_SEGMENTS
-        direct = _bytes(build(variant, clip_model, names, CHECKPOINT_SEGMENTS), len(names))
-        clip_model.transformer.checkpoint_segments = 1
-        row = {"variant": variant, "classes": len(names),
-               f"on_act_ckpt_{CHECKPOINT_SEGMENTS}_bytes": direct}
-        for mode in ("on", "off"):
-            points = []
-            for subset in subsets.values():
-                trainer = build(variant, clip_model, subset)
-                with speedups(**(SPEEDUPS_OFF if mode == "off" else {})):
-                    points.append((positions(trainer, mode == "off"),
-                                   _bytes(trainer, len(subset))))
-            (x0, y0), (x1, y1), (x2, y2) = points
-            slope = (y1 - y0) / (x1 - x0)
-            check = abs(y0 + slope * (x2 - x0) - y2) / y2
-            full = positions(build(variant, clip_model, names), mode == "off")
-            row[f"{mode}_bytes"] = round(y0 + slope * (full - x0))
-            row[f"{mode}_positions"] = full
-            row[f"{mode}_fit_check_relative_error"] = check
-        row["seconds"] = round(time.time() - start, 1)
+        full = build(variant, clip_model, names, CHECKPOINT_SEGMENTS)
+        direct = step_bytes(full, len(names))
+        target = positions(full)
+        saved, check_saved = text_fit(variant, clip_model, subsets, CHECKPOINT_SEGMENTS, target)
+        plain, check_plain = text_fit(variant, clip_model, subsets, 1, target)
+        off = []
+        with speedups(**SPEEDUPS_OFF):
+            for subset in subsets[:2]:
+                off.append((len(subset), step_bytes(build(variant, clip_model, subset),
+                                                    len(subset))))
+        (n0, b0), (n1, b1) = off
+        row = {"variant": variant, "classes": len(names), "text_positions_on": target,
+               f"on_act_ckpt_{CHECKPOINT_SEGMENTS}_bytes": direct,
+               "on_bytes": direct - saved + plain,
+               "off_bytes": round(b1 + (b1 - b0) * (len(names) - n1) / (n1 - n0)),
+               "text_fit_check_relative_error": max(check_saved, check_plain),
+               "seconds": round(time.time() - start, 1)}
         print(f"{variant} at {len(names)} classes (fp32): on {row['on_bytes'] / GIB:.2f} GiB, off "
               f"{row['off_bytes'] / GIB:.2f} GiB, on + ACT_CKPT {CHECKPOINT_SEGMENTS} "
-              f"{direct / GIB:.2f} GiB (fit checks {row['on_fit_check_relative_error']:.1e}, "
-              f"{row['off_fit_check_relative_error']:.1e})", flush=True)
+              f"{direct / GIB:.2f} GiB (text fit checked to "
+              f"{row['text_fit_check_relative_error']:.1e})", flush=True)
         rows.append(row)
     return rows
 

@@ -230,14 +230,14 @@ class MultiTaskClassification(EvaluatorBase):
         self._y_true = {i: [y for part in parts for y in part[0][i]] for i in self._y_true}
         self._y_pred = {i: [y for part in parts for y in part[1][i]] for i in self._y_pred}
 
-    def per_task(self) -> list[tuple[TaskRange, int, int, float]]:
-        """(task, total, correct, macro F1 in %) of the tasks that had images."""
+    def per_task(self) -> list[tuple[int, TaskRange, int, int, float]]:
+        """(index, task, total, correct, macro F1 in %) of the tasks that had images."""
         rows = []
         for i, task in enumerate(self.tasks):
             truth, pred = self._y_true[i], self._y_pred[i]
             if truth:
                 correct = sum(int(t == p) for t, p in zip(truth, pred, strict=True))
-                rows.append((task, len(truth), correct, 100.0 * macro_f1_score(truth, pred)))
+                rows.append((i, task, len(truth), correct, 100.0 * macro_f1_score(truth, pred)))
         return rows
 
     def evaluate(self) -> OrderedDict:
@@ -246,9 +246,9 @@ class MultiTaskClassification(EvaluatorBase):
             raise RuntimeError("The evaluator saw no samples: the evaluation split is empty")
         lines = ["=> per-task result"]
         per_task: OrderedDict = OrderedDict()
-        for task, total, correct, f1 in rows:
+        for index, task, total, correct, f1 in rows:
             per_task[task.name] = (100.0 * correct / total, f1)
-            lines.append(f"* task: {self.tasks.index(task)} ({task.name})\ttotal: {total:,}\t"
+            lines.append(f"* task: {index} ({task.name})\ttotal: {total:,}\t"
                          f"correct: {correct:,}\taccuracy: {per_task[task.name][0]:.1f}%\t"
                          f"macro_f1: {f1:.1f}%")
         if self.select == "average":
@@ -260,7 +260,7 @@ class MultiTaskClassification(EvaluatorBase):
             raise RuntimeError(f"DATASET.MULTITASK_EVALKEY names {self.select}, which had no "
                                "images in this split")
         macro_f1 = sum(f for _, f in per_task.values()) / len(per_task)
-        total, correct = sum(r[1] for r in rows), sum(r[2] for r in rows)
+        total, correct = sum(r[2] for r in rows), sum(r[3] for r in rows)
         lines += ["=> result", f"* total: {total:,}", f"* correct: {correct:,}",
                   f"* accuracy: {acc:.1f}% ({how})", f"* error: {100.0 - acc:.1f}%",
                   f"* macro_f1: {macro_f1:.1f}% (average over the tasks)"]

@@ -213,7 +213,7 @@ class MVLPTPromptLearner(nn.Module):
         prefix = FIXED_PROMPT_PREFIX
         if n_ctx > 0 or ctx_init:
             ctx, prefix = word_context(clip_model, n_ctx, ctx_init,
-                                       len(classnames) if csc and not ctx_init else None)
+                                       len(classnames) if csc else None)
             self.ctx = nn.Parameter(ctx)
         self.class_tokens = ClassTokens(clip_model, [prompt_text(prefix, c) for c in classnames])
         self.name_lens = [len(clip.encode(c.replace("_", " "))) for c in classnames]
