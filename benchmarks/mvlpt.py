@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
+import itertools
 import json
 import statistics
 import sys
@@ -67,7 +68,7 @@ def class_names() -> tuple[list[str], dict[str, str]]:
         packaged = json.loads((Path(spec.origin).parent / "datasets" / "en_classnames.json")
                               .read_text())
     imagenet = list(IMAGENET_CLASSNAMES)
-    spare = iter(imagenet[::-1])  # stand-ins, drawn from the end of ImageNet's list
+    spare = itertools.cycle(imagenet[::-1])  # stand-ins, from the end of ImageNet's list
     names, sources = [], {}
     for task, count, key in TASKS:
         if task == "ImageNet":
