@@ -18,7 +18,8 @@ def test_the_2191_class_names_of_the_11_source_tasks():
 def test_the_text_share_from_token_positions_equals_the_direct_count():
     """Without checkpointing and with it, the text tower's saved bytes at the full list's token
     positions, from a line through two subsets, match the count over the full list (what is
-    not per token position, e.g. each sequence's end-of-text index, is about 1e-4 of it here, less at full width)."""
+    not per token position, e.g. each sequence's end-of-text index, is about 1e-4 of it here,
+    less at full width)."""
     torch.set_grad_enabled(True)
     names = mvlpt.class_names()[0][::20]  # 110 names of every task
     clip_model = TINY.build_clip()
