@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -29,9 +29,8 @@ from clip.model import SPEEDUPS_OFF, speedups
 GIB = 2 ** 30
 
 
-def saved_activation_bytes(trainer, image: torch.Tensor, label: torch.Tensor,
-                           parameters: set[int]) -> int:
-    """Bytes of the distinct non-parameter storages the forward of ``compute_loss`` saves."""
+def saved_bytes(forward: Callable[[], object], parameters: set[int]) -> int:
+    """Bytes of the distinct non-parameter storages that ``forward()`` saves for backward."""
     storages: dict[int, int] = {}
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
@@ -41,9 +40,15 @@ def saved_activation_bytes(trainer, image: torch.Tensor, label: torch.Tensor,
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        loss, _ = trainer.compute_loss(image, label)
-    del loss
+        out = forward()
+    del out
     return sum(storages.values())
+
+
+def saved_activation_bytes(trainer, image: torch.Tensor, label: torch.Tensor,
+                           parameters: set[int]) -> int:
+    """Bytes of the distinct non-parameter storages the forward of ``compute_loss`` saves."""
+    return saved_bytes(lambda: trainer.compute_loss(image, label), parameters)
 
 
 def _trainer(name: str, scale: Scale, clip_model, classes: int):

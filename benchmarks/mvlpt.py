@@ -42,7 +42,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import measure  # noqa: E402
-from benchmarks.activations import GIB, saved_activation_bytes  # noqa: E402
+from benchmarks.activations import GIB, saved_activation_bytes, saved_bytes  # noqa: E402
 from benchmarks.workload import SCALES, Scale  # noqa: E402
 from clip.model import SPEEDUPS, SPEEDUPS_OFF, speedups, text_groups  # noqa: E402
 
@@ -147,18 +147,9 @@ def step_bytes(trainer, classes: int) -> int:
 
 def text_bytes(trainer) -> int:
     """Bytes the text tower's forward over the class prompts saves (no image involved)."""
-    storages: dict[int, int] = {}
-    params = _params(trainer)
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in params:
-            storages[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        trainer.model.encode_schedule_text(trainer.model.prompt_learner())
-    return sum(storages.values())
+    model = trainer.model
+    return saved_bytes(lambda: model.encode_schedule_text(model.prompt_learner()),
+                       _params(trainer))
 
 
 def positions(trainer, off: bool = False) -> int:
