@@ -56,15 +56,25 @@ def context_schedule(tokens: ClassTokens, ctx: torch.Tensor, name_lens: list[int
     if position == "end":
         return PromptSchedule(tokens.embeddings, tokens.eot, text=[ctx])
     embeddings = tokens.embeddings
-    n_cls, n_ctx = embeddings.shape[0], ctx.shape[-2]
+    n_cls, length, width = embeddings.shape
+    n_ctx = ctx.shape[-2]
     ctx = (ctx if ctx.dim() == 3 else ctx.unsqueeze(0).expand(n_cls, -1, -1)).to(embeddings.dtype)
     half = n_ctx // 2 if position == "middle" else 0
-    rows = []
-    for i, name_len in enumerate(name_lens):
-        name = embeddings[i, 1 + n_ctx:1 + n_ctx + name_len]
-        rest = embeddings[i, 1 + n_ctx + name_len:]
-        rows.append(torch.cat([embeddings[i, :1], ctx[i, :half], name, ctx[i, half:], rest]))
-    return PromptSchedule(torch.stack(rows), tokens.eot)
+    # one gather for all classes (a loop of per-class slices costs O(classes²) in backward):
+    # output position p holds context token p - 1 (p <= half), the name (moved left by the
+    # n_ctx - half context tokens that follow it), context token half + ... after the name, and
+    # from 1 + n_ctx + name length on the positions keep their tokens
+    p = torch.arange(length, device=embeddings.device).expand(n_cls, -1)
+    lens = torch.as_tensor(name_lens, device=embeddings.device)[:, None]
+    first_ctx = (p >= 1) & (p <= half)
+    name = (p > half) & (p <= half + lens)
+    second_ctx = (p > half + lens) & (p <= n_ctx + lens)
+    source = torch.where(name, p + n_ctx - half, p)
+    ctx_index = torch.where(first_ctx, p - 1, p - 1 - lens).clamp(0, n_ctx - 1)
+    from_ctx = (first_ctx | second_ctx)[..., None]
+    picked = ctx.gather(1, ctx_index[..., None].expand(-1, -1, width))
+    kept = embeddings.gather(1, source[..., None].expand(-1, -1, width))
+    return PromptSchedule(torch.where(from_ctx, picked, kept), tokens.eot)
 
 
 @TRAINER_REGISTRY.register()
