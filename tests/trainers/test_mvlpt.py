@@ -431,3 +431,31 @@ def test_every_mvlpt_config_merges():
     for path in configs:
         cfg = get_cfg_default()
         cfg.merge_from_file(str(path))
+
+
+@pytest.mark.parametrize("position", ["middle", "front"])
+@pytest.mark.parametrize("n_ctx, csc", [(1, False), (5, False), (4, True)])
+def test_the_class_name_moves_into_the_context_as_written_out(model, position, n_ctx, csc):
+    """CoOp's and MVLPT's arrangement (one gather for all classes) against the prompts written
+    out class by class: the same values and the same gradients."""
+    from trainers.coop import CoOpPromptLearner, context_schedule
+
+    names = ["face", "sea_lion", "american pit bull terrier", "a"]
+    learner = CoOpPromptLearner(model, names, n_ctx=n_ctx, csc=csc, position=position)
+    with torch.no_grad():
+        learner.ctx.normal_()
+    tokens, ctx = learner.class_tokens, learner.ctx
+    rows = []
+    half = n_ctx // 2 if position == "middle" else 0
+    for i, length in enumerate(learner.name_lens):
+        own = ctx[i] if csc else ctx
+        e = tokens.embeddings[i]
+        rows.append(torch.cat([e[:1], own[:half], e[1 + n_ctx:1 + n_ctx + length], own[half:],
+                               e[1 + n_ctx + length:]]))
+    written = torch.stack(rows)
+    arranged = context_schedule(tokens, ctx, learner.name_lens, position).text_embeddings
+    assert torch.equal(arranged, written)
+    weights = torch.randn(written.shape, generator=torch.Generator().manual_seed(0))
+    (grad_a,) = torch.autograd.grad((arranged * weights).sum(), ctx)
+    (grad_w,) = torch.autograd.grad((written * weights).sum(), ctx)
+    torch.testing.assert_close(grad_a, grad_w)
