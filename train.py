@@ -82,6 +82,31 @@ def reset_cfg(cfg: CfgNode, args: argparse.Namespace) -> None:
             node[leaf] = value
     if args.seed is not None and args.seed >= 0:
         cfg.SEED = args.seed
+        if "RANDOM_SEED_SAMPLING" in cfg.DATASET:
+            cfg.DATASET.RANDOM_SEED_SAMPLING = args.seed
+    reset_multitask_cfg(cfg, args)
+
+
+# MVLPT's flags (multitask data) as its train.py maps them: (flag, config keys)
+MULTITASK_FLAGS = [("dataset", ("DATASET.DATASET",)),
+                   ("shots", ("DATASET.NUM_SAMPLES_PER_CLASS", "DATASET.NUM_SHOTS")),
+                   ("multi_task", ("DATASET.MULTITASK",)),
+                   ("multi_task_label_pertask", ("DATASET.MULTITASK_LABEL_PERTASK",)),
+                   ("dataset_coop", ("DATASET.COOP",)),
+                   ("cut_contextlen", ("TRAINER.CUT_CONTEXTLEN",)),
+                   ("act_ckpt", ("TRAINER.ACT_CKPT",))]
+
+
+def reset_multitask_cfg(cfg: CfgNode, args: argparse.Namespace) -> None:
+    """Apply the multitask flags that were given (``--multi-task-evalkey`` when not
+    ``average``); their keys are registered by ``datasets.multitask`` and ``trainers.mvlpt``."""
+    given = [(keys, getattr(args, attr)) for attr, keys in MULTITASK_FLAGS
+             if getattr(args, attr, None) not in (None, False, "")]
+    if getattr(args, "multi_task_evalkey", "average") != "average":
+        given.append((("DATASET.MULTITASK_EVALKEY",), args.multi_task_evalkey))
+    for keys, value in given:
+        for key in keys:
+            cfg.merge_from_list([key, value])
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -172,6 +197,8 @@ def run(args: argparse.Namespace, cfg: CfgNode) -> None:
         trainer.load_model(args.model_dir, epoch=args.load_epoch)
         trainer.test()
         return
+    if args.model_dir:  # start from another run's learned tensors (MVLPT's transfer)
+        trainer.initialize_from(args.model_dir, epoch=args.load_epoch)
     if not args.no_train:
         trainer.train()
 
@@ -267,10 +294,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", type=str, default="", help="name of head")
     p.add_argument("--eval-only", action="store_true", help="evaluation only")
     p.add_argument("--model-dir", type=str, default="",
-                   help="load model from this directory for eval-only mode")
+                   help="load model from this directory (eval-only: to evaluate; otherwise: to "
+                        "initialise the training, MVLPT's source-to-target transfer)")
     p.add_argument("--load-epoch", type=int,
                    help="load model weights at this epoch for evaluation")
     p.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    p.add_argument("--dataset", type=str, default="",
+                   help="comma-separated registered datasets, one task each (MVLPT)")
+    p.add_argument("--shots", type=int, help="few shot (DATASET.NUM_SHOTS)")
+    p.add_argument("--multi-task", action="store_true",
+                   help="train on the tasks of --dataset jointly, evaluate each task")
+    p.add_argument("--multi-task-label_pertask", action="store_true",
+                   help="zero the logits of other tasks' classes in the training loss")
+    p.add_argument("--multi-task-evalkey", type=str, default="average",
+                   help="model selection value: 'average' over tasks or one task's name")
+    p.add_argument("--dataset-coop", action="store_true",
+                   help="the tasks are CoOp-data datasets (DATASET.COOP)")
+    p.add_argument("--cut-contextlen", action="store_true",
+                   help="TRAINER.CUT_CONTEXTLEN (the text tower always runs on cut sequences)")
+    p.add_argument("--act-ckpt", type=int, default=None,
+                   help="activation checkpointing segments of the text tower (1: off)")
     p.add_argument("--debug", action="store_true",
                    help="show the traceback of input errors too (also: ENGINE_DEBUG=1)")
     p.add_argument("opts", default=None, nargs=argparse.REMAINDER,

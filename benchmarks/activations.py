@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -63,9 +63,8 @@ def backbone_scale(name: str) -> BackboneScale:
                          text_layers=arch.text_layers, backbone=name)
 
 
-def saved_activation_bytes(trainer, image: torch.Tensor, label: torch.Tensor,
-                           parameters: set[int]) -> int:
-    """Bytes of the distinct non-parameter storages the forward of ``compute_loss`` saves."""
+def saved_bytes(forward: Callable[[], object], parameters: set[int]) -> int:
+    """Bytes of the distinct non-parameter storages that ``forward()`` saves for backward."""
     storages: dict[int, int] = {}
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
@@ -75,9 +74,15 @@ def saved_activation_bytes(trainer, image: torch.Tensor, label: torch.Tensor,
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        loss, _ = trainer.compute_loss(image, label)
-    del loss
+        out = forward()
+    del out
     return sum(storages.values())
+
+
+def saved_activation_bytes(trainer, image: torch.Tensor, label: torch.Tensor,
+                           parameters: set[int]) -> int:
+    """Bytes of the distinct non-parameter storages the forward of ``compute_loss`` saves."""
+    return saved_bytes(lambda: trainer.compute_loss(image, label), parameters)
 
 
 def _trainer(name: str, scale: Scale, clip_model, classes: int):

@@ -12,7 +12,11 @@ things differ from OpenAI's forward passes, neither of which changes a result:
   - Text slot: positions ``1 .. n`` (right after the start-of-text token). Layer 0 writes into
     the token embeddings, before the positional embedding is added.
   - Vision slot: layer 0 *appends* its ``n`` tokens after the patch tokens (after the
-    positional embedding, before ``ln_pre``); deeper layers replace those last ``n`` tokens.
+    positional embedding, before ``ln_pre``; with ``prompt_after_ln_pre`` after ``ln_pre``, so
+    the prompts reach the first block as given); deeper layers replace those last ``n`` tokens.
+
+A transformer can save memory in training by recomputing its blocks in the backward pass
+(``Transformer.checkpoint_segments``): the gradients are the same.
 
 The text transformer's mask is causal, so tokens after the last end-of-text token never reach an
 end-of-text feature: the text tower runs on sequences cut to ``max(eot) + 1`` tokens, and over
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -35,6 +40,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .backbones import Architecture, Backbone, fingerprint, openai_architecture, openai_name
 from .tokenizer import Tokenizer
@@ -205,6 +211,12 @@ class Transformer(nn.Module):
 
     ``forward(x, prompts, slot_start)``: before block ``i``, a tensor ``prompts[i]`` of ``n``
     tokens replaces tokens ``slot_start .. slot_start + n`` of ``x`` (``[B, L, width]``).
+
+    ``checkpoint_segments`` (default 1: off): when gradients are on, the blocks run in that many
+    segments of ``layers // segments`` blocks (the last takes the rest), and every segment but
+    the last keeps only its input for the backward pass, recomputing its blocks there (as
+    ``torch.utils.checkpoint.checkpoint_sequential``). Less memory, one more forward pass of
+    those blocks, the same gradients.
     """
 
     def __init__(self, width: int, layers: int, heads: int, causal: bool = False,
@@ -213,6 +225,7 @@ class Transformer(nn.Module):
         self.width = width
         self.layers = layers
         self.heads = heads
+        self.checkpoint_segments = 1
         self.resblocks = nn.Sequential(
             *[ResidualAttentionBlock(width, heads, causal, activation, mlp_ratio)
               for _ in range(layers)])
@@ -222,10 +235,30 @@ class Transformer(nn.Module):
         if prompts is not None and len(prompts) > self.layers:
             raise ValueError(f"{len(prompts)} layers of prompts for a {self.layers}-layer "
                              "transformer")
-        for i, block in enumerate(self.resblocks):
+        for start, end, recompute in self.segments():
+            run = functools.partial(self._run_blocks, start=start, end=end, prompts=prompts,
+                                    slot_start=slot_start)
+            x = checkpoint(run, x, use_reentrant=False) if recompute else run(x)
+        return x
+
+    def segments(self) -> list[tuple[int, int, bool]]:
+        """(first block, end, recomputed in the backward pass) of each segment."""
+        count = min(int(self.checkpoint_segments), self.layers)
+        if count < 1:
+            raise ValueError(f"checkpoint_segments must be >= 1 (1: off); got "
+                             f"{self.checkpoint_segments}")
+        if count == 1 or not torch.is_grad_enabled():
+            return [(0, self.layers, False)]
+        size = self.layers // count
+        bounds = [(i * size, (i + 1) * size, True) for i in range(count - 1)]
+        return [*bounds, ((count - 1) * size, self.layers, False)]
+
+    def _run_blocks(self, x: torch.Tensor, start: int, end: int, prompts: Prompts,
+                    slot_start: int) -> torch.Tensor:
+        for i in range(start, end):
             if prompts is not None and i < len(prompts) and prompts[i] is not None:
                 x = write_slot(x, prompts[i], slot_start)
-            x = block(x)
+            x = self.resblocks[i](x)
         return x
 
 
@@ -248,29 +281,42 @@ class VisionTransformer(nn.Module):
         self.ln_post = LayerNorm(width)
         self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
 
-    def forward(self, image: torch.Tensor, prompts: Prompts = None) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, prompts: Prompts = None,
+                prompt_after_ln_pre: bool = False) -> torch.Tensor:
+        """Image features; ``prompts`` as the module doc says. ``prompt_after_ln_pre``: the
+        layer-0 prompts are appended after ``ln_pre`` instead of before it."""
         x = self.conv1(image.to(self.conv1.weight.dtype))
         x = x.flatten(2).transpose(1, 2)  # [B, width, g, g] -> [B, g*g, width]
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
-        deeper: list[torch.Tensor | None] = []
         slot_start = x.shape[1]
-        if prompts:
-            first = prompts[0]
-            if first is None and any(p is not None for p in prompts):
-                raise ValueError("deep vision prompts need layer-0 prompts: the slot is "
-                                 "created by appending the layer-0 tokens")
-            if first is not None:
-                x = torch.cat([x, _batched(first, x.shape[0]).to(x.dtype)], dim=1)
-                deeper = [None, *prompts[1:]]
-                for p in deeper[1:]:
-                    if p is not None and p.shape[-2] != first.shape[-2]:
-                        raise ValueError("every vision prompt must have as many tokens as "
-                                         f"layer 0 ({first.shape[-2]}); got {p.shape[-2]}")
+        first = _first_vision_prompt(prompts)
+        if first is not None and not prompt_after_ln_pre:
+            x = torch.cat([x, _batched(first, x.shape[0]).to(x.dtype)], dim=1)
         x = self.ln_pre(x)
-        x = self.transformer(x, deeper or None, slot_start)
+        if first is not None and prompt_after_ln_pre:
+            x = torch.cat([x, _batched(first, x.shape[0]).to(x.dtype)], dim=1)
+        deeper = [None, *prompts[1:]] if first is not None else None
+        x = self.transformer(x, deeper, slot_start)
         x = self.ln_post(x[:, 0])
         return x @ self.proj
+
+
+def _first_vision_prompt(prompts: Prompts) -> torch.Tensor | None:
+    """The layer-0 vision prompt, after checking that the deeper ones fit its slot."""
+    if not prompts:
+        return None
+    first = prompts[0]
+    if first is None:
+        if any(p is not None for p in prompts):
+            raise ValueError("deep vision prompts need layer-0 prompts: the slot is created by "
+                             "appending the layer-0 tokens")
+        return None
+    for p in prompts[1:]:
+        if p is not None and p.shape[-2] != first.shape[-2]:
+            raise ValueError("every vision prompt must have as many tokens as layer 0 "
+                             f"({first.shape[-2]}); got {p.shape[-2]}")
+    return first
 
 
 class Bottleneck(nn.Module):
@@ -365,7 +411,8 @@ class ModifiedResNet(nn.Module):
         layers += [Bottleneck(self._inplanes, planes) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
-    def forward(self, image: torch.Tensor, prompts: Prompts = None) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, prompts: Prompts = None,
+                prompt_after_ln_pre: bool = False) -> torch.Tensor:
         if prompts and any(p is not None for p in prompts):
             raise ValueError("vision prompts need a ViT image tower; this CLIP has a ResNet "
                              "(choose a ViT backbone, e.g. MODEL.BACKBONE.NAME ViT-B/16)")
@@ -483,8 +530,9 @@ class CLIP(nn.Module):
     def vision_width(self) -> int:
         return self.visual.width
 
-    def encode_image(self, image: torch.Tensor, prompts: Prompts = None) -> torch.Tensor:
-        return self.visual(image, prompts)
+    def encode_image(self, image: torch.Tensor, prompts: Prompts = None,
+                     prompt_after_ln_pre: bool = False) -> torch.Tensor:
+        return self.visual(image, prompts, prompt_after_ln_pre=prompt_after_ln_pre)
 
     def encode_text(self, text: torch.Tensor) -> torch.Tensor:
         """Text features from token ids ``[N, L]`` of this model's tokenizer (each sequence's

@@ -13,7 +13,7 @@ from datasets.splits import DatasetFilesError, read_split, write_split
 
 # isort: split
 # The readers register themselves; imported after the names above, which they may import.
-from datasets import custom, demo, fgvc_aircraft, imagenet  # noqa: F401
+from datasets import custom, demo, fgvc_aircraft, imagenet, multitask  # noqa: F401
 
 # isort: split
 # ELEVATER's 20 tasks (MVLPT's protocol) and their evaluator.

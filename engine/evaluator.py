@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict, defaultdict
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -28,7 +29,8 @@ from engine.metrics import elevater_metric
 from engine.registry import Registry
 
 __all__ = ["EVALUATOR_REGISTRY", "EvaluatorBase", "Classification", "EvalTask", "PerTaskMetrics",
-           "build_evaluator", "macro_f1_score", "confusion_matrix"]
+           "MultiTaskClassification", "TaskRange", "build_evaluator", "macro_f1_score",
+           "confusion_matrix"]
 
 logger = logging.getLogger(__name__)
 
@@ -163,11 +165,6 @@ class Classification(EvaluatorBase):
         logger.info('Confusion matrix is saved to "%s"', save_path)
 
 
-def build_evaluator(cfg: Any, **kwargs: Any) -> EvaluatorBase:
-    """The evaluator named by ``cfg.TEST.EVALUATOR``."""
-    return EVALUATOR_REGISTRY.get(cfg.TEST.EVALUATOR)(cfg, **kwargs)
-
-
 class EvalTask(NamedTuple):
     """One task of a :class:`PerTaskMetrics` evaluation: its classes are the score columns
     ``start:end`` (the whole label space for a single task)."""
@@ -261,3 +258,126 @@ class PerTaskMetrics(EvaluatorBase):
         for task in self.tasks:
             results[f"{task.name}/{task.metric}"] = values[task.name]
         return results
+
+
+class TaskRange(NamedTuple):
+    """One task of a multitask label space: its classes are the labels ``start .. end - 1``."""
+
+    name: str
+    start: int
+    end: int
+
+
+@EVALUATOR_REGISTRY.register()
+class MultiTaskClassification(EvaluatorBase):
+    """Accuracy of each task of a multitask label space, each image judged among the classes
+    of its own task (the task is the one whose label range holds the image's label), and the
+    selection value: the mean of the per-task accuracies, or the accuracy of the one task
+    named by ``select`` (``DATASET.MULTITASK_EVALKEY``).
+
+    The log holds one ``* task:`` line per task, then Dassl's result block whose
+    ``* accuracy:`` line is the selection value (what the result parsers read)::
+
+        => per-task result
+        * task: 0 (Caltech101)	total: 2,465	correct: 2,301	accuracy: 93.3%	macro_f1: 90.1%
+        => result
+        * total: 5,000
+        * correct: 4,100
+        * accuracy: 85.1% (average of the 3 per-task accuracies)
+    """
+
+    def __init__(self, cfg: Any, tasks: Sequence[TaskRange], select: str | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(cfg)
+        if not tasks:
+            raise ValueError("MultiTaskClassification needs the tasks of the label space")
+        self.tasks = [TaskRange(task.name, task.start, task.end) if hasattr(task, "name")
+                      else TaskRange(*task) for task in tasks]
+        if select is None:
+            select = cfg.DATASET.get("MULTITASK_EVALKEY", "average")
+        names = [task.name for task in self.tasks]
+        if select != "average" and select not in names:
+            raise ValueError(f"DATASET.MULTITASK_EVALKEY (--multi-task-evalkey) is {select!r}; "
+                             f"use 'average' or one of the tasks: {', '.join(names)}")
+        self.select = select
+        self.reset()
+
+    def reset(self) -> None:
+        self._y_true: dict[int, list[int]] = {i: [] for i in range(len(self.tasks))}
+        self._y_pred: dict[int, list[int]] = {i: [] for i in range(len(self.tasks))}
+
+    def process(self, mo: torch.Tensor, gt: torch.Tensor) -> None:
+        """``mo``: logits over every task's classes ``[B, C]``; ``gt``: global labels ``[B]``."""
+        covered = torch.zeros_like(gt, dtype=torch.bool)
+        for i, task in enumerate(self.tasks):
+            mine = (gt >= task.start) & (gt < task.end)
+            covered |= mine
+            if mine.any():
+                pred = mo[mine, task.start:task.end].argmax(dim=1)
+                self._y_true[i].extend((gt[mine] - task.start).tolist())
+                self._y_pred[i].extend(pred.tolist())
+        if not covered.all():
+            raise ValueError(f"labels {gt[~covered].tolist()} belong to no task "
+                             f"(tasks cover 0..{self.tasks[-1].end - 1})")
+
+    def gather_from_processes(self) -> None:
+        """Under torchrun: every process takes in the others' labels and predictions."""
+        if distributed.world_size() == 1:
+            return
+        parts = distributed.all_gather_objects((self._y_true, self._y_pred))
+        self._y_true = {i: [y for part in parts for y in part[0][i]] for i in self._y_true}
+        self._y_pred = {i: [y for part in parts for y in part[1][i]] for i in self._y_pred}
+
+    def per_task(self) -> list[tuple[int, TaskRange, int, int, float]]:
+        """(index, task, total, correct, macro F1 in %) of the tasks that had images."""
+        rows = []
+        for i, task in enumerate(self.tasks):
+            truth, pred = self._y_true[i], self._y_pred[i]
+            if truth:
+                correct = sum(int(t == p) for t, p in zip(truth, pred, strict=True))
+                rows.append((i, task, len(truth), correct, 100.0 * macro_f1_score(truth, pred)))
+        return rows
+
+    def evaluate(self) -> OrderedDict:
+        rows = self.per_task()
+        if not rows:
+            raise RuntimeError("The evaluator saw no samples: the evaluation split is empty")
+        lines = ["=> per-task result"]
+        per_task: OrderedDict = OrderedDict()
+        for index, task, total, correct, f1 in rows:
+            per_task[task.name] = (100.0 * correct / total, f1)
+            lines.append(f"* task: {index} ({task.name})\ttotal: {total:,}\t"
+                         f"correct: {correct:,}\taccuracy: {per_task[task.name][0]:.1f}%\t"
+                         f"macro_f1: {f1:.1f}%")
+        if self.select == "average":
+            acc = sum(a for a, _ in per_task.values()) / len(per_task)
+            how = f"average of the {len(per_task)} per-task accuracies"
+        elif self.select in per_task:
+            acc, how = per_task[self.select][0], f"task {self.select}, DATASET.MULTITASK_EVALKEY"
+        else:
+            raise RuntimeError(f"DATASET.MULTITASK_EVALKEY names {self.select}, which had no "
+                               "images in this split")
+        macro_f1 = sum(f for _, f in per_task.values()) / len(per_task)
+        total, correct = sum(r[2] for r in rows), sum(r[3] for r in rows)
+        lines += ["=> result", f"* total: {total:,}", f"* correct: {correct:,}",
+                  f"* accuracy: {acc:.1f}% ({how})", f"* error: {100.0 - acc:.1f}%",
+                  f"* macro_f1: {macro_f1:.1f}% (average over the tasks)"]
+        logger.info("\n".join(lines))
+        results: OrderedDict = OrderedDict(accuracy=acc, error_rate=100.0 - acc,
+                                           macro_f1=macro_f1)
+        for name, (task_acc, task_f1) in per_task.items():
+            results[f"{name}/accuracy"] = task_acc
+            results[f"{name}/macro_f1"] = task_f1
+        return results
+
+
+def build_evaluator(cfg: Any, tasks: Sequence[TaskRange] | None = None,
+                    **kwargs: Any) -> EvaluatorBase:
+    """The evaluator named by ``cfg.TEST.EVALUATOR``; for data with several tasks (``tasks``),
+    the default ``Classification`` becomes :class:`MultiTaskClassification`."""
+    name = cfg.TEST.EVALUATOR
+    if tasks and name == "Classification":
+        name = "MultiTaskClassification"
+    if tasks:
+        kwargs["tasks"] = tasks
+    return EVALUATOR_REGISTRY.get(name)(cfg, **kwargs)

@@ -222,6 +222,27 @@ class TrainerBase:
             raise CheckpointError(describe_mismatch(model, state_dict, path, saved_meta,
                                                     self.checkpoint_meta(name))) from exc
 
+    def initialize_from(self, directory: str, epoch: int | None = None) -> None:
+        """Start training from the learned tensors of another run (``--model-dir`` without
+        ``--eval-only``, e.g. MVLPT's source prompts for a target task): every registered model
+        loads ``directory/<name>/model-best.pth.tar`` (``model.pth.tar-<epoch>``) through
+        :meth:`map_checkpoint_state_dict`; optimizer and schedule start fresh. Every tensor of
+        the model must be in the file with its shape, and nothing else."""
+        model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
+        for name in self.get_model_names():
+            path = os.path.join(directory, name, model_file)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(_missing_model_message(directory, name, path))
+            checkpoint = check_training_checkpoint(load_checkpoint(path), path)
+            meta = checkpoint.get("meta")
+            check_meta(meta, self.checkpoint_meta(name), path, resuming=False)
+            state = self.map_checkpoint_state_dict(name, checkpoint["state_dict"])
+            _check_transfer(name, path, state, self._models[name].state_dict())
+            self._load_weights(name, state, path, meta)
+            taken = ", ".join(f"{key} {list(value.shape)}" for key, value in state.items())
+            logger.info("Initialised %s from %s (epoch %s of that run): took %s", name, path,
+                        checkpoint.get("epoch"), taken)
+
     def load_model(self, directory: str, epoch: int | None = None) -> None:
         """Load ``directory/<name>/model.pth.tar-<epoch>`` (default ``model-best.pth.tar``)
         into every registered model, through :meth:`map_checkpoint_state_dict`."""
@@ -343,6 +364,23 @@ class TrainerBase:
         raise NotImplementedError
 
 
+def _check_transfer(name: str, path: str, state: dict, own: dict) -> None:
+    """Raise ValueError naming every tensor that does not carry over from ``path``."""
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = [f"{key} {list(state[key].shape)} in the file, {list(own[key].shape)} here"
+                  for key in sorted(set(own) & set(state)) if state[key].shape != own[key].shape]
+    if not (missing or unexpected or mismatched):
+        return
+    problems = ([f"not in the file: {', '.join(missing)}"] if missing else []) + (
+        [f"not in this model: {', '.join(unexpected)}"] if unexpected else []) + (
+        [f"other shapes: {'; '.join(mismatched)}"] if mismatched else [])
+    raise ValueError(
+        f"{path} cannot initialise {name}: {'. '.join(problems)}. The source run must use the "
+        "same method settings (prompt lengths, variant); tensors sized by the classes (e.g. "
+        "class-specific context) cannot initialise a task with other classes.")
+
+
 def _missing_model_message(directory: str, name: str, model_path: str) -> str:
     if not os.path.isdir(directory):
         return (f"No model at {model_path}: the model directory {directory} does not exist "
@@ -377,7 +415,8 @@ class SimpleTrainer(TrainerBase):
         self.cfg = cfg
         self.build_data_loader()
         self.build_model()
-        self.evaluator = build_evaluator(cfg, lab2cname=self.lab2cname)
+        self.evaluator = build_evaluator(cfg, lab2cname=self.lab2cname,
+                                         tasks=getattr(getattr(self, "dm", None), "tasks", None))
         self.best_result = -math.inf
 
     def check_cfg(self, cfg: Any) -> None:
@@ -389,7 +428,10 @@ class SimpleTrainer(TrainerBase):
                 "optim": {**flat_config(self.cfg.OPTIM, "OPTIM"), "SEED": self.cfg.SEED}}
 
     def build_data_loader(self) -> None:
-        dm = DataManager(self.cfg)
+        self.use_data_manager(DataManager(self.cfg))
+
+    def use_data_manager(self, dm: DataManager) -> None:
+        """Take the loaders and class facts of ``dm`` (for trainers that build their own)."""
         self.train_loader_x = dm.train_loader_x
         self.train_loader_u = dm.train_loader_u
         self.val_loader = dm.val_loader

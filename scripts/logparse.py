@@ -9,6 +9,7 @@ evaluation-only runs, after ``=> result``: the rule of the official ``parse_test
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 TRAIN_END = ("Finish training", "Finished training")
@@ -20,11 +21,29 @@ METRICS = {
 }
 
 
+# one line per task of a multitask evaluation (engine.evaluator.MultiTaskClassification)
+TASK_LINE = re.compile(r"\* task: \d+ \((.+)\)\ttotal: [\d,]+\tcorrect: [\d,]+\t"
+                       r"accuracy: ([\.\deE+-]+)%")
+
+
 def log_files(run_dir: str | Path) -> list[Path]:
     """The log files of a run folder, oldest first (``log.txt`` before its resumed copies)."""
     run_dir = Path(run_dir)
     files = [p for p in run_dir.glob("log.txt*") if p.is_file()]
     return sorted(files, key=lambda p: (p.stat().st_mtime, p.name))
+
+
+def _lines_after(path: str | Path, end_signal: Signal) -> Iterator[str]:
+    """The lines of a log file (right-stripped) from the first ``end_signal`` line on."""
+    signals = (end_signal,) if isinstance(end_signal, str) else end_signal
+    after = signals is None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for raw in f:
+            line = raw.rstrip()
+            if signals is not None and line.strip() in signals:
+                after = True
+            if after:
+                yield line
 
 
 def parse_log(path: str | Path, end_signal: Signal) -> dict[str, float]:
@@ -33,20 +52,25 @@ def parse_log(path: str | Path, end_signal: Signal) -> dict[str, float]:
     ``end_signal`` is a line or a tuple of alternative lines; None reads every line. Returns an
     empty dict when nothing is found.
     """
-    signals = (end_signal,) if isinstance(end_signal, str) else end_signal
     found: dict[str, float] = {}
-    after = signals is None
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for raw in f:
-            line = raw.strip()
-            if signals is not None and line in signals:
-                after = True
-            if not after:
-                continue
-            for name, regex in METRICS.items():
-                match = regex.search(line)
-                if match:
-                    found[name] = float(match.group(1))
+    for line in _lines_after(path, end_signal):
+        for name, regex in METRICS.items():
+            match = regex.search(line)
+            if match:
+                found[name] = float(match.group(1))
+    return found
+
+
+def parse_task_accuracies(path: str | Path, end_signal: Signal) -> dict[str, float]:
+    """Per-task accuracies (task name -> %) of the last multitask evaluation after
+    ``end_signal`` in one log file; empty when there is none."""
+    found: dict[str, float] = {}
+    for line in _lines_after(path, end_signal):
+        if line.strip() == "=> per-task result":
+            found = {}
+        match = TASK_LINE.search(line)
+        if match:
+            found[match.group(1)] = float(match.group(2))
     return found
 
 

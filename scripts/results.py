@@ -41,7 +41,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scripts.layout import BASE2NEW_DATASETS, DG_TARGETS, display_name  # noqa: E402
-from scripts.logparse import TEST_END, TRAIN_END, run_result  # noqa: E402
+from scripts.logparse import TEST_END, TRAIN_END, parse_task_accuracies, run_result  # noqa: E402
 
 # Base / Novel / HM averaged over the 11 datasets, as published (CoCoOp paper for CLIP, CoOp
 # and CoCoOp; MaPLe and PromptSRC papers for theirs).
@@ -404,6 +404,38 @@ def transfer_table(records: list[Record], targets: list[str], source: str, title
     return table
 
 
+def is_multitask(record: Record) -> bool:
+    """A run on several tasks at once (MVLPT's source): its dataset folder lists them."""
+    return "," in record.dataset
+
+
+def multitask_tables(records: list[Record]) -> list[Table]:
+    """MVLPT's source runs: for each method and task list, every task's accuracy (among its own
+    classes) and the average over tasks (the value used for model selection), over seeds."""
+    groups: dict[tuple[str, int, str], dict[str, Stat]] = defaultdict(lambda: defaultdict(Stat))
+    for r in records:
+        if r.kind != "train" or not is_multitask(r):
+            continue
+        cells = groups[(r.method, r.shots, r.dataset)]
+        for task, accuracy in parse_task_accuracies(r.log, TRAIN_END).items():
+            cells[task].by_seed[r.seed] = accuracy
+        cells["average"].by_seed[r.seed] = r.accuracy
+    tables = []
+    for (method, shots, dataset), cells in sorted(groups.items()):
+        tasks = dataset.split(",")
+        table = Table(f"Multitask: {method} ({shots} shots, {len(tasks)} tasks)",
+                      ["Task", "Accuracy", "Seeds"], [],
+                      note="Each task among its own classes; Average: the mean over the tasks "
+                           "(DATASET.MULTITASK_EVALKEY average), as logged.")
+        for task in [t for t in tasks if t in cells] + ["average"]:
+            stat = cells[task]
+            label = "**Average**" if task == "average" else display_name(task)
+            table.rows.append([label, fmt(stat), " ".join(map(str, sorted(stat.by_seed)))])
+            table.csv_rows.append(_csv("multitask", method, task, "accuracy", shots, stat))
+        tables.append(table)
+    return tables
+
+
 def few_shot_records(records: list[Record], source: str) -> list[Record]:
     """The few-shot results: trainings on all classes, except those of a method whose every
     training is a source of evaluations (cross-dataset models, not few-shot runs), and the
@@ -413,8 +445,8 @@ def few_shot_records(records: list[Record], source: str) -> list[Record]:
     trainings = [r for r in records if r.kind == "train"]
     only_sources = {r.method for r in trainings} - {
         r.method for r in trainings if (r.method, r.dataset, r.shots) not in sources}
-    return [r for r in records if r.kind == "few_shot"
-            or (r.kind == "train" and r.method not in only_sources)]
+    return [r for r in records if not is_multitask(r) and (
+        r.kind == "few_shot" or (r.kind == "train" and r.method not in only_sources))]
 
 
 def few_shot_tables(records: list[Record], source: str = "imagenet"
@@ -530,7 +562,8 @@ def build_tables(records: list[Record], source: str = "imagenet") -> dict[str, l
                                  "Domain generalization" + suffix, "dg"))
     few, _curves = few_shot_tables(records, source)
     return {"base2new": base2new_tables(records), "xd": [t for t in xd if t],
-            "dg": [t for t in dg if t], "few_shot": few}
+            "dg": [t for t in dg if t], "few_shot": few,
+            "multitask": multitask_tables(records)}
 
 
 def write_outputs(tables: dict[str, list[Table]], records: list[Record], out: Path,
@@ -561,6 +594,7 @@ def render(tables: dict[str, list[Table]]) -> str:
     """All tables as one Markdown document."""
     titles = {"base2new": "Base-to-novel generalization", "xd": "Cross-dataset transfer",
               "dg": "Domain generalization", "few_shot": "Few-shot learning",
+              "multitask": "Multitask prompt tuning (MVLPT source tasks)",
               "elevater": "ELEVATER (MVLPT's protocol)"}
     parts = []
     for key, group in tables.items():

@@ -84,12 +84,14 @@ class PromptSchedule:
     ``text_embeddings`` ``[N, L, d]`` and ``eot`` ``[N]``: one prompt per class (or per class
     and image, flattened). ``text[i]`` / ``vision[i]``: the prompt tensor of layer ``i`` of each
     tower (clip/model.py explains the slots); ``None`` where a layer has none.
+    ``vision_after_ln_pre``: the layer-0 vision prompts join after ``ln_pre`` (MVLPT's).
     """
 
     text_embeddings: torch.Tensor
     eot: torch.Tensor
     text: Sequence[torch.Tensor | None] | None = None
     vision: Sequence[torch.Tensor | None] | None = None
+    vision_after_ln_pre: bool = False
 
 
 def prompt_text(prefix: str, classname: str) -> str:
@@ -206,7 +208,9 @@ class PromptedCLIP(nn.Module):
     def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, TextSide]:
         """(image embeddings [B, D] before normalisation, the class side)."""
         text = self.text_side()
-        return self.clip.encode_image(image, text.schedule.vision), text
+        schedule = text.schedule
+        return self.clip.encode_image(image, schedule.vision,
+                                      prompt_after_ln_pre=schedule.vision_after_ln_pre), text
 
     def features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(normalised image features [B, D], normalised class text features [N, D])."""

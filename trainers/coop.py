@@ -90,25 +90,37 @@ class CoOpPromptLearner(nn.Module):
                           for c in classnames]
 
     def forward(self) -> PromptSchedule:
-        tokens = self.class_tokens
-        if self.position == "end":
-            return PromptSchedule(tokens.embeddings, tokens.eot, text=[self.ctx])
-        return PromptSchedule(self._rearranged(), tokens.eot)
+        return context_schedule(self.class_tokens, self.ctx, self.name_lens, self.position)
 
-    def _rearranged(self) -> torch.Tensor:
-        """Token embeddings with the class name moved before (front) or into the middle of the
-        context; every prompt keeps its length, so the end-of-text positions stay."""
-        embeddings = self.class_tokens.embeddings
-        n_cls = embeddings.shape[0]
-        ctx = self.ctx if self.ctx.dim() == 3 else self.ctx.unsqueeze(0).expand(n_cls, -1, -1)
-        ctx = ctx.to(embeddings.dtype)
-        half = self.n_ctx // 2 if self.position == "middle" else 0
-        rows = []
-        for i, name_len in enumerate(self.name_lens):
-            name = embeddings[i, 1 + self.n_ctx:1 + self.n_ctx + name_len]
-            rest = embeddings[i, 1 + self.n_ctx + name_len:]
-            rows.append(torch.cat([embeddings[i, :1], ctx[i, :half], name, ctx[i, half:], rest]))
-        return torch.stack(rows)
+
+def context_schedule(tokens: ClassTokens, ctx: torch.Tensor, name_lens: list[int],
+                     position: str) -> PromptSchedule:
+    """CoOp's class prompts with context ``ctx`` (``[n_ctx, d]`` or ``[n_cls, n_ctx, d]``):
+    written into text layer 0 (``end``), or with each class name moved before (``front``) or
+    into the middle of the context, where ``tokens`` hold ``n_ctx`` placeholders then the
+    name. Every prompt keeps its length, so the end-of-text positions stay."""
+    if position == "end":
+        return PromptSchedule(tokens.embeddings, tokens.eot, text=[ctx])
+    embeddings = tokens.embeddings
+    n_cls, length, width = embeddings.shape
+    n_ctx = ctx.shape[-2]
+    ctx = (ctx if ctx.dim() == 3 else ctx.unsqueeze(0).expand(n_cls, -1, -1)).to(embeddings.dtype)
+    half = n_ctx // 2 if position == "middle" else 0
+    # one gather for all classes (a loop of per-class slices costs O(classes²) in backward):
+    # output position p holds context token p - 1 (p <= half), the name (moved left by the
+    # n_ctx - half context tokens that follow it), context token half + ... after the name, and
+    # from 1 + n_ctx + name length on the positions keep their tokens
+    p = torch.arange(length, device=embeddings.device).expand(n_cls, -1)
+    lens = torch.as_tensor(name_lens, device=embeddings.device)[:, None]
+    first_ctx = (p >= 1) & (p <= half)
+    name = (p > half) & (p <= half + lens)
+    second_ctx = (p > half + lens) & (p <= n_ctx + lens)
+    source = torch.where(name, p + n_ctx - half, p)
+    ctx_index = torch.where(first_ctx, p - 1, p - 1 - lens).clamp(0, n_ctx - 1)
+    from_ctx = (first_ctx | second_ctx)[..., None]
+    picked = ctx.gather(1, ctx_index[..., None].expand(-1, -1, width))
+    kept = embeddings.gather(1, source[..., None].expand(-1, -1, width))
+    return PromptSchedule(torch.where(from_ctx, picked, kept), tokens.eot)
 
 
 @TRAINER_REGISTRY.register()

@@ -135,12 +135,13 @@ def build_data_loader(cfg: Any, sampler_type: str = "SequentialSampler",
 
 
 class DataManager:
-    """Builds the dataset of ``cfg.DATASET.NAME`` and its train_x / val / test loaders."""
+    """Builds the dataset of ``cfg.DATASET.NAME`` (or takes ``dataset``, one built otherwise,
+    e.g. several datasets in one label space) and its train_x / val / test loaders."""
 
     def __init__(self, cfg: Any, custom_tfm_train: Callable | None = None,
                  custom_tfm_test: Callable | None = None,
-                 dataset_wrapper: type | None = None) -> None:
-        dataset = build_dataset(cfg)
+                 dataset_wrapper: type | None = None, dataset: Any = None) -> None:
+        dataset = build_dataset(cfg) if dataset is None else dataset
         tfm_train = custom_tfm_train or build_transform(cfg, is_train=True)
         tfm_test = custom_tfm_test or build_transform(cfg, is_train=False)
         if not dataset.train_x and not dataset.test:
@@ -185,8 +186,13 @@ class DataManager:
     def classnames(self) -> list[str]:
         return self.dataset.classnames
 
+    @property
+    def tasks(self) -> list | None:
+        """The tasks of a multitask label space (``engine.evaluator.TaskRange``), else None."""
+        return getattr(self.dataset, "tasks", None)
+
     def show_dataset_summary(self, cfg: Any) -> None:
-        rows = [["Dataset", cfg.DATASET.NAME]]
+        rows = [["Dataset", getattr(self.dataset, "name", "") or cfg.DATASET.NAME]]
         if cfg.DATASET.SOURCE_DOMAINS:
             rows.append(["Source", str(list(cfg.DATASET.SOURCE_DOMAINS))])
         if cfg.DATASET.TARGET_DOMAINS:

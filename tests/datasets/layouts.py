@@ -157,3 +157,20 @@ def make_cfg(root, name: str, num_shots: int = -1, seed: int = 1, subsample: str
     for key, value in custom.items():
         cfg.DATASET.CUSTOM[key.upper()] = value
     return cfg
+
+
+def build_tasks(root: str, tasks: dict[str, list[str]],
+                sizes: dict[str, int] | None = None) -> None:
+    """Split-file benchmarks named by ``tasks`` (registered names, e.g. ``Caltech101``) with
+    the given class names (label = position), ``sizes`` images per class and split."""
+    from datasets.benchmarks import SPLIT_FILE_BENCHMARKS
+
+    table = {b.name: b for b in SPLIT_FILE_BENCHMARKS}
+    sizes = sizes or {"train": 4, "val": 2, "test": 2}
+    for name, classnames in tasks.items():
+        rows: dict[str, list[list]] = {}
+        for part, count in sizes.items():
+            rows[part] = [[f"c{label}/{part}_{i}.jpg", label, classname]
+                          for i in range(count) for label, classname in enumerate(classnames)]
+        benchmark = table[name]
+        build_split_file_dataset(root, name, benchmark.folder, benchmark.image_folder, rows)

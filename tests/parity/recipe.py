@@ -100,8 +100,28 @@ def trainable_tensors(spec: list) -> dict[str, torch.Tensor]:
     return out
 
 
+def mvlpt_trainable_tensors(spec: list) -> dict[str, torch.Tensor]:
+    """MVLPT's rule (fixtures/mvlpt/README.md): as :func:`trainable_tensors`, but the visual
+    prompt embeddings are drawn with std 1 and the coupling block's LayerNorm weights get + 1."""
+    g = torch.Generator().manual_seed(11)
+    out: dict[str, torch.Tensor] = {}
+    for name, shape in spec:
+        if name.endswith(("vpt_embeddings", "vpt_embeddings_deep")):
+            std = 1.0
+        elif name.endswith(".weight") and len(shape) == 2:
+            std = shape[1] ** -0.5
+        else:
+            std = 0.02
+        t = torch.randn(shape, generator=g, dtype=torch.float32) * std
+        if "ln_" in name and name.endswith(".weight"):
+            t = t + 1
+        out[name] = t.half().float()
+    return out
+
+
 def fixture(name: str) -> tuple[dict, dict]:
     """(the JSON description, the expected outputs) of one parity fixture."""
-    spec = json.loads((FIXTURES / f"{name}.json").read_text())
-    expected = torch.load(FIXTURES / f"{name}_expected.pt", weights_only=True)
+    folder = FIXTURES / "mvlpt" if name.startswith("MVLPT_") else FIXTURES
+    spec = json.loads((folder / f"{name}.json").read_text())
+    expected = torch.load(folder / f"{name}_expected.pt", weights_only=True)
     return spec, expected
