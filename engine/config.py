@@ -169,9 +169,9 @@ def check_values(cfg: _YacsNode) -> None:
         value = _get(cfg, key)
         if value is not None and value not in valid:
             raise ConfigError(f"{key} is {value!r}; use one of {', '.join(valid)}")
-    if _get(cfg, "DATASET.NAME") == "":
+    if _get(cfg, "DATASET.NAME") == "" and not _get(cfg, "DATASET.DATASET"):
         raise ConfigError("No dataset: pass --dataset-config-file configs/datasets/<name>.yaml "
-                          "(or set DATASET.NAME)")
+                          "(or set DATASET.NAME; several tasks: --dataset A,B,...)")
 
 
 def _get(cfg: _YacsNode, key: str) -> object:

@@ -373,11 +373,16 @@ class MultiTaskClassification(EvaluatorBase):
 
 def build_evaluator(cfg: Any, tasks: Sequence[TaskRange] | None = None,
                     **kwargs: Any) -> EvaluatorBase:
-    """The evaluator named by ``cfg.TEST.EVALUATOR``; for data with several tasks (``tasks``),
-    the default ``Classification`` becomes :class:`MultiTaskClassification`."""
+    """The evaluator named by ``cfg.TEST.EVALUATOR``; for data with tasks (``tasks``), the
+    default ``Classification`` becomes :class:`PerTaskMetrics` when the tasks name their metrics
+    (ELEVATER's), else :class:`MultiTaskClassification`."""
     name = cfg.TEST.EVALUATOR
     if tasks and name == "Classification":
-        name = "MultiTaskClassification"
+        # tasks that name their metric (ELEVATER's) are scored by it, the others by accuracy
+        metrics = all(hasattr(task, "metric") for task in tasks)
+        name = "PerTaskMetrics" if metrics else "MultiTaskClassification"
+        if metrics:
+            kwargs["evalkey"] = cfg.DATASET.get("MULTITASK_EVALKEY", "average")
     if tasks:
         kwargs["tasks"] = tasks
     return EVALUATOR_REGISTRY.get(name)(cfg, **kwargs)

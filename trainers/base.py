@@ -463,8 +463,10 @@ class PromptTrainer(TrainerX):
         builds its prompt learner, that one (without :attr:`checkpoint_free_keys`)."""
         nodes = {self.config_node: self.node}
         learner = self.part_names(self.cfg).learner
-        if learner and self.learner_node(self.cfg, learner) is not self.node:
-            nodes[learner_entry(learner).node] = self.learner_node(self.cfg, learner)
+        learner_node = self.learner_node(self.cfg, learner) if learner else self.node
+        if learner_node is not self.node and all(v is not learner_node
+                                                 for v in self.node.values()):
+            nodes[learner_entry(learner).node] = learner_node
         config = {}
         for key, node in nodes.items():
             free = {f"TRAINER.{key}.{k}" for k in self.checkpoint_free_keys}
@@ -479,11 +481,13 @@ class PromptTrainer(TrainerX):
 
     @classmethod
     def assemble(cls, cfg, clip_model: nn.Module, classnames: Sequence[str], learner: nn.Module,
-                 param_dtype: torch.dtype | None = None) -> PromptMethod:
+                 param_dtype: torch.dtype | None = None,
+                 tasks: Sequence | None = None) -> PromptMethod:
         """The method's parts around ``learner``. The parts read the frozen ``clip_model`` in
-        fp32 (hand-crafted prompts' features); it is cast to ``param_dtype`` after."""
+        fp32 (hand-crafted prompts' features); it is cast to ``param_dtype`` after. ``tasks``:
+        the tasks of a multitask label space (the data's), for the parts that use them."""
         names = cls.part_names(cfg)
-        ctx = PartContext(cfg, clip_model, list(classnames))
+        ctx = PartContext(cfg, clip_model, list(classnames), list(tasks) if tasks else None)
         head = build_head(names.head, ctx)
         hooks = build_step_hooks(names.step_hooks, ctx)
         objective = build_objective(names.terms, ctx, hooks, head)
@@ -525,7 +529,7 @@ class PromptTrainer(TrainerX):
         clip_model = load_clip_model(cfg)
         learner = self.build_prompt_learner(cfg, classnames, clip_model)
         self.method = self.assemble(cfg, clip_model.to(self.device), classnames, learner,
-                                    self.precision.param_dtype)
+                                    self.precision.param_dtype, tasks=self.dm.tasks)
         self.clip_model, self.model = clip_model, self.method.model
         self.objective = self.method.objective
         trained = self.method.trained

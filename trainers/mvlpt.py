@@ -31,23 +31,25 @@ from torch import nn
 
 import clip
 from clip.model import Transformer
+from datasets.elevater import build_elevater_dataset, build_elevater_loaders, elevater_task_names
 from datasets.multitask import build_task_dataset
 from engine import TRAINER_REGISTRY
 from engine.config import CN, register_config
 from engine.data import DataManager
-from engine.metrics import compute_accuracy
 from trainers.base import (
     ClassTokens,
     PromptedCLIP,
     PromptSchedule,
     PromptTrainer,
-    normalize,
+    TextSide,
     prompt_text,
     word_context,
 )
-from trainers.cocoop import CoCoOpPromptLearner, ConditionalPromptedCLIP
+from trainers.cocoop import CoCoOpPromptLearner  # noqa: F401  (registers MCoCoOp's learner)
 from trainers.coop import CoOpPromptLearner, context_schedule
 from trainers.ivlp import vision_layers
+from trainers.learners import register_learner
+from trainers.objective import TERM_REGISTRY, PartContext, Term
 from trainers.vpt import FIXED_PROMPT_PREFIX, FixedTextPromptedCLIP
 
 logger = logging.getLogger(__name__)
@@ -136,6 +138,16 @@ def _linear_or_identity(width_in: int, width_out: int) -> nn.Module:
     return nn.Identity() if width_in == width_out else nn.Linear(width_in, width_out)
 
 
+def mvlpt_settings(node: CN) -> dict:
+    """The keyword arguments of :class:`MVLPTPromptLearner` from ``TRAINER.MVLPT``."""
+    return {"coop_n_ctx": node.COOP.N_CTX, "coop_ctx_init": node.COOP.CTX_INIT,
+            "coop_csc": node.COOP.CSC, "class_token_position": node.COOP.CLASS_TOKEN_POSITION,
+            "vpt_n_ctx": node.VPT.N_CTX, "vpt_deep": node.VPT.DEEP,
+            "vpt_dropout": node.VPT.DROPOUT, "vpt_project": node.VPT.PROJECT,
+            "project_method": node.PROJECT_METHOD, "project_dim": node.PROJECT_DIM}
+
+
+@register_learner("MVLPT", node="MVLPT", settings=mvlpt_settings)
 class MVLPTPromptLearner(nn.Module):
     """The prompts of MCoOp, MVPT and MUPT, under the official names.
 
@@ -169,17 +181,15 @@ class MVLPTPromptLearner(nn.Module):
                         and project_method != "identity")
         if self.coupled:
             self._init_coupling(project_method, project_dim)
+        # the model that drives it (build_prompted_model): MVPT's text is fixed
+        self.prompted_model = (MVLPTPromptedCLIP if self.ctx is not None
+                               else FixedTextMVLPTPromptedCLIP)
 
     @classmethod
     def from_config(cls, node: CN, clip_model: nn.Module,
                     classnames: list[str]) -> MVLPTPromptLearner:
         """The learner of ``TRAINER.MVLPT``."""
-        return cls(clip_model, classnames, coop_n_ctx=node.COOP.N_CTX,
-                   coop_ctx_init=node.COOP.CTX_INIT, coop_csc=node.COOP.CSC,
-                   class_token_position=node.COOP.CLASS_TOKEN_POSITION,
-                   vpt_n_ctx=node.VPT.N_CTX, vpt_deep=node.VPT.DEEP,
-                   vpt_dropout=node.VPT.DROPOUT, vpt_project=node.VPT.PROJECT,
-                   project_method=node.PROJECT_METHOD, project_dim=node.PROJECT_DIM)
+        return cls(clip_model, classnames, **mvlpt_settings(node))
 
     def _init_visual(self, clip_model: nn.Module, n_ctx: int, deep: bool, dropout: float,
                      project: int) -> None:
@@ -276,16 +286,59 @@ class MVLPTPromptedCLIP(PromptedCLIP):
     """CLIP driven by :class:`MVLPTPromptLearner`: visual prompts after ``ln_pre``, with
     per-image dropout in training."""
 
-    def features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        schedule, text_features = self.text_side()
+    def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, TextSide]:
+        text = self.text_side()
+        schedule = text.schedule
         vision = self.prompt_learner.drop(schedule.vision, image.shape[0])
-        image_features = self.clip.encode_image(image, vision,
-                                                prompt_after_ln_pre=schedule.vision_after_ln_pre)
-        return normalize(image_features), text_features
+        return self.clip.encode_image(image, vision,
+                                      prompt_after_ln_pre=schedule.vision_after_ln_pre), text
 
 
 class FixedTextMVLPTPromptedCLIP(MVLPTPromptedCLIP, FixedTextPromptedCLIP):
     """MVPT: the text side is the frozen "a photo of a {class}.", computed once."""
+
+
+class MultitaskCrossEntropy(Term):
+    """Cross-entropy over every task's classes (MVLPT's loss). With ``per_task_mask``
+    (DATASET.MULTITASK_LABEL_PERTASK) the logits of the classes outside each image's task are
+    multiplied by 0 (set to 0, not -inf: the official rule) before it; the task of an image is
+    the one whose classes hold its label. A label matrix (ELEVATER's 0/1 targets) is a soft
+    target, divided by its sum (multi-label tasks)."""
+
+    name = "ce"
+
+    def __init__(self, tasks: list | None = None, per_task_mask: bool = False) -> None:
+        super().__init__()
+        if per_task_mask and not tasks:
+            raise ValueError("DATASET.MULTITASK_LABEL_PERTASK needs multitask data "
+                             "(--dataset A,B,... --multi-task)")
+        self.per_task_mask = per_task_mask
+        bounds = [(t.start, t.end) for t in tasks or []]
+        self.register_buffer("starts", torch.tensor([b[0] for b in bounds], dtype=torch.long),
+                             persistent=False)
+        self.register_buffer("ends", torch.tensor([b[1] for b in bounds], dtype=torch.long),
+                             persistent=False)
+
+    def mask(self, label: torch.Tensor, classes: int) -> torch.Tensor:
+        """``[B, classes]``: 1 for the classes of each image's task, 0 elsewhere."""
+        first = label.argmax(dim=-1) if label.dim() > 1 else label
+        task = torch.bucketize(first, self.starts, right=True) - 1
+        index = torch.arange(classes, device=label.device)
+        return ((index >= self.starts[task, None]) & (index < self.ends[task, None])).float()
+
+    def forward(self, out, label: torch.Tensor) -> torch.Tensor:
+        logits = out.logits.float()
+        if self.per_task_mask:
+            logits = logits * self.mask(label, logits.shape[1])
+        if label.dim() > 1:
+            label = label.float() / label.float().sum(dim=-1, keepdim=True)
+        return F.cross_entropy(logits, label)
+
+
+@TERM_REGISTRY.register(name="MultitaskCE")
+def multitask_terms(ctx: PartContext) -> list[Term]:
+    per_task = bool(ctx.cfg.DATASET.get("MULTITASK_LABEL_PERTASK", False))
+    return [MultitaskCrossEntropy(ctx.tasks, per_task_mask=per_task)]
 
 
 @TRAINER_REGISTRY.register()
@@ -294,13 +347,16 @@ class MVLPT(PromptTrainer):
 
     config_node = "MVLPT"
     model_name = "prompt_learner"
+    learner_name = "MVLPT"
+    term_names = ("MultitaskCE",)
 
-    def check_cfg(self, cfg) -> None:
+    @classmethod
+    def check_cfg(cls, cfg) -> None:
         super().check_cfg(cfg)
         check_node(cfg.TRAINER.MVLPT)
-        if cfg.TRAINER.MVLPT.COCOOP.PREC not in self.precisions:
+        if cfg.TRAINER.MVLPT.COCOOP.PREC not in cls.precisions:
             raise ValueError(f"TRAINER.MVLPT.COCOOP.PREC is '{cfg.TRAINER.MVLPT.COCOOP.PREC}'; "
-                             f"use one of {', '.join(self.precisions)}")
+                             f"use one of {', '.join(cls.precisions)}")
         if cfg.TRAINER.ACT_CKPT < 1:
             raise ValueError(f"TRAINER.ACT_CKPT (--act-ckpt) must be >= 1 (1: off); got "
                              f"{cfg.TRAINER.ACT_CKPT}")
@@ -312,70 +368,43 @@ class MVLPT(PromptTrainer):
         """Several tasks (``DATASET.DATASET`` or ``DATASET.COOP``): one multitask dataset;
         otherwise the dataset of ``DATASET.NAME`` as for every trainer."""
         cfg = self.cfg
+        if elevater_task_names(cfg):  # ELEVATER's tasks, read and loaded as its toolkit does
+            dataset = build_elevater_dataset(cfg)
+            loaders = build_elevater_loaders(cfg, dataset)
+            self.use_data_manager(DataManager(cfg, dataset=dataset, loaders=loaders))
+            return
         if not (cfg.DATASET.DATASET or cfg.DATASET.COOP):
             super().build_data_loader()
             return
         self.use_data_manager(DataManager(cfg, dataset=build_task_dataset(cfg)))
 
-    def build_prompt_learner(self, cfg, classnames, clip_model):
-        node = cfg.TRAINER.MVLPT
-        logger.info("MVLPT variant: %s", variant(node))
-        if variant(node) == "MCoCoOp":
-            return CoCoOpPromptLearner(clip_model, classnames, node.COCOOP.N_CTX,
-                                       node.COCOOP.CTX_INIT)
-        return MVLPTPromptLearner.from_config(node, clip_model, classnames)
+    @classmethod
+    def default_learner(cls, cfg) -> str:
+        """MCoCoOp is CoCoOp's learner (built from TRAINER.MVLPT.COCOOP); the others MVLPT's."""
+        return "CoCoOp" if variant(cfg.TRAINER.MVLPT) == "MCoCoOp" else cls.learner_name
 
-    def build_prompted_clip(self, clip_model, learner):
-        clip_model.transformer.checkpoint_segments = self.cfg.TRAINER.ACT_CKPT
-        if isinstance(learner, CoCoOpPromptLearner):
-            return ConditionalPromptedCLIP(clip_model, learner)
-        if learner.ctx is None:
-            return FixedTextMVLPTPromptedCLIP(clip_model, learner)
-        return MVLPTPromptedCLIP(clip_model, learner)
+    @classmethod
+    def learner_node(cls, cfg, name: str):
+        if name == "CoCoOp" and not cfg.TRAINER.PARTS.PROMPT_LEARNER:
+            return cfg.TRAINER.MVLPT.COCOOP
+        return super().learner_node(cfg, name)
 
-    def compute_loss(self, image: torch.Tensor,
-                     label: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """Cross-entropy over every task's classes; with DATASET.MULTITASK_LABEL_PERTASK the
-        logits of classes outside each image's task are multiplied by 0 (set to 0, not -inf:
-        the official rule). Multi-hot label vectors are soft targets (divided by their sum)."""
-        logits = self.model(image).float()
-        tasks = self.tasks_of(label)
-        if self.cfg.DATASET.MULTITASK_LABEL_PERTASK:
-            logits = logits * self.task_mask(tasks, logits.shape[1])
-        if label.dim() > 1:
-            target = label.float() / label.float().sum(dim=-1, keepdim=True)
-            loss, label = F.cross_entropy(logits, target), label.argmax(dim=-1)
-        else:
-            loss = F.cross_entropy(logits, label)
-        figures = {"acc": compute_accuracy(logits, label)[0].item()}
-        if tasks is not None:
-            figures["num_tasks"] = float(tasks.unique().numel())
-        return loss, figures
+    @classmethod
+    def assemble(cls, cfg, clip_model, classnames, learner, param_dtype=None, tasks=None):
+        """The parts, with the text tower checkpointed in TRAINER.ACT_CKPT segments."""
+        logger.info("MVLPT variant: %s", variant(cfg.TRAINER.MVLPT))
+        clip_model.transformer.checkpoint_segments = cfg.TRAINER.ACT_CKPT
+        return super().assemble(cfg, clip_model, classnames, learner, param_dtype, tasks)
 
-    def task_ranges(self) -> list | None:
-        dm = getattr(self, "dm", None)
-        return getattr(dm, "tasks", None)
+    def parse_batch_train(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and labels; ELEVATER batches carry their 0/1 ``target`` vectors instead
+        (multi-label tasks), which the objective takes as soft targets."""
+        target = batch.get("target")
+        label = batch["label"] if target is None else target
+        return batch["img"].to(self.device), label.to(self.device)
 
-    def tasks_of(self, label: torch.Tensor) -> torch.Tensor | None:
-        """The task index of every image, from its label (the task whose classes hold it; the
-        official code reads ``domain``, which the multitask data sets to the same index)."""
-        ranges = self.task_ranges()
-        if not ranges:
-            return None
-        first = label.argmax(dim=-1) if label.dim() > 1 else label
-        starts = torch.tensor([task.start for task in ranges], device=label.device)
-        return torch.bucketize(first, starts, right=True) - 1
-
-    def task_mask(self, tasks: torch.Tensor | None, classes: int) -> torch.Tensor:
-        """``[B, classes]``: 1 for the classes of each image's task, 0 elsewhere."""
-        if tasks is None:
-            raise RuntimeError("DATASET.MULTITASK_LABEL_PERTASK needs multitask data "
-                               "(--dataset A,B,... --multi-task)")
-        ranges = self.task_ranges()
-        start = torch.tensor([t.start for t in ranges], device=tasks.device)[tasks]
-        end = torch.tensor([t.end for t in ranges], device=tasks.device)[tasks]
-        index = torch.arange(classes, device=tasks.device)
-        return ((index >= start[:, None]) & (index < end[:, None])).float()
+    def parse_batch_test(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.parse_batch_train(batch)
 
     @classmethod
     def map_official_state_dict(cls, state_dict):

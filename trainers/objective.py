@@ -53,11 +53,14 @@ HEAD_REGISTRY = Registry("head")
 @dataclass(frozen=True)
 class PartContext:
     """What a part's factory may read: the config, the frozen CLIP (fp32, on the training
-    device, before the precision policy casts it) and the class names in label order."""
+    device, before the precision policy casts it), the class names in label order and, for a
+    multitask label space, its tasks (each with ``name``, ``start``, ``end``: the labels
+    ``start .. end - 1``; None for one task)."""
 
     cfg: Any
     clip_model: nn.Module
     classnames: list[str] = field(default_factory=list)
+    tasks: list | None = None
 
 
 # --------------------------------------------------------------------------- terms
@@ -178,7 +181,8 @@ class Objective(nn.Module):
                 value = value * term.weight
                 total = value if total is None else total + value
             values[term.name] = value
-        accuracy = compute_accuracy(out.logits, label)[0].item()
+        hard = label if label.dim() == 1 else label.argmax(dim=-1)  # soft targets: their top
+        accuracy = compute_accuracy(out.logits, hard)[0].item()
         return Losses(total, values, accuracy)
 
 

@@ -140,14 +140,19 @@ class DataManager:
 
     def __init__(self, cfg: Any, custom_tfm_train: Callable | None = None,
                  custom_tfm_test: Callable | None = None,
-                 dataset_wrapper: type | None = None, dataset: Any = None) -> None:
+                 dataset_wrapper: type | None = None, dataset: Any = None,
+                 loaders: tuple[DataLoader, DataLoader | None, DataLoader] | None = None) -> None:
+        """``dataset``: one already built (default: ``DATASET.NAME``'s); ``loaders``: its
+        (train_x, val, test) loaders when its protocol builds them itself (ELEVATER's; its
+        reader has checked every image, some inside archives)."""
         dataset = build_dataset(cfg) if dataset is None else dataset
         tfm_train = custom_tfm_train or build_transform(cfg, is_train=True)
         tfm_test = custom_tfm_test or build_transform(cfg, is_train=False)
         if not dataset.train_x and not dataset.test:
             raise ValueError(f"Dataset {cfg.DATASET.NAME} has neither training nor test items")
-        check_files_exist({"train_x": dataset.train_x, "train_u": dataset.train_u,
-                           "val": dataset.val, "test": dataset.test}, cfg.DATASET.NAME)
+        if loaders is None:
+            check_files_exist({"train_x": dataset.train_x, "train_u": dataset.train_u,
+                               "val": dataset.val, "test": dataset.test}, cfg.DATASET.NAME)
         test_cfg = cfg.DATALOADER.TEST
 
         def loader(source: Sequence[Datum] | None, train: bool) -> DataLoader | None:
@@ -160,10 +165,14 @@ class DataManager:
                                      dataset_wrapper=dataset_wrapper)
 
         self.dataset = dataset
-        self.train_loader_x = loader(dataset.train_x, True)
-        self.train_loader_u = loader(dataset.train_u, True)
-        self.val_loader = loader(dataset.val, False)
-        self.test_loader = loader(dataset.test, False)
+        if loaders is None:
+            self.train_loader_x = loader(dataset.train_x, True)
+            self.train_loader_u = loader(dataset.train_u, True)
+            self.val_loader = loader(dataset.val, False)
+            self.test_loader = loader(dataset.test, False)
+        else:
+            self.train_loader_x, self.val_loader, self.test_loader = loaders
+            self.train_loader_u = None
         self._num_classes = dataset.num_classes
         self._num_source_domains = len(cfg.DATASET.SOURCE_DOMAINS)
         self._lab2cname = dataset.lab2cname
