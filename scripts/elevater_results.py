@@ -57,10 +57,12 @@ class Run:
 
 def parse_blocks(path: str | Path) -> dict[str, tuple[str, float]]:
     """task -> (metric, value) of the last result blocks of a log after training (every block
-    of an evaluation-only log, which has no training)."""
+    of an evaluation-only log, which has no training; none of an unfinished training)."""
     with open(path, encoding="utf-8", errors="replace") as f:
         lines = [line.strip() for line in f]
     ends = [i for i, line in enumerate(lines) if line in TRAIN_END]
+    if not ends and any("epoch [" in line for line in lines):
+        return {}  # a training that has not finished: its blocks are validation results
     found: dict[str, tuple[str, float]] = {}
     task = None
     for line in lines[ends[-1] if ends else 0:]:

@@ -8,6 +8,10 @@
                                                   domain generalization evaluation
     few_shot/<dataset>/<Trainer>/<cfg>_<K>shots[/<tag>]/seed<N>          evaluation of
                                                   published few-shot weights
+    <tasks>/<variant>/<cfg>_<K>shots/nctx<M>_csc_ctp/seed<N>             MVLPT source runs
+                                                  (<tasks>: comma-separated), their average
+                                                  one level up (prompt_learner/)
+    <dataset or ELEVATER task>/<variant>/<cfg>_<K>shots/nctx<M>_csc_ctp/seed<N>  targets
 """
 
 from __future__ import annotations
@@ -22,6 +26,19 @@ BASE2NEW_DATASETS = (
 XD_TARGETS = BASE2NEW_DATASETS[1:]
 DG_TARGETS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
 FEW_SHOTS = (1, 2, 4, 8, 16)
+# MVLPT: the source tasks (CoOp's 11 datasets, registered names, in the official order), the
+# CoOp-data targets, ELEVATER's 20 tasks and the shots of the paper
+MVLPT_SOURCE_TASKS = ("ImageNet", "Caltech101", "Food101", "StanfordCars", "OxfordPets",
+                      "OxfordFlowers", "FGVCAircraft", "SUN397", "DescribableTextures", "EuroSAT",
+                      "UCF101")
+MVLPT_TARGETS = MVLPT_SOURCE_TASKS[1:]
+ELEVATER_TASKS = (
+    "caltech-101", "cifar-10", "cifar-100", "country211", "dtd", "eurosat_clip", "fer-2013",
+    "fgvc-aircraft-2013b-variants102", "food-101", "gtsrb", "hateful-memes", "kitti-distance",
+    "mnist", "oxford-flower-102", "oxford-iiit-pets", "patch-camelyon", "rendered-sst2",
+    "resisc45_clip", "stanford-cars", "voc-2007-classification",
+)
+MVLPT_SHOTS = (1, 5, 20)
 DISPLAY_NAMES = {
     "imagenet": "ImageNet", "caltech101": "Caltech101", "oxford_pets": "OxfordPets",
     "stanford_cars": "StanfordCars", "oxford_flowers": "Flowers102", "food101": "Food101",
@@ -54,3 +71,11 @@ def evaluation_dir(output: Path, trainer: str, cfg: str, shots: int, dataset: st
     """Run folder of a cross-dataset / domain-generalization evaluation."""
     parts = ["evaluation", trainer, f"{cfg}_{shots}shots"] + ([tag] if tag else [])
     return Path(output, *parts, dataset, f"seed{seed}")
+
+
+def mvlpt_dir(output: Path, tasks: str, variant: str, cfg: str, nctx: int, shots: int,
+              seed: int | None = None) -> Path:
+    """Run folder of MVLPT on ``tasks`` (a source: several, comma-separated; a target: one);
+    without ``seed`` the folder of the seeds' average."""
+    folder = Path(output, tasks, variant, f"{cfg}_{shots}shots", f"nctx{nctx}_csc_ctp")
+    return folder if seed is None else folder / f"seed{seed}"

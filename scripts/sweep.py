@@ -11,8 +11,12 @@ Examples::
     python scripts/sweep.py base2new --methods maple --status
     python scripts/sweep.py few_shot --methods CoOp/demo_tiny --datasets demo --shots 2 \
         --seeds 1 -- OPTIM.MAX_EPOCH 1
+    python scripts/sweep.py mvlpt elevater --methods mcoop mvpt mupt --shots 5
     python scripts/sweep.py --jobs jobs.jsonl      # any commands, one JSON object a line
 
+MVLPT (protocols mvlpt and elevater; methods mcoop, mvpt, mupt, mcocoop): per shot count, a
+source run on CoOp's 11 datasets per seed, their average once all have ended, then every
+target (mvlpt: CoOp's datasets; elevater: ELEVATER's 20 tasks) fine-tuned from the average.
 A method is an alias of the table METHODS or ``Trainer/cfg`` (any trainer and any config
 of configs/trainers/<Trainer>/, so a new method needs no code here). Jobs are the scripts of
 scripts/protocols/. A job whose log already holds a final accuracy is skipped; an unfinished
@@ -51,6 +55,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scripts import layout, slurm  # noqa: E402
+from scripts.elevater_results import parse_blocks  # noqa: E402
 from scripts.jobs import Job, Records, job_status  # noqa: E402
 from scripts.local_launcher import (  # noqa: E402
     Interrupted,
@@ -58,10 +63,10 @@ from scripts.local_launcher import (  # noqa: E402
     parse_gpus,
     report,
 )
-from scripts.logparse import TEST_END, TRAIN_END  # noqa: E402
+from scripts.logparse import TEST_END, TRAIN_END, log_files  # noqa: E402
 
 SCRIPTS = Path(__file__).resolve().parent
-PROTOCOLS = ("base2new", "xd", "dg", "few_shot")
+PROTOCOLS = ("base2new", "xd", "dg", "few_shot", "mvlpt", "elevater")
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,7 @@ class Method:
     xd: str | None
     few_shot: str | None
     config_dir: str | None = None  # folder of configs/trainers/ when not the trainer's
+    mvlpt: tuple[str, str, int] | None = None  # MVLPT: (variant, cfg, prompt tokens)
 
     @property
     def zero_shot(self) -> bool:
@@ -98,6 +104,11 @@ METHODS = {
     "cocoop_dept": Method("ExtrasLinearProbeCoCoOp", *["vit_b16_c4_ep10_batch1_ctxv1"] * 2, None),
     "kgcoop_dept": Method("ExtrasLinearProbeKgCoOp", *["vit_b16_ep10_ctxv1_bs4_lr35"] * 2, None),
     "maple_dept": Method("ExtrasLinearProbeMaPLe", *["vit_b16_c2_ep10_batch4_2ctx"] * 2, None),
+    # MVLPT (protocols mvlpt and elevater): the official scripts' TRAINER argument and M
+    "mcoop": Method("MVLPT", None, None, None, mvlpt=("CoOp", "vit_b16", 16)),
+    "mvpt": Method("MVLPT", None, None, None, mvlpt=("VPT", "vit_b16", 16)),
+    "mupt": Method("MVLPT", None, None, None, mvlpt=("UPT", "vit_b16", 4)),
+    "mcocoop": Method("MVLPT", None, None, None, mvlpt=("COCOOP", "vit_b16", 4)),
 }
 
 
@@ -123,14 +134,18 @@ class JobBuilder:
         self.output = output
         self.opts = opts
 
-    def _job(self, name: str, script: str, args: list, run_dir: Path, end: str, method: Method,
-             after: tuple[str, ...] = (), **env: str) -> Job:
+    def _job(self, name: str, script: str | Path, args: list, run_dir: Path | None,
+             end: str | None, method: Method, after: tuple[str, ...] = (),
+             stage: str | None = None, **env: str) -> Job:
+        """A job running ``script`` (a name of scripts/protocols/, or a path)."""
         extra = " ".join(filter(None, [os.environ.get("EXTRA_OPTS"), shlex.join(self.opts)]))
         env = {"OUTPUT": str(self.output), "EXTRA_OPTS": extra, **env}
         if method.config_dir:
             env["CFG_TRAINER"] = method.config_dir
-        command = ["bash", str(SCRIPTS / "protocols" / script), *map(str, args)]
-        stage = name.split(f"/{method.trainer}/")[0] + f"/{method.trainer}"  # one Slurm array
+        path = script if isinstance(script, Path) else SCRIPTS / "protocols" / script
+        command = ["bash", str(path), *map(str, args)]
+        if stage is None:  # one Slurm array per step and method
+            stage = name.split(f"/{method.trainer}/")[0] + f"/{method.trainer}"
         return Job(name, command, run_dir, end, after, env, stage)
 
     def base2new(self, m: Method, datasets: list[str], seeds: list[int]) -> list[Job]:
@@ -188,6 +203,69 @@ class JobBuilder:
         return jobs
 
 
+    def mvlpt_source(self, m: Method, shots: list[int], seeds: list[int]
+                     ) -> tuple[list[Job], dict[int, str]]:
+        """MVLPT's source: the 11 CoOp datasets jointly, one run per seed, then their average;
+        returns the jobs and the name of the average job of each shot count (what the targets
+        wait for)."""
+        variant, cfg, nctx = m.mvlpt
+        tasks = ",".join(layout.MVLPT_SOURCE_TASKS)
+        jobs, averages = [], {}
+        for k in shots:
+            key = f"{variant}/{cfg}/nctx{nctx}/{k}shots"
+            runs = []
+            for s in seeds:
+                name = f"mvlpt/source/{key}/seed{s}"
+                jobs.append(self._job(
+                    name, "multitask.sh", [variant, cfg, nctx, k, s],
+                    layout.mvlpt_dir(self.output, tasks, variant, cfg, nctx, k, s), TRAIN_END,
+                    m, stage=f"mvlpt/source/{variant}", TASKS=tasks))
+                runs.append(name)
+            averages[k] = f"mvlpt/average/{key}"
+            jobs.append(self._job(  # no log: its exit status says it is done
+                averages[k], "multitask_average.sh", [variant, cfg, nctx, k], None, None, m,
+                tuple(runs), stage=f"mvlpt/average/{variant}", TASKS=tasks,
+                SEEDS=" ".join(map(str, seeds))))
+        return jobs, averages
+
+    def mvlpt_targets(self, m: Method, targets: list[str], shots: list[int],
+                      seeds: list[int], elevater: bool) -> list[Job]:
+        """Each target (a CoOp dataset, or an ELEVATER task) fine-tuned from the source
+        prompts averaged over the seeds, for every shot count and seed."""
+        jobs, averages = self.mvlpt_source(m, shots, seeds)
+        variant, cfg, nctx = m.mvlpt
+        tasks = ",".join(layout.MVLPT_SOURCE_TASKS)
+        protocol = "elevater" if elevater else "mvlpt"
+        for k in shots:
+            source = layout.mvlpt_dir(self.output, tasks, variant, cfg, nctx, k)
+            for d in targets:
+                for s in seeds:
+                    run = layout.mvlpt_dir(self.output, d, variant, cfg, nctx, k, s)
+                    name = f"{protocol}/target/{variant}/{cfg}/nctx{nctx}/{k}shots/{d}/seed{s}"
+                    if elevater:
+                        job = self._job(name, SCRIPTS / "mvlpt" / "main_single_elevater_cut.sh",
+                                        [variant, cfg, nctx, k, s, d], run, None, m,
+                                        (averages[k],), stage=f"elevater/target/{variant}",
+                                        MODEL_DIR=str(source))
+                        job = ElevaterJob(**vars(job))
+                    else:
+                        job = self._job(name, "transfer.sh", [variant, cfg, nctx, k, s, d], run,
+                                        TRAIN_END, m, (averages[k],),
+                                        stage=f"mvlpt/target/{variant}", TASKS=tasks)
+                    jobs.append(job)
+        return jobs
+
+
+@dataclass
+class ElevaterJob(Job):
+    """An ELEVATER run: finished when its log holds the ELEVATER result blocks after training
+    (a task's metric may be mean-per-class accuracy or 11-point mAP, not ``* accuracy``)."""
+
+    def finished(self) -> bool:
+        return self.run_dir is not None and any(
+            parse_blocks(path) for path in log_files(self.run_dir))
+
+
 def protocol_jobs(protocols: list[str], methods: list[Method], datasets: list[str] | None,
                   seeds: list[int], shots: list[int], output: Path, opts: list[str],
                   source: str = "imagenet") -> list[Job]:
@@ -203,8 +281,13 @@ def protocol_jobs(protocols: list[str], methods: list[Method], datasets: list[st
             elif protocol == "dg" and m.xd:
                 new = builder.transfer(m, datasets or list(layout.DG_TARGETS), seeds, source)
             elif protocol == "few_shot" and m.few_shot and not m.zero_shot:
-                new = builder.few_shot(m, datasets or list(layout.BASE2NEW_DATASETS), shots,
-                                       seeds)
+                new = builder.few_shot(m, datasets or list(layout.BASE2NEW_DATASETS),
+                                       shots or list(layout.FEW_SHOTS), seeds)
+            elif protocol in ("mvlpt", "elevater") and m.mvlpt:
+                default = layout.ELEVATER_TASKS if protocol == "elevater" else layout.MVLPT_TARGETS
+                new = builder.mvlpt_targets(m, datasets or list(default),
+                                            shots or list(layout.MVLPT_SHOTS), seeds,
+                                            elevater=protocol == "elevater")
             else:
                 print(f"note: {protocol} does not apply to {m.trainer}; skipped", flush=True)
                 continue
@@ -252,8 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--datasets", nargs="+", default=None,
                         help="datasets (default: the papers' list of each protocol)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
-    parser.add_argument("--shots", nargs="+", type=int, default=list(layout.FEW_SHOTS),
-                        help="few-shot protocol: images per class")
+    parser.add_argument("--shots", nargs="+", type=int, default=None,
+                        help="images per class (default: few_shot 1 2 4 8 16; mvlpt and "
+                             "elevater 1 5 20)")
     parser.add_argument("--source", default="imagenet", help="xd/dg: the training dataset")
     parser.add_argument("--output", type=Path, default=Path("output"), help="output root")
     parser.add_argument("--jobs", type=Path, default=None, help="JSON-lines file of jobs")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts import results, sweep
+from scripts import layout, results, sweep
 from tests.protocols.logs import write_train_log
 
 REPO = Path(__file__).resolve().parents[2]
@@ -259,3 +259,41 @@ def test_every_method_alias_names_configs_that_exist():
             cfg = getattr(method, protocol)
             if cfg is not None:
                 assert (folder / f"{cfg}.yaml").is_file(), (alias, protocol, cfg)
+        if method.mvlpt:
+            assert (folder / f"{method.mvlpt[1]}.yaml").is_file(), alias
+
+
+def test_mvlpt_and_elevater_protocols_chain_source_average_targets(tmp_path):
+    """MVLPT's chain: one source run per seed on CoOp's 11 datasets, their average once all of
+    them ended, then every target (CoOp datasets; ELEVATER tasks) after the average. The source
+    and the average are shared by both protocols; ELEVATER runs are finished by their blocks."""
+    jobs = sweep.protocol_jobs(["mvlpt", "elevater"], [sweep.resolve_method("mupt")], None,
+                               [1, 2], [5], tmp_path, [])
+    by_name = {job.name: job for job in jobs}
+    sources = [n for n in by_name if n.startswith("mvlpt/source/")]
+    assert sources == ["mvlpt/source/UPT/vit_b16/nctx4/5shots/seed1",
+                       "mvlpt/source/UPT/vit_b16/nctx4/5shots/seed2"]
+    average = by_name["mvlpt/average/UPT/vit_b16/nctx4/5shots"]
+    assert average.after == tuple(sources) and average.env["SEEDS"] == "1 2"
+    assert average.command[-4:] == ["UPT", "vit_b16", "4", "5"]
+    source_dir = tmp_path / ",".join(layout.MVLPT_SOURCE_TASKS) / "UPT/vit_b16_5shots/nctx4_csc_ctp"
+    assert by_name[sources[0]].run_dir == source_dir / "seed1"
+    targets = [j for j in jobs if "/target/" in j.name]
+    assert len(targets) == 2 * (len(layout.MVLPT_TARGETS) + len(layout.ELEVATER_TASKS))
+    assert all(j.after == (average.name,) for j in targets)
+    cifar = by_name["elevater/target/UPT/vit_b16/nctx4/5shots/cifar-10/seed2"]
+    assert cifar.command[1].endswith("scripts/mvlpt/main_single_elevater_cut.sh")
+    assert cifar.command[2:] == ["UPT", "vit_b16", "4", "5", "2", "cifar-10"]
+    assert cifar.env["MODEL_DIR"] == str(source_dir)
+    assert cifar.run_dir == tmp_path / "cifar-10/UPT/vit_b16_5shots/nctx4_csc_ctp/seed2"
+    assert not cifar.finished()
+    cifar.run_dir.mkdir(parents=True)
+    (cifar.run_dir / "log.txt").write_text("epoch [1/5] batch [1/1]\n=> result\n* task: cifar-10"
+                                           "\n* total: 10\n* accuracy: 40.0%\n")
+    assert not cifar.finished()  # a validation block of a training still running
+    with open(cifar.run_dir / "log.txt", "a") as log:
+        log.write("Finish training\n=> result\n* task: cifar-10\n* total: 10\n"
+                  "* accuracy: 50.0%\n")
+    assert cifar.finished()
+    assert sweep.protocol_jobs(["few_shot"], [sweep.resolve_method("mupt")], None, [1], None,
+                               tmp_path, []) == []  # MVLPT has no few-shot config

@@ -31,7 +31,7 @@ def examples() -> list[list[str]]:
 def test_every_example_of_the_help_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                          capsys: pytest.CaptureFixture) -> None:
     commands = examples()
-    assert len(commands) == 7
+    assert len(commands) == 8
     (tmp_path / "data").mkdir()
     monkeypatch.setenv("DATA", str(tmp_path / "data"))
     monkeypatch.delenv("EXTRA_OPTS", raising=False)
@@ -53,5 +53,8 @@ def test_every_example_of_the_help_works(tmp_path: Path, monkeypatch: pytest.Mon
     run = tmp_path / "output/demo/CoOp/demo_tiny_2shots/seed1"
     assert re.search(r"\* accuracy: [\d.]+%", (run / "log.txt").read_text())
     assert "hello" in (tmp_path / "output/sweep_logs/hello.log").read_text()
+    mvlpt = next(out for args, out in zip(commands, ran, strict=True) if "mvlpt" in args)
+    # 3 variants x (3 sources + 1 average + 3 seeds x (10 CoOp targets + 20 ELEVATER tasks))
+    assert mvlpt.count("\ntodo ") + mvlpt.startswith("todo ") == 282
     status = next(out for args, out in zip(commands, ran, strict=True) if "--status" in args)
     assert "66 jobs: 66 todo" in status  # 11 datasets x 3 seeds x (train + test)
