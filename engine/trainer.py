@@ -222,21 +222,29 @@ class TrainerBase:
             raise CheckpointError(describe_mismatch(model, state_dict, path, saved_meta,
                                                     self.checkpoint_meta(name))) from exc
 
+    def _read_model_file(self, directory: str, name: str, epoch: int | None
+                         ) -> tuple[str, dict, dict | None, dict]:
+        """(path, checkpoint, its meta, the state dict mapped for model ``name``) of
+        ``directory/<name>/model-best.pth.tar`` (``model.pth.tar-<epoch>``), checked: the file
+        is a sound checkpoint and its recorded backbone and prompt settings are this run's."""
+        model_file = BEST_FILE if epoch is None else f"model.pth.tar-{epoch}"
+        path = os.path.join(directory, name, model_file)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(_missing_model_message(directory, name, path))
+        checkpoint = check_training_checkpoint(load_checkpoint(path), path)
+        meta = checkpoint.get("meta")
+        check_meta(meta, self.checkpoint_meta(name), path, resuming=False)
+        return path, checkpoint, meta, self.map_checkpoint_state_dict(name,
+                                                                      checkpoint["state_dict"])
+
     def initialize_from(self, directory: str, epoch: int | None = None) -> None:
         """Start training from the learned tensors of another run (``--model-dir`` without
         ``--eval-only``, e.g. MVLPT's source prompts for a target task): every registered model
         loads ``directory/<name>/model-best.pth.tar`` (``model.pth.tar-<epoch>``) through
         :meth:`map_checkpoint_state_dict`; optimizer and schedule start fresh. Every tensor of
         the model must be in the file with its shape, and nothing else."""
-        model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
         for name in self.get_model_names():
-            path = os.path.join(directory, name, model_file)
-            if not os.path.isfile(path):
-                raise FileNotFoundError(_missing_model_message(directory, name, path))
-            checkpoint = check_training_checkpoint(load_checkpoint(path), path)
-            meta = checkpoint.get("meta")
-            check_meta(meta, self.checkpoint_meta(name), path, resuming=False)
-            state = self.map_checkpoint_state_dict(name, checkpoint["state_dict"])
+            path, checkpoint, meta, state = self._read_model_file(directory, name, epoch)
             _check_transfer(name, path, state, self._models[name].state_dict())
             self._load_weights(name, state, path, meta)
             taken = ", ".join(f"{key} {list(value.shape)}" for key, value in state.items())
@@ -250,23 +258,16 @@ class TrainerBase:
             logger.info("Note that load_model() is skipped as no pretrained model is given "
                         "(ignore this if it's done on purpose)")
             return
-        model_file = BEST_FILE if epoch is None else f"model.pth.tar-{epoch}"
         for name in self.get_model_names():
-            model_path = os.path.join(directory, name, model_file)
-            if not os.path.isfile(model_path):
-                raise FileNotFoundError(_missing_model_message(directory, name, model_path))
-            checkpoint = check_training_checkpoint(load_checkpoint(model_path), model_path)
-            meta = checkpoint.get("meta")
-            check_meta(meta, self.checkpoint_meta(name), model_path, resuming=False)
-            state_dict = self.map_checkpoint_state_dict(name, checkpoint["state_dict"])
+            path, checkpoint, meta, state_dict = self._read_model_file(directory, name, epoch)
             val = checkpoint.get("val_result")
             val_text = f", val_result={val:.1f}" if isinstance(val, (int, float)) else ""
-            logger.info("Load %s to %s (epoch=%s%s)", model_path, name, checkpoint.get("epoch"),
+            logger.info("Load %s to %s (epoch=%s%s)", path, name, checkpoint.get("epoch"),
                         val_text)
-            self._load_weights(name, state_dict, model_path, meta)
+            self._load_weights(name, state_dict, path, meta)
             trainer = self.checkpoint_meta(name).get("trainer")
             if meta and trainer and meta.get("trainer") not in (None, trainer):
-                logger.info("Note: %s was trained by %s; it is loaded by %s", model_path,
+                logger.info("Note: %s was trained by %s; it is loaded by %s", path,
                             meta["trainer"], trainer)
 
     # ------------------------------------------------------------------ optimisation

@@ -47,25 +47,6 @@ ELEVATER_STUBS = {  # the ELEVATER toolkit the ELEVATER-data managers use (not t
 }
 
 
-def mvlpt_trainable_values(spec: list[list]) -> dict[str, torch.Tensor]:
-    """The MVLPT fixtures' rule: the recipe's, with std 1 for the VPT prompts and +1 on the
-    UPT block's LayerNorm weights (see the MVLPT README, section 3)."""
-    g = torch.Generator().manual_seed(H.SEEDS["trainable"])
-    out = {}
-    for name, shape in spec:
-        if name.endswith(("vpt_embeddings", "vpt_embeddings_deep")):
-            std = 1.0
-        elif name.endswith(".weight") and len(shape) == 2:
-            std = shape[1] ** -0.5
-        else:
-            std = 0.02
-        t = torch.randn(shape, generator=g, dtype=torch.float32) * std
-        if "ln_" in name and name.endswith(".weight"):
-            t = t + 1
-        out[name] = t.half().float()
-    return out
-
-
 def build(train, mvlpt, code_dir: Path, variant: str):
     script_opts, extra_opts, pertask = VARIANTS[variant]
     cfg = official_cfg(train, script_opts + COMMON_OPTS + extra_opts,
@@ -92,7 +73,7 @@ def run_variant(train, mvlpt, code_dir: Path, variant: str, images: torch.Tensor
     cfg, trainer, script_opts, extra_opts = build(train, mvlpt, code_dir, variant)
     model, learner = trainer.model, trainer.model.prompt_learner
     spec = H.trainable_spec(learner, "prompt_learner.")
-    values = mvlpt_trainable_values(spec)
+    values = H.load_recipe().mvlpt_trainable_tensors(spec)  # the fixtures' rule
     H.round_trip_checkpoint(trainer, {k.removeprefix("prompt_learner."): v
                                       for k, v in values.items()},
                             poison=["token_prefix", "token_suffix"])
