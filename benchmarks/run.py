@@ -180,8 +180,16 @@ def _free(device: torch.device) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("trainers").setLevel(logging.WARNING)  # the learners' set-up lines
-    args = parse_args(argv)
+    quiet = logging.getLogger("trainers")  # the learners' set-up lines
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        return _run(parse_args(argv), argv)
+    finally:
+        quiet.setLevel(level)
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None) -> dict:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     measure.release_memory_to_os()
     if args.threads:
