@@ -6,6 +6,8 @@ or after the class name; text layer 0 only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -86,11 +88,16 @@ class CoOpPromptLearner(nn.Module):
         self.n_ctx = ctx.shape[-2]
         self.position = position
         self.class_tokens = ClassTokens(clip_model, [prompt_text(prefix, c) for c in classnames])
-        self.name_lens = [len(clip_model.tokenizer.encode(c.replace("_", " ")))
-                          for c in classnames]
+        self.name_lens = name_lengths(clip_model, classnames)
 
     def forward(self) -> PromptSchedule:
         return context_schedule(self.class_tokens, self.ctx, self.name_lens, self.position)
+
+
+def name_lengths(clip_model: nn.Module, classnames: Sequence[str]) -> list[int]:
+    """Each class name's length in tokens of the backbone's tokenizer (underscores as
+    spaces, as in the prompts): where the name sits in a prompt."""
+    return [len(clip_model.tokenizer.encode(c.replace("_", " "))) for c in classnames]
 
 
 def context_schedule(tokens: ClassTokens, ctx: torch.Tensor, name_lens: list[int],

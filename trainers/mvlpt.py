@@ -29,7 +29,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import clip
 from clip.model import Transformer
 from datasets.elevater import build_elevater_dataset, build_elevater_loaders, elevater_task_names
 from datasets.multitask import build_task_dataset
@@ -46,7 +45,7 @@ from trainers.base import (
     word_context,
 )
 from trainers.cocoop import CoCoOpPromptLearner  # noqa: F401  (registers MCoCoOp's learner)
-from trainers.coop import CoOpPromptLearner, context_schedule
+from trainers.coop import CoOpPromptLearner, context_schedule, name_lengths
 from trainers.ivlp import vision_layers
 from trainers.learners import register_learner
 from trainers.objective import TERM_REGISTRY, PartContext, Term
@@ -226,7 +225,7 @@ class MVLPTPromptLearner(nn.Module):
                                        len(classnames) if csc else None)
             self.ctx = nn.Parameter(ctx)
         self.class_tokens = ClassTokens(clip_model, [prompt_text(prefix, c) for c in classnames])
-        self.name_lens = [len(clip.encode(c.replace("_", " "))) for c in classnames]
+        self.name_lens = name_lengths(clip_model, classnames)
 
     def _init_coupling(self, method: str, dim: int) -> None:
         text_width, vision_width = self.ctx.shape[-1], self.vpt_embeddings.shape[-1]
