@@ -31,3 +31,14 @@ def test_the_text_share_from_token_positions_equals_the_direct_count():
                                        mvlpt.positions(full))
         assert abs(fitted - direct) < 5e-3 * direct and check < 5e-3
     assert mvlpt.positions(full, off=True) == len(names) * 77
+
+
+def test_the_count_at_a_batch_from_two_small_batches_equals_the_direct_count():
+    """What a step saves is per image (MUPT's prompted image tower) or shared by the batch (the
+    text tower), so the line through the counts at batches 2 and 4 gives the count at 8."""
+    torch.set_grad_enabled(True)
+    names = mvlpt.class_names()[0][::100]
+    trainer = mvlpt.build("MUPT", TINY.build_clip(), names, 2)
+    fitted, check = mvlpt.batch_fit(trainer, len(names), target=8)
+    assert check < 1e-6
+    assert fitted == mvlpt.step_bytes(trainer, len(names), 8)
