@@ -170,8 +170,10 @@ def test_maple_logits_equal_on_off_and_cached(model):
 def test_cocoop_per_image_prompts_follow_their_sequences(model):
     """CoCoOp writes a different context into every (image, class) prompt: grouping must carry
     each one with its sequence."""
-    learner = CoCoOpPromptLearner(model, NAMES, n_ctx=4, ctx_init="a photo of a")
-    torch.nn.init.normal_(learner.meta_net.linear2.weight, std=0.5)
+    with torch.random.fork_rng(devices=[]):  # the same learner whatever ran before
+        torch.manual_seed(0)
+        learner = CoCoOpPromptLearner(model, NAMES, n_ctx=4, ctx_init="a photo of a")
+        torch.nn.init.normal_(learner.meta_net.linear2.weight, std=0.5)
     prompted = ConditionalPromptedCLIP(model, learner).eval()
     with torch.no_grad():
         with speedups(**SPEEDUPS_OFF):
@@ -179,7 +181,8 @@ def test_cocoop_per_image_prompts_follow_their_sequences(model):
         with speedups(**MANY_GROUPS, text_chunk_size=5):
             fast = prompted(images())
     assert torch.allclose(fast, slow, **TOL)
-    assert not torch.allclose(slow[0].softmax(-1), slow[1].softmax(-1), atol=1e-3)
+    # each image's own context: the two images' class logits differ in shape, not by a shift
+    assert not torch.allclose(slow[0] - slow[0].mean(), slow[1] - slow[1].mean(), atol=1e-2)
 
 
 def test_speedups_restore_and_reject_bad_values():
