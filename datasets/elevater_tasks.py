@@ -19,6 +19,8 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 
+from engine.errors import ConfigKeyError
+
 DOWNLOAD_HELP = (
     "ELEVATER's instructions: https://github.com/Computer-Vision-in-the-Wild/DataDownload "
     "(classification/download_datasets.py --ds {task}, with vision-datasets==0.2.17 and the "
@@ -134,6 +136,6 @@ TASK_NAMES: tuple[str, ...] = tuple(TASKS_BY_NAME)
 def get_task(name: str) -> ElevaterTask:
     """The row of ``name``; an unknown name is an error listing the 20 names."""
     if name not in TASKS_BY_NAME:
-        raise KeyError(f"Unknown ELEVATER task {name!r}. ELEVATER's 20 tasks: "
+        raise ConfigKeyError(f"Unknown ELEVATER task {name!r}. ELEVATER's 20 tasks: "
                        f"{', '.join(TASK_NAMES)}")
     return TASKS_BY_NAME[name]

@@ -15,12 +15,15 @@ attribute ``data_layout`` (e.g. ``"elevater"``). A list that mixes layouts is re
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections.abc import Sequence
 from typing import Any
 
+from datasets.elevater_tasks import TASK_NAMES
 from engine.config import CN, register_config
 from engine.data.datasets import DATASET_REGISTRY, DatasetBase, Datum
+from engine.errors import ConfigKeyError
 from engine.evaluator import TaskRange
 
 logger = logging.getLogger(__name__)
@@ -111,6 +114,13 @@ def task_names(cfg: Any) -> list[str]:
     return names
 
 
+def _elevater_hint(name: str) -> str:
+    """Without --dataset-coop a task may be one of ELEVATER's: say which names those are."""
+    close = difflib.get_close_matches(name, TASK_NAMES, n=1, cutoff=0.6)
+    guess = f" (did you mean {close[0]!r}?)" if close else ""
+    return f". Or an ELEVATER task{guess}: {', '.join(TASK_NAMES)}"
+
+
 def _registered() -> str:
     return ", ".join(sorted(DATASET_REGISTRY)) or "(none)"
 
@@ -123,8 +133,9 @@ def task_classes(names: Sequence[str], coop: bool) -> list[type]:
         try:
             classes.append(DATASET_REGISTRY.get(name))
         except KeyError as error:
-            raise KeyError(f"DATASET.DATASET (--dataset) names {name!r}, which is not a "
-                           f"registered dataset. {error.args[0]}") from None
+            raise ConfigKeyError(f"DATASET.DATASET (--dataset) names {name!r}, which is not a "
+                                 f"registered dataset. {error.args[0]}"
+                                 f"{'' if coop else _elevater_hint(name)}") from None
     layouts = {name: data_layout(cls) for name, cls in zip(names, classes, strict=True)}
     coop_tasks = [n for n, layout in layouts.items() if layout == COOP_LAYOUT]
     other = [f"{n} ({layout})" for n, layout in layouts.items() if layout != COOP_LAYOUT]

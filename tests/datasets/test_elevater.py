@@ -25,6 +25,7 @@ from datasets.elevater_sampling import sample_few_shot
 from datasets.elevater_tasks import ELEVATER_TASKS, get_task
 from datasets.splits import DatasetFilesError
 from engine.config import get_cfg_default
+from engine.errors import ConfigKeyError
 from engine.losses import soft_targets
 from tests.datasets.elevater_layouts import colour_of, image_labels, write_task
 
@@ -68,7 +69,7 @@ def test_table_matches_classnames_and_metrics():
                        "mean-per-class", "oxford-flower-102": "mean-per-class",
                        "oxford-iiit-pets": "mean-per-class",
                        "voc-2007-classification": "11point_mAP"}
-    with pytest.raises(KeyError, match="cifar-10, cifar-100"):
+    with pytest.raises(ConfigKeyError, match="cifar-10, cifar-100"):
         get_task("cifar10")
 
 

@@ -17,6 +17,7 @@ import trainers  # noqa: F401  (registration)
 from datasets.multitask import build_task_dataset
 from engine.config import get_cfg_default
 from engine.data.datasets import DATASET_REGISTRY, DatasetBase
+from engine.errors import ConfigKeyError
 from engine.evaluator import MultiTaskClassification, TaskRange, build_evaluator
 from engine.trainer import build_trainer
 from scripts.avg_ckpt import average_runs
@@ -241,8 +242,12 @@ def test_the_seed_draws_the_tasks_few_shot_images_one_after_the_other(tmp_path):
 
 
 def test_bad_task_lists_are_clear_errors(tmp_path):
-    with pytest.raises(KeyError, match=r"'Caltech11'.*Registered datasets: .*Caltech101"):
+    # an error of the input: train.py prints it as one line and exits with 2
+    with pytest.raises(ConfigKeyError, match=r"'Caltech11'.*Registered datasets: .*Caltech101"):
         build_task_dataset(task_cfg(tmp_path, tasks="Caltech11,EuroSAT"))
+    with pytest.raises(ConfigKeyError, match=r"'cifar10'.*ELEVATER task \(did you mean "
+                                             r"'cifar-10'\?\): caltech-101, cifar-10"):
+        build_task_dataset(task_cfg(tmp_path, "DATASET.COOP", "False", tasks="cifar10"))
     with pytest.raises(ValueError, match="listed twice"):
         build_task_dataset(task_cfg(tmp_path, tasks="EuroSAT,EuroSAT"))
     with pytest.raises(ValueError, match="pass --dataset-coop"):
