@@ -30,6 +30,7 @@ import http.client
 import logging
 import os
 import urllib.error
+import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -150,7 +151,9 @@ def download(url: str, root: str | os.PathLike | None = None) -> Path:
         warnings.warn(f"{target} exists, but its SHA256 checksum does not match; "
                       "downloading the file again", stacklevel=3)
     root.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".download")
+    # a name of this download's own: runs that start together (a sweep's first jobs) each
+    # download, and the last complete file to arrive takes the target's name
+    partial = target.with_name(f"{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.download")
     _fetch(url, partial, target)
     actual = sha256sum(partial)
     if actual != expected:

@@ -99,6 +99,37 @@ def test_download_verifies_and_caches(monkeypatch, server, tiny_file, tmp_path) 
     assert server.requests == 1  # the second load used the cache
 
 
+def test_downloads_that_run_at_once_both_succeed(monkeypatch, server, tiny_file, tmp_path):
+    """Two runs that find no cached file download it together: neither may take the other's
+    file from under it (each waits here until both have fetched)."""
+    data, sha = tiny_file
+    url = _publish(monkeypatch, server, data, sha)
+    both_fetched = threading.Barrier(2, timeout=30)
+    fetch = weights._fetch
+
+    def fetch_then_wait(*args) -> None:
+        fetch(*args)
+        both_fetched.wait()
+
+    monkeypatch.setattr(weights, "_fetch", fetch_then_wait)
+    results: list[object] = []
+
+    def run() -> None:
+        try:
+            results.append(weights.download(url, tmp_path))
+        except Exception as err:  # noqa: BLE001 (reported by the assertion below)
+            results.append(err)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert results == [tmp_path / "tiny-remote.pt"] * 2
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny-remote.pt"]
+    assert (tmp_path / "tiny-remote.pt").read_bytes() == data
+
+
 def test_cache_dir_from_environment(monkeypatch, server, tiny_file, tmp_path) -> None:
     data, sha = tiny_file
     _publish(monkeypatch, server, data, sha)
