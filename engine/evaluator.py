@@ -71,6 +71,14 @@ def macro_f1_score(y_true: list[int], y_pred: list[int]) -> float:
     return float(scores.mean())
 
 
+def gather_keyed_lists(*tables: dict) -> list[dict]:
+    """Under torchrun: each table (key -> list) with the lists of every process joined, in
+    rank order."""
+    parts = distributed.all_gather_objects(tables)
+    return [{key: [x for part in parts for x in part[n][key]] for key in table}
+            for n, table in enumerate(tables)]
+
+
 class EvaluatorBase:
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
@@ -234,9 +242,7 @@ class PerTaskMetrics(EvaluatorBase):
         """Under torchrun: every process takes in the others' scores and truth."""
         if distributed.world_size() == 1:
             return
-        parts = distributed.all_gather_objects((self._scores, self._truth))
-        self._scores = {name: [t for part in parts for t in part[0][name]] for name in self._scores}
-        self._truth = {name: [t for part in parts for t in part[1][name]] for name in self._truth}
+        self._scores, self._truth = gather_keyed_lists(self._scores, self._truth)
 
     def evaluate(self) -> OrderedDict:
         values: OrderedDict = OrderedDict()
@@ -324,9 +330,7 @@ class MultiTaskClassification(EvaluatorBase):
         """Under torchrun: every process takes in the others' labels and predictions."""
         if distributed.world_size() == 1:
             return
-        parts = distributed.all_gather_objects((self._y_true, self._y_pred))
-        self._y_true = {i: [y for part in parts for y in part[0][i]] for i in self._y_true}
-        self._y_pred = {i: [y for part in parts for y in part[1][i]] for i in self._y_pred}
+        self._y_true, self._y_pred = gather_keyed_lists(self._y_true, self._y_pred)
 
     def per_task(self) -> list[tuple[int, TaskRange, int, int, float]]:
         """(index, task, total, correct, macro F1 in %) of the tasks that had images."""

@@ -13,7 +13,6 @@ the rows beside ours.
 from __future__ import annotations
 
 import csv
-import os
 import re
 import statistics
 from collections import defaultdict
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scripts.logparse import log_files
-from scripts.results import Stat, Table, _csv, fmt
+from scripts.results import Stat, Table, _csv, fmt, seed_folders
 
 TASKS = (  # ELEVATER's 20 tasks (datasets/elevater_tasks.py), the columns of the table
     "caltech-101", "cifar-10", "cifar-100", "country211", "dtd", "eurosat_clip", "fer-2013",
@@ -33,7 +32,6 @@ SHORT = {"fgvc-aircraft-2013b-variants102": "fgvc-aircraft",
          "voc-2007-classification": "voc-2007", "oxford-flower-102": "flower-102",
          "oxford-iiit-pets": "pets"}
 PUBLISHED = Path(__file__).with_name("elevater_published.csv")
-_SEED = re.compile(r"seed(\d+)$")
 _SHOTS_DIR = re.compile(r"(.+)_(\d+)shots$")
 _TASK = re.compile(r"^\* task: (\S+)$")
 _METRIC = re.compile(r"^\* (accuracy|mean-per-class|11point_mAP): ([-+.\deE]+)%$")
@@ -99,18 +97,14 @@ def scan(root: str | Path) -> list[Run]:
     """Every ELEVATER result below ``root``."""
     root = Path(root)
     runs = []
-    for dirpath, dirnames, _files in os.walk(root):
-        seed = _SEED.match(os.path.basename(dirpath))
-        if seed is None:
-            continue
-        dirnames[:] = []
-        where = _where(Path(dirpath).relative_to(root).parts)
+    for dirpath, seed, parts in seed_folders(root):
+        where = _where(parts)
         if where is None:
             continue
         for path in reversed(log_files(dirpath)):
             blocks = parse_blocks(path)
             if blocks:
-                runs += [Run(*where, int(seed.group(1)), task, metric, value)
+                runs += [Run(*where, seed, task, metric, value)
                          for task, (metric, value) in blocks.items() if task in TASKS]
                 break
     return runs

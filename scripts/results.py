@@ -33,7 +33,7 @@ import re
 import statistics
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,16 +92,21 @@ def _classify(parts: tuple[str, ...]) -> tuple[str, str, str, int] | None:
     return kind, dataset, "/".join((trainer, match.group(1), *tag)), int(match.group(2))
 
 
+def seed_folders(root: Path) -> Iterator[tuple[str, int, tuple[str, ...]]]:
+    """(folder, seed, its path parts below ``root``) of every run folder (named seed<N>; the
+    walk does not enter them)."""
+    for dirpath, dirnames, _files in os.walk(root):
+        seed = _SEED.match(os.path.basename(dirpath))
+        if seed is not None:
+            dirnames[:] = []
+            yield dirpath, int(seed.group(1)), Path(dirpath).relative_to(root).parts
+
+
 def scan(root: str | Path) -> list[Record]:
     """Every finished run below ``root`` (folders named seed<N> in the official layout)."""
     root = Path(root)
     records = []
-    for dirpath, dirnames, _files in os.walk(root):
-        seed = _SEED.match(os.path.basename(dirpath))
-        if seed is None:
-            continue
-        dirnames[:] = []
-        parts = Path(dirpath).relative_to(root).parts
+    for dirpath, seed, parts in seed_folders(root):
         where = _classify(parts)
         if where is None:
             continue
@@ -109,8 +114,8 @@ def scan(root: str | Path) -> list[Record]:
         end = TRAIN_END if kind in ("train_base", "train") else TEST_END
         result = run_result(dirpath, end)
         if result is not None:
-            records.append(Record(kind, dataset, method, shots, int(seed.group(1)),
-                                  result[0]["accuracy"], result[1]))
+            records.append(Record(kind, dataset, method, shots, seed, result[0]["accuracy"],
+                                  result[1]))
     return assign_sources(records, root)
 
 

@@ -11,8 +11,15 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from engine import distributed
 from engine.config import get_cfg_default
-from engine.evaluator import EvalTask, PerTaskMetrics, build_evaluator
+from engine.evaluator import (
+    EvalTask,
+    MultiTaskClassification,
+    PerTaskMetrics,
+    TaskRange,
+    build_evaluator,
+)
 from engine.losses import soft_cross_entropy, soft_targets
 from engine.metrics import (
     elevater_metric,
@@ -137,3 +144,30 @@ def test_elevater_evaluator_from_the_config():
     evaluator = build_evaluator(cfg, lab2cname={})
     assert evaluator.tasks == [EvalTask("caltech-101", "mean-per-class", 0, 102),
                                EvalTask("oxford-iiit-pets", "mean-per-class", 102, 139)]
+
+
+@pytest.mark.parametrize("kind", ["PerTaskMetrics", "MultiTaskClassification"])
+def test_shards_of_two_processes_give_the_whole_split(kind, monkeypatch):
+    """Under torchrun each process evaluates its shard; after the gather, the metrics are those
+    of one evaluator that saw every image (rank 0's view, the other process simulated)."""
+    if kind == "PerTaskMetrics":
+        def make():
+            return PerTaskMetrics(get_cfg_default(), tasks=two_tasks())
+    else:
+        def make():
+            return MultiTaskClassification(get_cfg_default(),
+                                           tasks=[TaskRange("a", 0, 3), TaskRange("b", 3, 5)])
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(12, 5, generator=generator)
+    labels = torch.tensor([0, 1, 2, 3, 4, 3, 2, 1, 0, 4, 3, 4])
+    whole, mine, other = make(), make(), make()
+    whole.process(logits, labels)
+    mine.process(logits[:5], labels[:5])
+    other.process(logits[5:], labels[5:])
+    tables = {PerTaskMetrics: ("_scores", "_truth"), MultiTaskClassification:
+              ("_y_true", "_y_pred")}[type(mine)]
+    other_part = tuple(getattr(other, name) for name in tables)
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    monkeypatch.setattr(distributed, "all_gather_objects", lambda obj: [obj, other_part])
+    mine.gather_from_processes()
+    assert mine.evaluate() == pytest.approx(whole.evaluate())
