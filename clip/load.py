@@ -64,6 +64,7 @@ from .backbones import (
     supported_message,
 )
 from .model import CLIP, build_model, convert_weights
+from .torchscript import is_torchscript, read_archive
 
 logger = logging.getLogger(__name__)
 
@@ -181,22 +182,20 @@ def _fetch(url: str, partial: Path, target: Path) -> None:
 # --------------------------------------------------------------------------- reading files
 
 
-def _read_torch(path: Path) -> tuple[StateDict, torch.jit.ScriptModule | None]:
-    """(state dict, the archive) of a TorchScript archive (OpenAI's files), or (state dict,
-    None) of a ``torch.save``d state dict (or a dict holding one under ``state_dict``)."""
+def _read_torch(path: Path) -> tuple[StateDict, dict[str, str] | None]:
+    """(state dict, the class of each module) of a TorchScript archive (OpenAI's files, read
+    as data by :mod:`clip.torchscript`: its code never runs), or (state dict, None) of a
+    ``torch.save``d state dict (or a dict holding one under ``state_dict``)."""
+    if is_torchscript(path):
+        archive = read_archive(path)
+        return archive.state_dict, archive.modules
     try:
-        with warnings.catch_warnings():  # OpenAI's files are TorchScript, deprecated or not
-            warnings.simplefilter("ignore", FutureWarning)
-            archive = torch.jit.load(str(path), map_location="cpu")
-        return archive.state_dict(), archive
-    except RuntimeError as jit_error:
-        try:
-            state = _torch_load(path)
-        except Exception as err:
-            raise RuntimeError(
-                f"cannot read {path}: it is neither a TorchScript archive ({jit_error}) nor a "
-                f"state dict saved with torch.save ({err}). If it was downloaded, it may be "
-                "truncated: delete it and download it again") from err
+        state = _torch_load(path)
+    except Exception as err:
+        raise RuntimeError(
+            f"cannot read {path}: it is neither a TorchScript archive nor a state dict saved "
+            f"with torch.save ({(str(err).splitlines() or [repr(err)])[0][:300]}). If it "
+            "was downloaded, it may be truncated: delete it and download it again") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -216,7 +215,7 @@ def _torch_load(path: Path) -> object:
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _read_file(path: Path) -> tuple[StateDict, torch.jit.ScriptModule | None]:
+def _read_file(path: Path) -> tuple[StateDict, dict[str, str] | None]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -245,12 +244,11 @@ def open_clip_keys(state: StateDict) -> StateDict:
     return state
 
 
-def _archive_activation(archive: torch.jit.ScriptModule, path: Path) -> str:
-    """The activation of a TorchScript archive's MLPs, read from the archive's module types
+def _archive_activation(modules: dict[str, str], path: Path) -> str:
+    """The activation of a TorchScript archive's MLPs, read from the archive's module classes
     (OpenAI's rule, QuickGELU, if it does not say)."""
-    for name, module in archive.named_modules():
+    for name, kind in modules.items():
         if name.endswith("mlp.gelu"):
-            kind = getattr(module, "original_name", "")
             known = {"QuickGELU": "quick_gelu", "GELU": "gelu"}
             if kind not in known:
                 raise ValueError(f"cannot tell the activation of {path}: its MLP activation is "
