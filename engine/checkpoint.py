@@ -48,7 +48,8 @@ from engine.errors import CheckpointError
 __all__ = ["save_checkpoint", "save_resume_checkpoint", "load_checkpoint",
            "load_foreign_checkpoint", "resume_from_checkpoint", "atomic_write", "check_plain",
            "InertObject", "get_rng_state", "set_rng_state", "latest_checkpoint_path",
-           "remove_stale_temporaries", "check_archive", "POINTER_FILE",
+           "remove_stale_temporaries", "check_archive", "describe_value", "brief",
+           "POINTER_FILE",
            "RESUME_FILE", "BEST_FILE"]
 
 logger = logging.getLogger(__name__)
@@ -183,6 +184,48 @@ def _point_to(save_dir: str, name: str) -> None:
     atomic_write(os.path.join(save_dir, POINTER_FILE), lambda f: f.write(f"{name}\n".encode()))
 
 
+# --------------------------------------------------------------------------- rendering
+
+
+_SCALARS = (bool, int, float, str, bytes, type(None))
+
+
+def _scalar(value: Any, limit: int) -> str:
+    if isinstance(value, (str, bytes)):
+        return repr(value[:limit]) + ("..." if len(value) > limit else "")
+    if type(value) is int and value.bit_length() > 64:  # a huge int's repr is slow, or refused
+        return f"<an integer of {value.bit_length()} bits>"
+    return repr(value)
+
+
+def describe_value(value: Any, limit: int = 60) -> str:
+    """A few words on a value read from an untrusted file: its type and a bounded glimpse
+    (the length of a container, the shape of a tensor). Never walks a container nor
+    renders it whole: a nested-reference bomb renders as fast as a number."""
+    kind = type(value).__name__
+    if isinstance(value, _SCALARS):
+        glimpse = _scalar(value, limit)
+    elif isinstance(value, torch.Tensor):
+        glimpse = f"shape {list(value.shape)}, {value.dtype}"
+    elif isinstance(value, (dict, list, tuple, set)):
+        glimpse = f"{len(value)} items"
+    else:
+        return f"a {kind}"
+    return f"a {kind} ({glimpse})"
+
+
+def brief(value: Any, limit: int = 60) -> str:
+    """``repr`` of a scalar or of a short list of scalars (a config value), bounded;
+    :func:`describe_value` of anything else."""
+    if isinstance(value, _SCALARS):
+        return _scalar(value, limit)
+    if type(value) in (list, tuple) and len(value) <= 16 and all(
+            isinstance(v, _SCALARS) for v in value):
+        text = ", ".join(_scalar(v, limit) for v in value)
+        return f"[{text}]" if type(value) is list else f"({text})"
+    return describe_value(value, limit)
+
+
 # --------------------------------------------------------------------------- reading
 
 
@@ -245,8 +288,11 @@ def check_archive(fpath: str) -> None:
                 raise CheckpointError(f"{fpath} holds compressed records ({packed[0]}), which "
                                       "torch never writes; refusing to expand them")
             damaged = archive.testzip()
-    except (zipfile.BadZipFile, EOFError, OSError) as exc:
-        raise CheckpointError(f"{fpath} is a damaged zip archive: {exc}") from exc
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        # ValueError: a record name that is not UTF-8 any more (a flipped bit in a header)
+        raise CheckpointError(f"{fpath} is a damaged zip archive: "
+                              f"{(str(exc).splitlines() or [type(exc).__name__])[0][:200]}; "
+                              "copy it again or train again") from None
     if damaged is not None:
         raise CheckpointError(
             f"{fpath} is damaged: the checksum of its record {damaged} does not match the "
@@ -262,10 +308,17 @@ def _is_text(head: bytes) -> bool:
     return all(c.isprintable() or c.isspace() for c in text)
 
 
+def _shadowing(kind: type, names: Any) -> list[str]:
+    """The names among ``names`` that would hide an attribute of ``kind`` (``items``...)."""
+    return [n for n in names if not isinstance(n, str) or n.startswith("__") or hasattr(kind, n)]
+
+
 def _check_expansion(obj: Any, fpath: str) -> None:
     """Refuse tensors that together hold more than :data:`MAX_EXPANSION` times the file's
-    bytes: views with zero or overlapping strides, or one record viewed many times, which
-    turn a small file into gigabytes once copied."""
+    bytes (views with zero or overlapping strides, or one record viewed many times, which
+    turn a small file into gigabytes once copied), and ordered dicts given attributes that
+    hide their methods (a BUILD that sets ``items`` would hide entries from every check).
+    Each object is visited once: the walk is as long as the file."""
     limit = MAX_EXPANSION * os.path.getsize(fpath) + (1 << 20)
     total, seen, stack = 0, set(), [obj]
     while stack:
@@ -283,8 +336,14 @@ def _check_expansion(obj: Any, fpath: str) -> None:
                     f"{MAX_EXPANSION} times the file's size (views with repeated or "
                     "overlapping strides); refusing to load it")
         elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
+            hidden = _shadowing(type(item), getattr(item, "__dict__", {}))
+            if hidden:
+                raise CheckpointError(
+                    f"{fpath}: a {type(item).__name__} in it carries the attribute "
+                    f"{describe_value(hidden[0])}, which hides one of its methods (a crafted "
+                    "file); refusing to load it")
+            stack.extend(dict.keys(item))
+            stack.extend(dict.values(item))
         elif isinstance(item, InertObject):
             stack.extend((item.args, item.state))
         else:
@@ -381,11 +440,11 @@ class _RestrictedUnpickler(pickle._Unpickler):
     def _load_build(self) -> None:
         """BUILD sets the state of the object below it: allowed only on the inert objects
         and the ordered dicts (``_metadata``) that this unpickler made, never on a function,
-        class or tensor (that would change the loader itself for the rest of the process)."""
+        class or tensor (that would change the loader itself for the rest of the process),
+        and never with a name that hides a method of the dict (``items``, ``keys``...)."""
         state, target = self.stack[-1], self.stack[-2]
-        plain_attributes = (type(target) is OrderedDict and isinstance(state, dict)
-                            and all(isinstance(k, str) and not k.startswith("__")
-                                    for k in state))
+        plain_attributes = (type(target) is OrderedDict and type(state) is dict
+                            and not _shadowing(OrderedDict, dict.keys(state)))
         if not (isinstance(target, InertObject) or plain_attributes):
             raise pickle.UnpicklingError(
                 f"Refusing to set the state of a {type(target).__name__} (pickle BUILD): a "
@@ -420,7 +479,7 @@ class _RestrictedUnpickler(pickle._Unpickler):
 
     def persistent_load(self, pid: Any) -> torch.Tensor:
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
-            raise pickle.UnpicklingError(f"unsupported persistent id {pid!r}")
+            raise pickle.UnpicklingError(f"unsupported persistent id {describe_value(pid)}")
         storage_type, key = pid[1], str(pid[2])
         dtype = storage_type.dtype if isinstance(storage_type, _StorageType) else torch.uint8
         if key not in self._storages:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.checkpoint import InertObject
+from engine.checkpoint import InertObject, brief, describe_value
 from engine.errors import CheckpointError, ConfigError
 
 __all__ = ["check_training_checkpoint", "check_meta", "describe_mismatch", "flat_config"]
@@ -48,51 +48,64 @@ def check_training_checkpoint(checkpoint: Any, path: str, resuming: bool = False
     epoch = checkpoint.get("epoch")
     if epoch is not None or resuming:
         if type(epoch) is not int or epoch < 0:
-            raise CheckpointError(f"{path}: its 'epoch' is {epoch!r}; a checkpoint's epoch is "
-                                  "the number of finished epochs, an integer >= 0")
+            raise CheckpointError(f"{path}: its 'epoch' is {brief(epoch)}; a checkpoint's "
+                                  "epoch is the number of finished epochs, an integer >= 0")
     optimizer = checkpoint.get("optimizer")
     if optimizer is not None and not (
             isinstance(optimizer, dict) and isinstance(optimizer.get("state"), dict)
             and isinstance(optimizer.get("param_groups"), list)):
-        raise CheckpointError(f"{path}: its 'optimizer' is {_short(optimizer)}, not an "
-                              "optimizer state dict ({'state': ..., 'param_groups': [...]})")
+        raise CheckpointError(f"{path}: its 'optimizer' is {describe_value(optimizer)}, not "
+                              "an optimizer state dict ({'state': ..., 'param_groups': [...]})")
+    if optimizer is not None:
+        _check_optimizer_state(optimizer["state"], path)
     scheduler = checkpoint.get("scheduler")
     if scheduler is not None and not isinstance(scheduler, (dict, InertObject)):
-        raise CheckpointError(f"{path}: its 'scheduler' is {_short(scheduler)}, not a "
+        raise CheckpointError(f"{path}: its 'scheduler' is {describe_value(scheduler)}, not a "
                               "scheduler state dict")
     for field in ("extras", "meta", "rng_state"):
         if checkpoint.get(field) is not None and not isinstance(checkpoint[field], dict):
-            raise CheckpointError(f"{path}: its '{field}' is {_short(checkpoint[field])}, "
-                                  "not a dict")
+            raise CheckpointError(f"{path}: its '{field}' is "
+                                  f"{describe_value(checkpoint[field])}, not a dict")
     return checkpoint
 
 
 def _check_state_dict(checkpoint: dict, path: str) -> None:
     if "state_dict" not in checkpoint:
-        keys = ", ".join(map(str, list(checkpoint)[:6])) or "none"
-        bare = checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values())
+        keys = ", ".join(brief(k) for k in list(checkpoint)[:6]) or "none"
+        bare = checkpoint and all(isinstance(v, torch.Tensor) for v in dict.values(checkpoint))
         hint = (" It looks like a bare state dict (model.state_dict()); save it as "
                 "{'state_dict': ..., 'epoch': N}." if bare else "")
         raise CheckpointError(f"{path} has no 'state_dict' (its keys: {keys}).{hint}")
     state_dict = checkpoint["state_dict"]
     if not isinstance(state_dict, dict):
-        raise CheckpointError(f"{path}: its 'state_dict' is {_short(state_dict)}, not a dict "
-                              "of tensors")
-    for key, value in state_dict.items():
+        raise CheckpointError(f"{path}: its 'state_dict' is {describe_value(state_dict)}, not "
+                              "a dict of tensors")
+    for key, value in dict.items(state_dict):
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
-            raise CheckpointError(f"{path}: state_dict entry {key!r} is {_short(value)}, not a "
-                                  "tensor")
-        if (value.is_floating_point() or value.is_complex()) and not bool(
-                torch.isfinite(value).all()):
-            bad = int((~torch.isfinite(value)).sum())
-            raise CheckpointError(
-                f"{path}: tensor '{key}' holds {bad} NaN or infinite values (of "
-                f"{value.numel()}); the file is damaged or was saved from a diverged training")
+            raise CheckpointError(f"{path}: state_dict entry {brief(key)} is "
+                                  f"{describe_value(value)}, not a tensor")
+        _check_finite(value, f"tensor '{key}'", path)
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
-    return f"a {type(value).__name__} ({text[:60]}{'...' if len(text) > 60 else ''})"
+def _check_finite(value: torch.Tensor, what: str, path: str) -> None:
+    if (value.is_floating_point() or value.is_complex()) and not bool(
+            torch.isfinite(value).all()):
+        bad = int((~torch.isfinite(value)).sum())
+        raise CheckpointError(
+            f"{path}: {what} holds {bad} NaN or infinite values (of {value.numel()}); the file "
+            "is damaged or was saved from a diverged training")
+
+
+def _check_optimizer_state(state: dict, path: str) -> None:
+    """The optimizer's per-parameter tensors (momentum, Adam's moments) are finite: a resume
+    from NaN momentum diverges at its first step. Two levels, each entry once."""
+    for index, slots in dict.items(state):
+        if not isinstance(slots, dict):
+            raise CheckpointError(f"{path}: optimizer state {brief(index)} is "
+                                  f"{describe_value(slots)}, not a dict of tensors")
+        for name, value in dict.items(slots):
+            if isinstance(value, torch.Tensor):
+                _check_finite(value, f"optimizer state {brief(index)} {brief(name)}", path)
 
 
 def check_meta(saved: dict | None, current: dict, path: str, resuming: bool) -> None:
@@ -106,7 +119,7 @@ def check_meta(saved: dict | None, current: dict, path: str, resuming: bool) -> 
         raise CheckpointError(
             f"{path} was trained on the backbone {_backbone(saved_backbone)}, but this run "
             f"loads {_backbone(backbone)}: its prompts do not fit that backbone's features. "
-            f"Set MODEL.BACKBONE.NAME to {saved_backbone.get('name')!r} to use this file.")
+            f"Set MODEL.BACKBONE.NAME to {brief(saved_backbone.get('name'))} to use this file.")
     differences = _differences(saved.get("config"), current.get("config"))
     if differences:
         raise CheckpointError(
@@ -129,15 +142,20 @@ def _other_backbone(saved: dict, current: dict) -> bool:
 
 def _backbone(backbone: dict) -> str:
     fingerprint = backbone.get("fingerprint")
-    return f"{backbone.get('name')!r}" + (f" (weights {fingerprint})" if fingerprint else "")
+    return brief(backbone.get("name")) + (f" (weights {brief(fingerprint)})" if fingerprint
+                                          else "")
 
 
 def _differences(saved: dict | None, current: dict | None) -> str:
     if not saved or not current:
         return ""
     keys = [k for k in saved if k in current and _plain(saved[k]) != _plain(current[k])]
-    return "; ".join(f"{k} is {saved[k]!r} in the checkpoint, {current[k]!r} in this run"
-                     for k in keys)
+    return "; ".join(f"{_key(k)} is {brief(saved[k])} in the checkpoint, {brief(current[k])} "
+                     "in this run" for k in keys)
+
+
+def _key(key: Any) -> str:
+    return key if isinstance(key, str) and len(key) <= 80 else brief(key)
 
 
 def _plain(value: Any) -> Any:
