@@ -104,7 +104,7 @@ def test_downloads_that_run_at_once_both_succeed(monkeypatch, server, tiny_file,
     file from under it (each waits here until both have fetched)."""
     data, sha = tiny_file
     url = _publish(monkeypatch, server, data, sha)
-    both_fetched = threading.Barrier(2, timeout=30)
+    both_fetched = threading.Barrier(2, timeout=1800)
     fetch = weights._fetch
 
     def fetch_then_wait(*args) -> None:
@@ -124,7 +124,7 @@ def test_downloads_that_run_at_once_both_succeed(monkeypatch, server, tiny_file,
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=60)
+        thread.join(timeout=1800)
     assert results == [tmp_path / "tiny-remote.pt"] * 2
     assert [p.name for p in tmp_path.iterdir()] == ["tiny-remote.pt"]
     assert (tmp_path / "tiny-remote.pt").read_bytes() == data

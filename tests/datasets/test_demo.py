@@ -177,7 +177,7 @@ def test_documented_demo_commands_run(demo_root, tmp_path, monkeypatch):
     assert any("TRAINER=" in c for c in commands) and any("sweep.py" in c for c in commands)
     for command in commands:
         done = subprocess.run(["bash", "-euo", "pipefail", "-c", command], cwd=repo, env=env,
-                              capture_output=True, text=True, timeout=300)
+                              capture_output=True, text=True, timeout=1800)
         assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
     assert (repo / "output" / "demo_sweep" / "tables" / "results.md").is_file()
 

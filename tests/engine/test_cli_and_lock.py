@@ -74,7 +74,7 @@ def test_a_second_run_in_a_held_folder_stops_naming_the_holder(image_root, tmp_p
         done = subprocess.run(
             [sys.executable, os.path.join(REPO, "train.py"), "--root", image_root, "--output-dir",
              str(out), "--trainer", "ToyTrainer", "DATASET.NAME", "ToyFolder", "USE_CUDA",
-             "False"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+             "False"], cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     assert done.returncode == EXIT_LOCKED, done.stderr[-2000:]
     assert done.stderr.startswith(f"train.py: error: The output folder {out} is in use by "
                                   f"another run: pid {os.getpid()} on host ")

@@ -54,7 +54,7 @@ def test_data_manager_batches(toy_cfg):
 def _train(args, env_extra=None):
     env = dict(os.environ, ENGINE_IMPORTS="tests.engine.toy", PYTHONPATH=REPO)
     return subprocess.run([sys.executable, os.path.join(REPO, "train.py"), *args], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=120)
+                          env=env, capture_output=True, text=True, timeout=1800)
 
 
 def test_train_py_end_to_end(image_root, tmp_path):

@@ -14,7 +14,7 @@ def alive(pid: int) -> bool:
         return False
 
 
-def gone(pid: int, seconds: float = 60) -> bool:
+def gone(pid: int, seconds: float = 1800) -> bool:
     """Wait up to ``seconds`` for process ``pid`` to end; True once it has."""
     deadline = time.monotonic() + seconds
     while alive(pid):

@@ -31,7 +31,7 @@ def script_commands(script: str, *args: str, **env: str) -> list[list[str]]:
                 if k not in ("EXTRA_OPTS", "MODEL_DIR", "OUTPUT", "DATA", "SEEDS", "TASKS")}
     full_env.update({"DRY_RUN": "1", "PYTHON": "python", "EXTRA_OPTS": TINY, **env})
     result = subprocess.run(["bash", f"scripts/mvlpt/{script}", *args], cwd=REPO, env=full_env,
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stderr
     lines = [shlex.split(line[2:]) for line in result.stdout.splitlines()
              if line.startswith("+ ")]

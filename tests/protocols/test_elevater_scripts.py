@@ -44,7 +44,7 @@ def run(repo: Path, script: str, *args: str, **env: str) -> subprocess.Completed
                 if k not in ("EXTRA_OPTS", "MODEL_DIR", "OUTPUT", "DATA", "SEEDS", "TASKS")}
     full_env.update({"PYTHON": "python", **env})
     return subprocess.run(["bash", f"scripts/mvlpt/{script}", *args], cwd=repo, env=full_env,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=1800)
 
 
 def commands(result: subprocess.CompletedProcess) -> list[list[str]]:

@@ -72,7 +72,7 @@ def test_two_nodes_equal_one_process_on_the_same_global_batches(tmp_path: Path) 
         stderr=subprocess.STDOUT, text=True,
         env={**os.environ, **slurm_task_environment(node, port), "PYTHONPATH": str(REPO)})
         for node in range(2)]
-    outputs = [node.communicate(timeout=600)[0] for node in nodes]
+    outputs = [node.communicate(timeout=1800)[0] for node in nodes]
     logs = [Path(tmp_path / name).read_text() for name in ("job.log", "job.log.node1")]
     assert [node.returncode for node in nodes] == [0, 0], outputs + logs
     assert all("/scripts/torchrun.sh train.py" in log for log in logs)

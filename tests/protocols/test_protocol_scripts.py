@@ -25,7 +25,7 @@ def run(repo: Path, script: str, *args: str, **env: str) -> subprocess.Completed
     full_env.update({"DATA": str(repo.parent / "data"), "PYTHON": sys.executable,
                      "OUTPUT": "output", **env})
     return subprocess.run(["bash", f"scripts/{script}", *args], cwd=repo, env=full_env,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=1800)
 
 
 def calls(run_dir: Path) -> list[list[str]]:

@@ -269,7 +269,7 @@ def test_command_line_writes_markdown_csv_and_charts(tree: Path, tmp_path: Path,
 
 def parse(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "parse_test_res.py", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=1800)
 
 
 def test_parse_test_res(tree: Path) -> None:

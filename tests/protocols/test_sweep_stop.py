@@ -27,7 +27,7 @@ run_dir, gate = Path(sys.argv[1]), Path(sys.argv[2])
 run_dir.mkdir(parents=True, exist_ok=True)
 with open(run_dir / "starts.txt", "a") as f:
     f.write(f"{os.getpid()}\n")
-deadline = time.time() + 300
+deadline = time.time() + 1800
 while gate.exists() and time.time() < deadline:
     time.sleep(0.02)
 (run_dir / "log.txt").write_text("Finish training\n=> result\n* accuracy: 50.00%\n")
@@ -46,7 +46,7 @@ def jobs_file(tmp_path: Path, *names: str, gate: Path, quick: str = "") -> Path:
     return path
 
 
-def started(run_dir: Path, process: subprocess.Popen, seconds: float = 120) -> list[int]:
+def started(run_dir: Path, process: subprocess.Popen, seconds: float = 1800) -> list[int]:
     """The pids the job had, once it started."""
     deadline = time.monotonic() + seconds
     while not (run_dir / "starts.txt").exists() or not (run_dir / "starts.txt").read_text():
@@ -68,7 +68,7 @@ def test_sighup_stops_the_jobs(tmp_path: Path) -> None:
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     (pid,) = started(tmp_path / "long", proc)
     proc.send_signal(signal.SIGHUP)
-    out, _ = proc.communicate(timeout=120)
+    out, _ = proc.communicate(timeout=1800)
     assert proc.returncode == 128 + signal.SIGHUP, out
     assert gone(pid)
     record = Records(tmp_path / "logs").get("long")
@@ -83,7 +83,7 @@ def test_a_broken_pipe_stops_the_jobs(tmp_path: Path) -> None:
                        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     (pid,) = started(tmp_path / "long", proc)
     proc.stdout.close()  # the reader goes away; "done quick" cannot be written
-    assert proc.wait(timeout=120) == 128 + signal.SIGPIPE
+    assert proc.wait(timeout=1800) == 128 + signal.SIGPIPE
     assert gone(pid)
 
 
@@ -110,7 +110,7 @@ def test_a_second_sweep_waits_for_the_running_job(tmp_path: Path,
     assert second.run() == []
     out = capsys.readouterr().out
     assert "long is running elsewhere (pid" in out and "done long (elsewhere)" in out
-    first_out, _ = first.communicate(timeout=120)
+    first_out, _ = first.communicate(timeout=1800)
     assert first.returncode == 0, first_out
     assert len((tmp_path / "long" / "starts.txt").read_text().split()) == 1  # started once
 
@@ -125,7 +125,7 @@ def test_sigterm_to_a_submitit_local_sweep_stops_its_jobs(tmp_path: Path) -> Non
                        stderr=subprocess.STDOUT)
     (pid,) = started(tmp_path / "long", proc)
     proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=120)
+    out, _ = proc.communicate(timeout=1800)
     assert proc.returncode == 128 + signal.SIGTERM, out
     assert gone(pid)
     assert Records(tmp_path / "logs").get("long").ended == "cancelled"

@@ -46,7 +46,7 @@ if fail_unless and not Path(fail_unless).exists():
 
 def run_sweep(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(REPO / "scripts" / "sweep.py"), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=1800)
 
 
 def runs(run_dir: Path) -> list[tuple[float, float]]:
@@ -107,7 +107,7 @@ def worker_of(controller: int) -> int:
     return int(children[0])
 
 
-def wait_for(path: Path, process: subprocess.Popen, seconds: float = 300) -> None:
+def wait_for(path: Path, process: subprocess.Popen, seconds: float = 1800) -> None:
     deadline = time.monotonic() + seconds
     while not path.exists():
         if process.poll() is not None or time.monotonic() > deadline:
@@ -148,9 +148,9 @@ def test_preempted_training_resumes_and_ends_as_uninterrupted(tmp_path: Path) ->
     training = int(Path(f"{gate}.reached").read_text())
     record = Records(tmp_path / "logs").get("preempted")
     os.kill(worker_of(int(record.job_id)), signal.SIGUSR2)
-    assert gone(training, 120), "the preempted training was not stopped (at the gate)"
+    assert gone(training, 1800), "the preempted training was not stopped (at the gate)"
     gate.unlink()
-    out, _ = sweep.communicate(timeout=300)
+    out, _ = sweep.communicate(timeout=1800)
     assert sweep.returncode == 0, out
 
     assert "Requeued job" in Path(record.scheduler_log).read_text()
