@@ -63,6 +63,7 @@ from .backbones import (
     openai_backbone,
     supported_message,
 )
+from .errors import WeightsError
 from .model import CLIP, build_model, convert_weights
 from .torchscript import is_torchscript, read_archive
 
@@ -144,7 +145,7 @@ def download(url: str, root: str | os.PathLike | None = None) -> Path:
     expected = url.split("/")[-2]
     target = root / url.split("/")[-1]
     if target.exists() and not target.is_file():
-        raise RuntimeError(f"{target} exists and is not a regular file; remove it or choose "
+        raise WeightsError(f"{target} exists and is not a regular file; remove it or choose "
                            "another download_root")
     if target.is_file():
         if sha256sum(target) == expected:
@@ -159,7 +160,7 @@ def download(url: str, root: str | os.PathLike | None = None) -> Path:
     actual = sha256sum(partial)
     if actual != expected:
         partial.unlink()
-        raise RuntimeError(
+        raise WeightsError(
             f"the file downloaded from {url} is corrupt or truncated (SHA256 {actual}, expected "
             f"{expected}); it was deleted. Run again to retry, or download the file yourself, "
             f"check its SHA256 and put it at {target}")
@@ -173,10 +174,10 @@ def _fetch(url: str, partial: Path, target: Path) -> None:
         torch.hub.download_url_to_file(url, str(partial), progress=True)
     except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
         partial.unlink(missing_ok=True)
-        raise RuntimeError(
-            f"could not download {url} ({err}). Without network access, download the file "
-            f"elsewhere and put it at {target} (or set CLIP_CACHE_DIR to the folder that holds "
-            "it, or pass its path to clip.load)") from err
+        raise WeightsError(
+            f"could not download {url} ({_first_line(err)}). Without network access, download "
+            f"the file elsewhere and put it at {target} (or set CLIP_CACHE_DIR to the folder "
+            "that holds it, or pass its path to clip.load)") from err
 
 
 # --------------------------------------------------------------------------- reading files
@@ -192,15 +193,19 @@ def _read_torch(path: Path) -> tuple[StateDict, dict[str, str] | None]:
     try:
         state = _torch_load(path)
     except Exception as err:
-        raise RuntimeError(
+        raise WeightsError(
             f"cannot read {path}: it is neither a TorchScript archive nor a state dict saved "
-            f"with torch.save ({(str(err).splitlines() or [repr(err)])[0][:300]}). If it "
+            f"with torch.save ({_first_line(err)}). If it "
             "was downloaded, it may be truncated: delete it and download it again") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise RuntimeError(f"{path} holds a {type(state).__name__}, not a CLIP state dict")
+        raise WeightsError(f"{path} holds a {type(state).__name__}, not a CLIP state dict")
     return state, None
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).splitlines() or [type(err).__name__])[0][:400]
 
 
 def _torch_load(path: Path) -> object:
@@ -222,7 +227,7 @@ def _read_file(path: Path) -> tuple[StateDict, dict[str, str] | None]:
         try:
             return load_file(str(path), device="cpu"), None
         except Exception as err:
-            raise RuntimeError(f"cannot read {path} as safetensors ({err}); if it was "
+            raise WeightsError(f"cannot read {path} as safetensors ({_first_line(err)}); if it was "
                                "downloaded, it may be truncated: delete it and download it "
                                "again") from err
     state, archive = _read_torch(path)
@@ -270,7 +275,7 @@ def _open_clip_weights(backbone: Backbone, root: str | os.PathLike | None) -> Pa
     try:
         return Path(download_pretrained(cfg, cache_dir=_cache_arg(root)))
     except Exception as err:
-        raise RuntimeError(f"could not get the weights of {backbone.name} ({err}). "
+        raise WeightsError(f"could not get the weights of {backbone.name} ({_first_line(err)}). "
                            f"{_offline_advice(cfg, backbone.name, root)}") from err
 
 
@@ -316,8 +321,8 @@ def _hub_file(repo: str, filename: str | None, root: str | os.PathLike | None) -
                                                 cache_dir=_cache_arg(root)))
     except Exception as err:
         arch = f"{HF_HUB_PREFIX}{repo}" if filename is None else "the open_clip model it holds"
-        raise RuntimeError(f"could not get {filename or HF_WEIGHTS_NAME} of {HF_HUB_PREFIX}"
-                           f"{repo} ({err}). "
+        raise WeightsError(f"could not get {filename or HF_WEIGHTS_NAME} of {HF_HUB_PREFIX}"
+                           f"{repo} ({_first_line(err)}). "
                            f"{_hub_advice(repo, filename or HF_WEIGHTS_NAME, root, arch)}"
                            ) from err
 
@@ -421,7 +426,7 @@ def _source(name: str, arch: str | None, root: str | os.PathLike | None) -> _Sou
         return _folder_source(Path(local), name)
     if os.path.isfile(local):
         return _file_source(Path(local), arch)
-    raise RuntimeError(f"backbone {name!r} not found. {supported_message()}")
+    raise WeightsError(f"backbone {name!r} not found. {supported_message()}")
 
 
 def describe(name: str, arch: str | None = None,

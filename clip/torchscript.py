@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from .errors import WeightsError
+
 __all__ = ["ScriptArchive", "ScriptObject", "is_torchscript", "read_archive"]
 
 MAX_DEPTH = 64  # module nesting; CLIP's deepest module is 6 levels down
@@ -61,7 +63,7 @@ class ScriptArchive:
     modules: dict[str, str] = field(default_factory=dict)
 
 
-class ArchiveError(RuntimeError):
+class ArchiveError(WeightsError):
     """An archive that cannot be read as data (the message names the file)."""
 
 
