@@ -37,6 +37,7 @@ from engine import distributed
 from engine.checkpoint import remove_stale_temporaries
 from engine.config import CfgNode, get_cfg_default
 from engine.errors import ConfigError, RunLocked, exit_status, is_own_error
+from engine.interrupt import EXIT_INTERRUPTED, interrupted_message
 from engine.lock import RunLock, describe_holder
 from engine.trainer import build_trainer
 from engine.utils import collect_env_info, log_to_file, set_random_seed, setup_logger
@@ -336,6 +337,13 @@ def cli(argv: list[str] | None = None) -> None:
         if _first_process():  # under torchrun every process has the same input: say it once
             sys.stderr.write(f"train.py: error: {exc}\n")
         raise SystemExit(status) from None
+    except KeyboardInterrupt:
+        if _first_process():
+            given = sys.argv[1:] if argv is None else argv
+            script = sys.argv[0] if given == sys.argv[1:] else "train.py"
+            sys.stderr.write(interrupted_message(script, given, args.output_dir, args.opts)
+                             + "\n")
+        raise SystemExit(EXIT_INTERRUPTED) from None
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ from collections.abc import Sequence
 
 from datasets.official_cache import OfficialCacheError, read_official_cache, relocate_by_suffix
 from datasets.splits import read_split, write_split
-from engine.data.datasets import Datum, sample_few_shot
+from engine.data.datasets import Datum, sample_few_shot, split_by_label
+from engine.data.datasets.base import warn_fewer_shots
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +88,11 @@ def load_few_shot(train: Sequence[Datum], val: Sequence[Datum] | None, num_shots
     if os.path.exists(path):
         logger.info("Loading the few-shot selection from %s", path)
         cached = read_split(path, image_dir, names)
+        _warn_if_short(cached["train"], num_shots)
         return cached["train"], cached.get("val")
     official = official_few_shot(train, val, num_shots, seed, split_fewshot_dir, image_dir)
+    if official:
+        _warn_if_short(official[0], num_shots)
     train, val = official if official else select_few_shot(train, val, num_shots)
     chosen = {"train": train} if val is None else {"train": train, "val": val}
     try:
@@ -97,6 +101,15 @@ def load_few_shot(train: Sequence[Datum], val: Sequence[Datum] | None, num_shots
         logger.warning("Could not save the few-shot selection to %s (%s); it will be drawn "
                        "again next time", path, exc)
     return train, val
+
+
+def _warn_if_short(train: Sequence[Datum], num_shots: int) -> None:
+    """A selection read back (ours or the official one) warns as a drawn one does when a class
+    has fewer than K images, so each run's log.txt says so."""
+    short = [f"{group[0].classname!r} has {len({d.impath for d in group})}"
+             for group in split_by_label(train).values()
+             if len({d.impath for d in group}) < num_shots]
+    warn_fewer_shots(short, num_shots, "training images", repeat=False)
 
 
 def official_few_shot(train: Sequence[Datum], val: Sequence[Datum] | None, num_shots: int,

@@ -64,24 +64,36 @@ _TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8,}\.tmp$")  # what atomic_write l
 # --------------------------------------------------------------------------- writing
 
 
-def atomic_write(fpath: str, write: Callable[[BinaryIO], None]) -> None:
+def atomic_write(fpath: str, write: Callable[[BinaryIO], None], what: str = "a file") -> None:
     """Run ``write(file)`` on a temporary file next to ``fpath``, fsync it, rename it over
-    ``fpath``. On any error the temporary file is removed and ``fpath`` is untouched."""
+    ``fpath``. On any error the temporary file is removed and ``fpath`` is untouched; an
+    ``OSError`` (disk full, read-only folder) says which file and ``what`` was being saved."""
     directory = os.path.dirname(os.path.abspath(fpath))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(fpath)}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
+    try:
+        os.makedirs(directory, exist_ok=True)
+        tmp = os.path.join(directory, f".{os.path.basename(fpath)}.{secrets.token_hex(6)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
+    except OSError as exc:
+        raise _save_failed(exc, fpath, what) from exc
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, fpath)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(exc, OSError):
+            raise _save_failed(exc, fpath, what) from exc
         raise
     _fsync_dir(directory)
+
+
+def _save_failed(exc: OSError, fpath: str, what: str) -> OSError:
+    reason = exc.strerror or (str(exc).splitlines() or [type(exc).__name__])[0]
+    kept = " (the previous file there is intact)" if os.path.exists(fpath) else ""
+    return type(exc)(exc.errno, f"could not save {what} to {fpath}: {reason}{kept}")
 
 
 def remove_stale_temporaries(directory: str) -> list[str]:
@@ -117,7 +129,12 @@ def _fsync_dir(directory: str) -> None:
 
 
 def _write_payload(state: dict, f: BinaryIO) -> None:
-    torch.save(state, f)
+    """``torch.save`` into memory, then one write: torch's zip writer turns the ``OSError`` of
+    a full disk into a bare ``RuntimeError`` ("unexpected pos"); the file's own write keeps
+    it. (Our checkpoints hold only what trains: a few MB.)"""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    f.write(buffer.getbuffer())
 
 
 _PLAIN_TYPES = (int, float, bool, str, bytes, type(None), torch.dtype, torch.device)
@@ -155,7 +172,8 @@ def save_checkpoint(state: dict, save_dir: str, is_best: bool = False,
             (k[7:] if k.startswith("module.") else k, v) for k, v in state["state_dict"].items())
     check_plain(state)
     fpath = os.path.join(save_dir, model_name or f"model.pth.tar-{state['epoch']}")
-    atomic_write(fpath, lambda f: _write_payload(state, f))
+    atomic_write(fpath, lambda f: _write_payload(state, f),
+                 f"the checkpoint of epoch {state['epoch']}")
     logger.info("Checkpoint saved to %s", fpath)
     if not model_name:
         _point_to(save_dir, os.path.basename(fpath))
@@ -164,7 +182,7 @@ def save_checkpoint(state: dict, save_dir: str, is_best: bool = False,
             os.remove(resume_file)
     if is_best:
         best = os.path.join(save_dir, BEST_FILE)
-        atomic_write(best, lambda f: _write_payload(state, f))
+        atomic_write(best, lambda f: _write_payload(state, f), "the best model's checkpoint")
         logger.info('Best checkpoint saved to "%s"', best)
     return fpath
 
@@ -174,14 +192,16 @@ def save_resume_checkpoint(state: dict, save_dir: str) -> str:
     point the pointer at it: what a resume needs between the epoch files that are kept."""
     check_plain(state)
     fpath = os.path.join(save_dir, RESUME_FILE)
-    atomic_write(fpath, lambda f: _write_payload(state, f))
+    atomic_write(fpath, lambda f: _write_payload(state, f),
+                 f"the resume checkpoint of epoch {state.get('epoch')}")
     _point_to(save_dir, RESUME_FILE)
     logger.info("Resumable checkpoint of epoch %s saved to %s", state.get("epoch"), fpath)
     return fpath
 
 
 def _point_to(save_dir: str, name: str) -> None:
-    atomic_write(os.path.join(save_dir, POINTER_FILE), lambda f: f.write(f"{name}\n".encode()))
+    atomic_write(os.path.join(save_dir, POINTER_FILE), lambda f: f.write(f"{name}\n".encode()),
+                 f"the pointer to {name}")
 
 
 # --------------------------------------------------------------------------- rendering

@@ -16,6 +16,7 @@ import difflib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import yaml
 from yacs.config import CfgNode as _YacsNode
 
 from engine.errors import ConfigError, ConfigKeyError
@@ -52,10 +53,15 @@ class CfgNode(_YacsNode):
 
     def merge_from_file(self, cfg_filename: str) -> None:
         with open(cfg_filename) as f:
-            other = self.load_cfg(f)
-        if not isinstance(other, dict):
+            text = f.read()
+        try:  # always YAML: yacs' load_cfg runs a .py file it is given
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(_yaml_problem(cfg_filename, exc)) from None
+        if not isinstance(loaded, dict):
             raise ConfigError(f"{cfg_filename} is not a YAML mapping of config keys (it holds "
-                              f"a {type(other).__name__})")
+                              f"a {type(loaded).__name__})")
+        other = type(self)(loaded)
         check_keys(self, _flatten(other), source=cfg_filename)
         for key in list(_EXTRA_TYPES):
             *parents, leaf = key.split(".")
@@ -86,6 +92,17 @@ class CfgNode(_YacsNode):
 
 
 CN = CfgNode
+
+
+def _yaml_problem(path: str, exc: yaml.YAMLError) -> str:
+    """One line on why ``path`` is not a plain YAML config (a ``!!python/object`` tag, a
+    syntax error), with the line it is on."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f", line {mark.line + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    hint = (": configs hold plain values, and tags that build Python objects are refused"
+            if "constructor" in problem else "")
+    return f"{path}{where} is not a plain YAML config ({problem[:200]}){hint}"
 
 
 def _flatten(node: _YacsNode, prefix: str = "") -> Iterator[str]:

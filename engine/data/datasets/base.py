@@ -104,13 +104,19 @@ def sample_few_shot(items: Sequence[Datum], num_shots: int, repeat: bool = False
             selected.extend(draw.choices(group, k=num_shots))
         else:
             selected.extend(group)
+    warn_fewer_shots(short, num_shots, what, repeat)
+    return selected
+
+
+def warn_fewer_shots(short: Sequence[str], num_shots: int, what: str, repeat: bool) -> None:
+    """The warning for classes with fewer items than the shots asked for (``short``: one
+    "'name' has N" per class)."""
     if short:
         more = f" and {len(short) - MAX_LISTED} more" if len(short) > MAX_LISTED else ""
         logger.warning("%s fewer %s than the %d shots asked for (%s%s): %s",
                        "1 class has" if len(short) == 1 else f"{len(short)} classes have",
                        what, num_shots, ", ".join(short[:MAX_LISTED]), more,
                        "drawn with replacement" if repeat else "all of them are kept")
-    return selected
 
 
 def class_names(splits: dict[str, Sequence[Datum] | None],
