@@ -130,6 +130,19 @@ run_finished() {
         END { exit !found }' "${logs[@]}"
 }
 
+# init_suffix MODEL_DIR DEFAULT -> the run-folder suffix of where a run's initial prompts come
+# from: "" (DEFAULT, the protocol's source), _scratch (none), _from-<hash> (another folder).
+init_suffix() {
+    "$PYTHON" "$REPO_ROOT/scripts/init_source.py" suffix "$1" "$2"
+}
+
+# claim_init_source DIR MODEL_DIR: refuse DIR when its run started from another source (its
+# result is not this run's); record MODEL_DIR in DIR/init_source.txt. Not in a dry run.
+claim_init_source() {
+    [ "${DRY_RUN:-0}" = "1" ] && return 0
+    "$PYTHON" "$REPO_ROOT/scripts/init_source.py" claim "$1" "$2" || exit 2
+}
+
 # skip_if_finished DIR SIGNAL: exit 0 when DIR already holds a result (unless FORCE=1).
 skip_if_finished() {
     if [ "${FORCE:-0}" != "1" ] && run_finished "$1" "$2"; then

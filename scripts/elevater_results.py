@@ -37,6 +37,8 @@ _TASK = re.compile(r"^\* task: (\S+)$")
 _METRIC = re.compile(r"^\* (accuracy|mean-per-class|11point_mAP): ([-+.\deE]+)%$")
 TRAIN_END = ("Finish training", "Finished training")
 TITLES = {"single": "ELEVATER: prompts from CoOp's datasets, fine-tuned per task",
+          "scratch": "ELEVATER: prompts trained per task from scratch (MODEL_DIR=none)",
+          "other": "ELEVATER: prompts from another model folder (MODEL_DIR), fine-tuned per task",
           "joint": "ELEVATER: one prompt trained on the 20 tasks"}
 
 
@@ -89,8 +91,16 @@ def _where(parts: tuple[str, ...]) -> tuple[str, str, int] | None:
         if match and i >= 1:
             method = "/".join((parts[i - 1], match.group(1), *parts[i + 1:-1]))
             single = i >= 2 and parts[i - 2] in TASKS
-            return ("single" if single else "joint"), method, int(match.group(2))
+            return (_start(method) if single else "joint"), method, int(match.group(2))
     return None
+
+
+def _start(method: str) -> str:
+    """The setting of a single-task run by where its prompts started (the folder suffix of
+    scripts/init_source.py): the source prompts, untrained ones, or another folder's."""
+    if method.endswith("_scratch"):
+        return "scratch"
+    return "other" if re.search(r"_from-[0-9a-f]{8}$", method) else "single"
 
 
 def scan(root: str | Path) -> list[Run]:
@@ -180,7 +190,7 @@ def plot_elevater(tables: list[Table], path: Path) -> bool:
     """Average over the tasks against shots: ours (solid) and the paper's (dashed)."""
     curves: dict[str, dict[int, float]] = defaultdict(dict)
     for table in tables:
-        setting = "joint" if table.title == TITLES["joint"] else "single"
+        setting = next(key for key, title in TITLES.items() if title == table.title)
         for row in table.rows:
             value = row[-1].split(" ")[0]
             if value != "–":

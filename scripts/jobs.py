@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from scripts import init_source
 from scripts.logparse import Signal, is_finished
 
 # What job_status says about a job.
@@ -40,7 +41,14 @@ class Job:
     stage: str = "jobs"  # jobs of one stage (and dependency depth) form one Slurm array
 
     def finished(self) -> bool:
-        return self.run_dir is not None and is_finished(self.run_dir, self.end_signal)
+        return self.run_dir is not None and is_finished(self.run_dir, self.end_signal) \
+            and self.same_start()
+
+    def same_start(self) -> bool:
+        """False when the run folder holds a run whose prompts started elsewhere than this
+        job's MODEL_DIR (scripts/init_source.py): never this job's result."""
+        return "MODEL_DIR" not in self.env or init_source.matches(self.run_dir,
+                                                                   self.env["MODEL_DIR"])
 
 
 def check_graph(jobs: list[Job]) -> dict[str, int]:

@@ -251,7 +251,8 @@ class JobBuilder:
                     else:
                         job = self._job(name, "transfer.sh", [variant, cfg, nctx, k, s, d], run,
                                         TRAIN_END, m, (averages[k],),
-                                        stage=f"mvlpt/target/{variant}", TASKS=tasks)
+                                        stage=f"mvlpt/target/{variant}", TASKS=tasks,
+                                        MODEL_DIR=str(source))
                     jobs.append(job)
         return jobs
 
@@ -263,7 +264,7 @@ class ElevaterJob(Job):
 
     def finished(self) -> bool:
         return self.run_dir is not None and any(
-            parse_blocks(path) for path in log_files(self.run_dir))
+            parse_blocks(path) for path in log_files(self.run_dir)) and self.same_start()
 
 
 def protocol_jobs(protocols: list[str], methods: list[Method], datasets: list[str] | None,

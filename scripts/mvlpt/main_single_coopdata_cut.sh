@@ -5,7 +5,8 @@
 #   TRAINER CFG NCTX SHOTS SEED  as in main_mt_coopdata_cut.sh
 #   DATASET  the target: a registered dataset name (Caltech101, OxfordPets, ..., see DATASETS.md)
 #   DATA, OUTPUT  as in main_mt_coopdata_cut.sh
-# Output: OUTPUT/DATASET/TRAINER/CFG_SHOTSshots/nctxNCTX_csc_ctp/seedSEED
+# Output: OUTPUT/DATASET/TRAINER/CFG_SHOTSshots/nctxNCTX_csc_ctp/seedSEED (_scratch or
+#         _from-<hash> after nctxNCTX_csc_ctp when MODEL_DIR is none or another folder)
 # Usage: bash scripts/mvlpt/main_single_coopdata_cut.sh TRAINER CFG NCTX SHOTS SEED DATASET \
 #            [DATA [OUTPUT]]
 set -euo pipefail

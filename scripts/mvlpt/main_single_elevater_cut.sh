@@ -9,7 +9,10 @@
 #   DATASET  an ELEVATER task: caltech-101, cifar-10, ..., voc-2007-classification
 #   DATA     data root holding ELEVATER's classification/ folder (default: $DATA)
 #   OUTPUT   output folder (default: $OUTPUT, else output/elevater)
-# Output: OUTPUT/DATASET/TRAINER/CFG_SHOTSshots/nctxNCTX_csc_ctp/seedSEED
+# Output: OUTPUT/DATASET/TRAINER/CFG_SHOTSshots/nctxNCTX_csc_ctp/seedSEED from the source prompts;
+#         nctxNCTX_csc_ctp_scratch with MODEL_DIR=none, nctxNCTX_csc_ctp_from-<hash> from another
+#         MODEL_DIR (the folder records its source in init_source.txt; one that started from
+#         another source is refused, never counted as finished)
 # Environment: MODEL_DIR  the source prompts (default: OUTPUT/<CoOp's 11 datasets>/TRAINER/
 #                         CFG_SHOTSshots/nctxNCTX_csc_ctp, the folder of MVLPT's averaged
 #                         checkpoint; "none": start from untrained prompts)
@@ -30,13 +33,17 @@ require_elevater_task "$DATASET"
 load_extra_opts
 CONFIG="$(mvlpt_config "$CFG")"
 TAG="nctx${NCTX}_csc_ctp"
-MODEL_DIR="${MODEL_DIR:-$OUTPUT/$PRETRAIN_DATASET/$TRAINER/${CFG}_${SHOTS}shots/$TAG}"
+DEFAULT_SOURCE="$OUTPUT/$PRETRAIN_DATASET/$TRAINER/${CFG}_${SHOTS}shots/$TAG"
+MODEL_DIR="${MODEL_DIR:-$DEFAULT_SOURCE}"
 MODEL_ARGS=()
 [ "$MODEL_DIR" = "none" ] || MODEL_ARGS=(--model-dir "$MODEL_DIR")
 # MVLPT's ELEVATER loaders: test batches of 64; with one shot the training images in order
 LOADER=(DATALOADER.TEST.BATCH_SIZE 64 TEST.EVALUATOR ElevaterClassification)
 [ "$SHOTS" != "1" ] || LOADER+=(DATALOADER.TRAIN_X.SAMPLER SequentialSampler)
 prompt_opts "$TRAINER" "$NCTX"
-run_elevater "$OUTPUT/$DATASET/$TRAINER/${CFG}_${SHOTS}shots/$TAG/seed$SEED" \
+# the source of the initial prompts is part of the run: its folder and init_source.txt
+RUN_DIR="$OUTPUT/$DATASET/$TRAINER/${CFG}_${SHOTS}shots/$TAG$(init_suffix "$MODEL_DIR" "$DEFAULT_SOURCE")/seed$SEED"
+claim_init_source "$RUN_DIR" "$MODEL_DIR"
+run_elevater "$RUN_DIR" \
     --seed "$SEED" --trainer MVLPT --config-file "$CONFIG" --dataset "$DATASET" \
     --shots "$SHOTS" "${MODEL_ARGS[@]}" "${PROMPT[@]}" "${LOADER[@]}"

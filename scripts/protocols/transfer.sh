@@ -4,6 +4,9 @@
 # MODEL_DIR overrides the source folder (e.g. downloaded weights); MODEL_DIR=none trains from
 # scratch (the single-task baseline).
 # Output: $OUTPUT/DATASET/VARIANT/CFG_SHOTSshots/nctxNCTX_csc_ctp/seedSEED (the official layout)
+# from the averaged source prompts; nctxNCTX_csc_ctp_scratch with MODEL_DIR=none, and
+# nctxNCTX_csc_ctp_from-<hash> from another MODEL_DIR. The folder records its source
+# (init_source.txt) and a folder that started from another source is refused.
 # Environment: see scripts/common.sh and scripts/protocols/mvlpt_common.sh.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
@@ -16,7 +19,8 @@ load_extra_opts
 variant_opts "$VARIANT" "$NCTX"
 CONFIG=$(trainer_config MVLPT "$CFG")
 TAG=$(run_tag "$VARIANT" "$CFG" "$NCTX" "$SHOTS")
-SOURCE=${MODEL_DIR:-$OUTPUT/$TASKS/$TAG}
+DEFAULT_SOURCE=$OUTPUT/$TASKS/$TAG
+SOURCE=${MODEL_DIR:-$DEFAULT_SOURCE}
 FROM=()
 if [ "$SOURCE" != "none" ]; then
     [ -f "$SOURCE/prompt_learner/model-best.pth.tar" ] || die "no source prompts at" \
@@ -25,8 +29,10 @@ if [ "$SOURCE" != "none" ]; then
         "or set MODEL_DIR (none: no source)."
     FROM=(--model-dir "$SOURCE")
 fi
-DIR=$OUTPUT/$DATASET/$TAG/seed$SEED
+# the source of the initial prompts is part of the run: its folder and init_source.txt
+DIR=$OUTPUT/$DATASET/$TAG$(init_suffix "$SOURCE" "$DEFAULT_SOURCE")/seed$SEED
 
+claim_init_source "$DIR" "$SOURCE"
 skip_if_finished "$DIR" "$TRAIN_END"
 run_train_py --seed "$SEED" --trainer MVLPT --config-file "$CONFIG" --output-dir "$DIR" \
     --dataset "$DATASET" --shots "$SHOTS" --dataset-coop "${FROM[@]}" "${VARIANT_OPTS[@]}"

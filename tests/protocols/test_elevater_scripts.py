@@ -29,6 +29,7 @@ def repo(tmp_path: Path) -> Path:
     root = tmp_path / "repo"
     shutil.copytree(REPO / "scripts", root / "scripts",
                     ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+    shutil.copy(REPO / "scripts" / "init_source.py", root / "scripts")  # the run folder's name
     (root / "datasets").mkdir()
     shutil.copy(REPO / "datasets" / "elevater_classnames.json", root / "datasets")
     (root / "train.py").write_text(FAKE_TRAIN)
@@ -95,7 +96,7 @@ def test_single_task_one_shot_model_dir_and_overrides(repo):
     [args] = commands(result)
     assert "--model-dir" not in args
     assert option(args, "--output-dir") == \
-        "output/elevater/dtd/UPT/vit_b16_1shots/nctx4_csc_ctp/seed1"
+        "output/elevater/dtd/UPT/vit_b16_1shots/nctx4_csc_ctp_scratch/seed1"  # not the source's
     samplers = [args[i + 1] for i, a in enumerate(args) if a == "DATALOADER.TRAIN_X.SAMPLER"]
     assert samplers == ["SequentialSampler", "RandomSampler"]  # upstream's, then the user's
     assert args[-2:] == ["OPTIM.MAX_EPOCH", "3"]

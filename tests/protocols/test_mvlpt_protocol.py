@@ -75,8 +75,8 @@ def test_source_average_target_scripts(repo: Path, tmp_path: Path) -> None:
     assert "--eval-only" not in args  # the source initialises a training
     result = run(repo, "mvlpt/main_single_coopdata_cut.sh", "UPT", "vit_b16", "4", "5", "2",
                  "EuroSAT", data, out, MODEL_DIR="none", **env)
-    (args,) = calls(repo / out / "EuroSAT" / TAG / "seed2")
-    assert "--model-dir" not in args  # the single-task baseline
+    (args,) = calls(repo / out / "EuroSAT" / f"{TAG}_scratch" / "seed2")
+    assert "--model-dir" not in args  # the single-task baseline, in a folder of its own
 
 
 def test_bad_variants_and_missing_runs_are_clear_errors(repo: Path) -> None:
