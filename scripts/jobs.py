@@ -136,6 +136,14 @@ class Records:
     def end(self, name: str, why: str) -> None:
         _write_atomic(self.path(name, ".ended"), why + "\n")
 
+    def claim(self, name: str) -> Claim:
+        return Claim(self.path(name, ".claim"))
+
+    def claimed(self, name: str) -> str | None:
+        """``sweep pid P on host H`` while a sweep holds the job's :class:`Claim`."""
+        holder = held_by(self.path(name, ".claim"))
+        return None if holder is None else f"the sweep of {holder}"
+
 
 def _write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -183,7 +191,8 @@ def process_status(record: Record) -> Status | None:
 Scheduler = Callable[[Record], "Status | None"]
 
 
-def job_status(job: Job, record: Record | None, scheduler: Scheduler) -> Status:
+def job_status(job: Job, record: Record | None, scheduler: Scheduler,
+               claimed: str | None = None) -> Status:
     """Where ``job`` stands: its log on disk first, then what ran it says.
 
     A result in the run folder means DONE, whatever launched it. Otherwise the record of the
@@ -197,11 +206,15 @@ def job_status(job: Job, record: Record | None, scheduler: Scheduler) -> Status:
     holder = lock_holder(job.run_dir) if job.run_dir is not None else None
     if holder is not None:  # a live train.py holds the folder, whoever started it
         return Status(RUNNING, f"locked by {holder}")
+    live = None
+    if record is not None:
+        live = scheduler(record) if record.launcher == "slurm" else process_status(record)
+        if live is not None and live.state != DONE:
+            return live
+    if claimed is not None:  # a sweep holds the job's claim: it is starting or ending it
+        return Status(RUNNING, f"claimed by {claimed}")
     if record is None:
         return Status(TODO)
-    live = scheduler(record) if record.launcher == "slurm" else process_status(record)
-    if live is not None and live.state != DONE:
-        return live
     if live is None and record.ended != "ok":
         return Status(FAILED, record.ended or "ended without saying why (killed?)")
     if job.run_dir is None:  # ended without error, and there is no log to check
@@ -217,9 +230,14 @@ def lock_holder(run_dir: Path) -> str | None:
     does. A held ``flock`` is the test (the kernel drops it when its process dies, ``kill -9``
     included), so a stale lock file counts as free. Read here without importing the engine
     (and torch): the sweep and its job processes stay light."""
+    return held_by(Path(run_dir) / RUN_LOCK)
+
+
+def held_by(path: Path) -> str | None:
+    """Who holds the ``flock`` of the lock file ``path`` (its JSON record's pid and host), or
+    None when nobody does."""
     import fcntl
 
-    path = Path(run_dir) / RUN_LOCK
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -244,4 +262,41 @@ def lock_holder(run_dir: Path) -> str | None:
 
 
 def statuses(jobs: Iterable[Job], records: Records, scheduler: Scheduler) -> dict[str, Status]:
-    return {job.name: job_status(job, records.get(job.name), scheduler) for job in jobs}
+    return {job.name: job_status(job, records.get(job.name), scheduler, records.claimed(job.name))
+            for job in jobs}
+
+
+class Claim:
+    """A sweep's hold on one job while it runs it: an exclusive ``flock`` on
+    ``LOG_DIR/state/<job>.claim`` (the kind of lock train.py holds on its run folder), taken
+    without waiting before the job starts and kept until it ends. Two sweeps over the same
+    jobs cannot both take it, so a job never starts twice; the kernel drops it when the sweep
+    dies (``kill -9`` included), so a dead sweep's claim is free."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        """Take the claim; False when another process holds it."""
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                return False
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                 "started": time.time()}).encode())
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # the lock goes with the descriptor; the file stays (a claim
+            self._fd = None     # file removed while another sweep opens it would split it)

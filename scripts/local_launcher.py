@@ -21,10 +21,12 @@ from scripts.jobs import (
     DONE,
     PENDING,
     RUNNING,
+    Claim,
     Job,
     Record,
     Records,
     Scheduler,
+    Status,
     check_graph,
     job_status,
     process_start,
@@ -98,6 +100,7 @@ class Sweep:
         self.failures: dict[str, Failure] = {}
         self.running: dict[str, tuple[subprocess.Popen, int, float]] = {}  # slot index
         self.elsewhere: dict[str, str] = {}  # run by another sweep or Slurm: its state
+        self.claims: dict[str, Claim] = {}  # the claims of the jobs this sweep runs
         self.start = time.monotonic()
 
     def _say(self, message: str) -> None:
@@ -107,7 +110,30 @@ class Sweep:
               f"{len(self.failures)} | {duration(time.monotonic() - self.start)}] {message}",
               flush=True)
 
+    def _claim(self, job: Job) -> bool:
+        """Take the job's claim (scripts.jobs.Claim) before starting it; a job that another
+        sweep claimed, or finished, meanwhile is waited for, or counted, instead."""
+        claim = self.records.claim(job.name)
+        if not claim.acquire():
+            self.elsewhere[job.name] = "claimed by another sweep"
+            self._say(f"{job.name} is being run by another sweep "
+                      f"({self.records.claimed(job.name)}); waiting for it")
+            return False
+        status = job_status(job, self.records.get(job.name), self.scheduler)
+        if status.state in (DONE, RUNNING, PENDING):  # it ended, or runs, elsewhere
+            claim.release()
+            if status.state == DONE:
+                self.ok.add(job.name)
+                self._say(f"done {job.name} (elsewhere)")
+            else:
+                self.elsewhere[job.name] = status.detail
+            return False
+        self.claims[job.name] = claim
+        return True
+
     def _launch(self, job: Job, index: int) -> None:
+        if not self._claim(job):
+            return
         slot = self.slots[index]
         env = command_environment(job.env)
         if slot is not None:
@@ -126,6 +152,10 @@ class Sweep:
         where = f"GPU {slot}" if slot is not None else "CPU/default device"
         self._say(f"start {job.name} on {where}{resume}")
 
+    def _status(self, job: Job) -> Status:
+        return job_status(job, self.records.get(job.name), self.scheduler,
+                          self.records.claimed(job.name))
+
     def _fail(self, job: Job, reason: str) -> None:
         self.failures[job.name] = Failure.of(job, reason, self.log_dir)
 
@@ -137,6 +167,7 @@ class Sweep:
                 continue
             del self.running[name]
             self.records.end(name, "ok" if code == 0 else f"exit status {code}")
+            self.claims.pop(name).release()
             job, took = by_name[name], duration(time.monotonic() - started)
             if code != 0:
                 self._fail(job, f"exit status {code}")
@@ -151,7 +182,7 @@ class Sweep:
     def _check_elsewhere(self, pending: list[Job]) -> None:
         """Take over the jobs run elsewhere that ended: done, or to be run here."""
         for job in [job for job in self.jobs if job.name in self.elsewhere]:
-            status = job_status(job, self.records.get(job.name), self.scheduler)
+            status = self._status(job)
             if status.state in (RUNNING, PENDING):
                 continue
             del self.elsewhere[job.name]
@@ -190,12 +221,15 @@ class Sweep:
             stop_group(proc)
             self.records.end(name, "stopped with the sweep")
         self.running.clear()
+        for claim in self.claims.values():
+            claim.release()
+        self.claims.clear()
 
     def _sort(self) -> list[Job]:
         """Sort the jobs into finished, run elsewhere and to run (returned)."""
         pending = []
         for job in self.jobs:
-            status = job_status(job, self.records.get(job.name), self.scheduler)
+            status = self._status(job)
             if status.state == DONE:
                 self.ok.add(job.name)
             elif status.state in (RUNNING, PENDING):

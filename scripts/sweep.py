@@ -415,7 +415,7 @@ def build_jobs(args: argparse.Namespace, opts: list[str]) -> list[Job]:
 def dry_run(jobs: list[Job], args: argparse.Namespace, log_dir: Path) -> None:
     records, queue = Records(log_dir), slurm.SlurmQueue()
     for job in jobs:
-        state = job_status(job, records.get(job.name), queue).state
+        state = job_status(job, records.get(job.name), queue, records.claimed(job.name)).state
         command = job.command if isinstance(job.command, str) else shlex.join(job.command)
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in job.env.items() if v)
         print(f"{state}  {job.name}\n      {env} {command}".rstrip())
