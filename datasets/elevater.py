@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision.transforms import (
     CenterCrop,
@@ -60,6 +60,7 @@ from datasets.splits import MAX_LISTED, DatasetFilesError, docs_hint
 from engine import distributed
 from engine.data import DatasetWrapper, build_sampler
 from engine.data.datasets import DatasetBase, Datum
+from engine.data.read_image import decode_image
 from engine.evaluator import EVALUATOR_REGISTRY, EvalTask, PerTaskMetrics
 
 logger = logging.getLogger(__name__)
@@ -90,10 +91,10 @@ class ElevaterDatum(Datum):
     def __init__(self, path: str, labels: Sequence[int], num_classes: int, domain: int = 0,
                  classname: str = "", archive: str = "") -> None:
         labels = tuple(sorted(set(labels)))
-        if not labels:
-            raise ValueError(f"An ELEVATER training or test image needs a label: {path}")
         impath = f"{archive}@{path}" if archive else path
-        super().__init__(impath=impath, label=labels[0], domain=domain, classname=classname)
+        # a negative (no label: multi-label training indexes keep some) has label -1
+        super().__init__(impath=impath, label=labels[0] if labels else -1, domain=domain,
+                         classname=classname)
         self._labels = labels
         self._num_classes = num_classes
         self._archive_path = archive
@@ -121,15 +122,17 @@ class ElevaterDatum(Datum):
         return target
 
     def load_image(self) -> Image.Image:
-        """RGB image with its EXIF orientation applied, as vision-datasets loads it."""
+        """RGB image with its EXIF orientation applied, as vision-datasets loads it, through
+        the reader of every other dataset (16-bit images scaled, not clipped to white; an
+        oversized image an error naming it)."""
         try:
             stream = _archive(self._archive_path).open(self._member) if self._archive_path \
                 else open(self._member, "rb")
-            with stream, Image.open(stream) as image:
-                return ImageOps.exif_transpose(image).convert("RGB")
-        except (UnidentifiedImageError, OSError, KeyError, zipfile.BadZipFile) as exc:
+        except (OSError, KeyError, zipfile.BadZipFile) as exc:
             raise OSError(f"Cannot read image {self.impath}: {exc}. The archive or file may be "
                           f"truncated; download it again ({docs_hint(DOCS_ANCHOR)})") from exc
+        with stream:
+            return decode_image(stream, self.impath, exif_transpose=True)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ElevaterDatum):
@@ -306,11 +309,12 @@ def read_items(root: str, task: ElevaterTask, split: str,
         if where is None:
             missing.append(entry)
             continue
-        if not labels:
+        if not labels and not (task.multilabel and split == "train"):
             raise ValueError(f"ELEVATER task {task.name}: image {entry} of the {split} index "
-                             "has no label")
+                             "has no label (only a multi-label training index may list "
+                             "negatives)")
         items.append(ElevaterDatum(where[0], labels, task.num_classes, 0,
-                                   names[min(labels)], where[1]))
+                                   names[min(labels)] if labels else "", where[1]))
     if missing:
         listed = "\n  ".join(missing[:MAX_LISTED])
         more = f"\n  ... and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else ""
@@ -337,11 +341,22 @@ class ElevaterDataset(DatasetBase):
 
     def __init__(self, train_x: list[ElevaterDatum], val: list[ElevaterDatum],
                  test: list[ElevaterDatum], classnames: list[str], tasks: list[EvalTask]) -> None:
+        self._given_classnames = list(classnames)
         super().__init__(train_x=train_x, val=val, test=test)
-        self._classnames = list(classnames)
-        self._lab2cname = dict(enumerate(classnames))
-        self._num_classes = len(classnames)
         self.tasks = tasks
+
+    def label_space(self, splits: dict[str, Sequence[Datum] | None]
+                    ) -> tuple[dict[int, str], list[str]]:
+        """The label map's classes; every label of every image (not only its first: a
+        multi-label class may never be an image's smallest label) must be one of them."""
+        n = len(self._given_classnames)
+        for split, items in splits.items():
+            for item in items or []:
+                wrong = [label for label in self.item_labels(item) if not 0 <= label < n]
+                if wrong:
+                    raise ValueError(f"ELEVATER: image {item.impath} of {split} has label "
+                                     f"{wrong[0]}, outside the {n} classes of the label map")
+        return dict(enumerate(self._given_classnames)), list(self._given_classnames)
 
 
 def build_task_dataset(root: str, name: str, shots: int, seed: int) -> ElevaterDataset:

@@ -14,16 +14,18 @@ __all__ = ["soft_cross_entropy", "soft_targets"]
 
 def soft_targets(target: torch.Tensor, num_classes: int | None = None) -> torch.Tensor:
     """Rows that sum to 1: labels ``[B]`` become one-hot ``[B, num_classes]``; a 0/1 (multi-hot)
-    ``[B, C]`` matrix is divided by its row sums."""
+    ``[B, C]`` matrix is divided by its row sums. A row of zeros (a negative image, which a
+    multi-label ELEVATER training set keeps as vision-datasets does) stays zeros: it adds
+    nothing to the cross-entropy."""
     if target.dim() == 1:
         if num_classes is None:
             raise ValueError("soft_targets of class indices needs num_classes")
         return F.one_hot(target.long(), num_classes).float()
     target = target.float()
     sums = target.sum(dim=-1, keepdim=True)
-    if bool((sums <= 0).any()):
-        raise ValueError("every target row needs a positive label (a row sums to 0)")
-    return target / sums
+    if bool((sums < 0).any()):
+        raise ValueError("target rows must be 0/1 vectors (a row sums to a negative number)")
+    return target / sums.clamp_min(1e-12)
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -20,11 +20,12 @@ Here
 from __future__ import annotations
 
 import os
+from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["read_image", "to_rgb"]
+__all__ = ["decode_image", "read_image", "to_rgb"]
 
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
@@ -35,15 +36,23 @@ def read_image(path: str) -> Image.Image:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No image file at {path} (check DATASET.ROOT and the split "
                                 f"files)")
+    return decode_image(path, path)
+
+
+def decode_image(source: str | BinaryIO, name: str, exif_transpose: bool = False
+                 ) -> Image.Image:
+    """``source`` (a path or an open binary stream, e.g. a member of a zip archive) as an
+    8-bit RGB PIL image, with its EXIF orientation applied if ``exif_transpose``; errors are
+    ``OSError`` naming ``name``."""
     try:
-        with Image.open(path) as img:
-            return to_rgb(img)
+        with Image.open(source) as img:
+            return to_rgb(ImageOps.exif_transpose(img) if exif_transpose else img)
     except Image.DecompressionBombError as exc:
-        raise OSError(f"Cannot read image {path}: it is larger than PIL's limit of "
+        raise OSError(f"Cannot read image {name}: it is larger than PIL's limit of "
                       f"{Image.MAX_IMAGE_PIXELS:,} pixels ({exc}). Downscale it (the models "
                       f"see a few hundred pixels a side) or remove it.") from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise OSError(f"Cannot read image {path}: {exc}. The file may be truncated or not an "
+        raise OSError(f"Cannot read image {name}: {exc}. The file may be truncated or not an "
                       f"image; re-download or remove it.") from exc
 
 

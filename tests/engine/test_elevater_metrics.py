@@ -79,8 +79,11 @@ def test_soft_targets_and_cross_entropy():
     hard = F.cross_entropy(batch, labels)
     assert torch.allclose(soft_cross_entropy(batch, labels), hard)
     assert torch.allclose(soft_cross_entropy(batch, F.one_hot(labels, 4)), hard)
-    with pytest.raises(ValueError, match="sums to 0"):
-        soft_targets(torch.zeros(1, 3))
+    # a negative image (no label) adds nothing: its target row stays zeros
+    assert torch.equal(soft_targets(torch.zeros(1, 3)), torch.zeros(1, 3))
+    with_negative = torch.cat([multi_hot, torch.zeros(1, 3)])
+    assert soft_cross_entropy(torch.cat([logits, logits]), with_negative).item() == \
+        pytest.approx(expected / 2, rel=1e-6)
 
 
 def two_tasks() -> list[EvalTask]:

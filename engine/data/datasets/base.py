@@ -164,11 +164,23 @@ class DatasetBase:
         self._val = val
         self._test = test
         splits = {"train_x": train_x, "val": val, "test": test}  # train_u is unlabelled
-        self._lab2cname, self._classnames = class_names(splits, type(self).__name__)
+        self._lab2cname, self._classnames = self.label_space(splits)
         self._num_classes = len(self._classnames)
-        untrained = sorted(set(self._lab2cname) - {item.label for item in train_x or []})
+        trained = {label for item in train_x or [] for label in self.item_labels(item)}
+        untrained = sorted(set(self._lab2cname) - trained)
         if train_x is not None and untrained:  # None: a test-only dataset
             self.report_untrained(untrained, splits)
+
+    def label_space(self, splits: dict[str, Sequence[Datum] | None]
+                    ) -> tuple[dict[int, str], list[str]]:
+        """``{label: class name}`` and the names in label order (:func:`class_names`); a
+        dataset whose label space is given by its files (ELEVATER's label maps) overrides it."""
+        return class_names(splits, type(self).__name__)
+
+    @staticmethod
+    def item_labels(item: Datum) -> Sequence[int]:
+        """Every label of ``item`` (several for a multi-label item, none for a negative)."""
+        return getattr(item, "labels", (item.label,))
 
     @property
     def train_x(self) -> list[Datum] | None:
