@@ -114,6 +114,10 @@ def check_meta(saved: dict | None, current: dict, path: str, resuming: bool) -> 
     mismatch); so is everything for a file without ``meta`` (official checkpoints)."""
     if not saved:
         return
+    for field in ("backbone", "config", "optim"):
+        if saved.get(field) is not None and not isinstance(saved[field], dict):
+            raise CheckpointError(f"{path}: its meta '{field}' is "
+                                  f"{describe_value(saved[field])}, not a dict")
     saved_backbone, backbone = saved.get("backbone"), current.get("backbone")
     if saved_backbone and backbone and _other_backbone(saved_backbone, backbone):
         raise CheckpointError(

@@ -13,7 +13,7 @@ import torch
 
 import engine.checkpoint as ckpt
 from engine.checkpoint import describe_value, load_checkpoint, save_checkpoint
-from engine.checkpoint_checks import check_training_checkpoint
+from engine.checkpoint_checks import check_meta, check_training_checkpoint
 from engine.errors import CheckpointError
 
 
@@ -123,3 +123,14 @@ def test_non_finite_optimizer_state_is_refused() -> None:
 def test_renderers_are_public() -> None:
     assert ckpt.brief([0.5, "a"]) == "[0.5, 'a']"
     assert ckpt.brief(_bomb(3, 0)) == "a list (10 items)"
+
+
+def test_malformed_meta_is_a_checkpoint_error() -> None:
+    current = {"backbone": {"name": "ViT-B/16"}, "config": {"N_CTX": 4}}
+    with pytest.raises(CheckpointError, match=r"x.pth: its meta 'backbone' is a list"):
+        check_meta({"backbone": ["ViT-B/16"]}, current, "x.pth", resuming=False)
+    with pytest.raises(CheckpointError, match=r"its meta 'config' is a str"):
+        check_meta({"config": "N_CTX 4"}, current, "x.pth", resuming=False)
+    bomb = {"config": {"N_CTX": _bomb(40, _Tripwire())}}
+    with pytest.raises(CheckpointError, match=r"N_CTX is a list \(10 items\) in the checkpoint"):
+        check_meta(bomb, current, "x.pth", resuming=False)
