@@ -233,8 +233,9 @@ def read_coco_index(path: str) -> TaskSplit:
     with open(path, encoding="utf-8") as f:
         try:
             coco = json.load(f)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} is not valid JSON ({exc}); download it again") from exc
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise ValueError(f"{path} is not valid JSON ({type(exc).__name__}: "
+                             f"{str(exc)[:200]}); download it again") from None
     try:
         categories = sorted(coco["categories"], key=lambda c: c["id"])
         position = {c["id"]: i for i, c in enumerate(categories)}

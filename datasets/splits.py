@@ -79,7 +79,7 @@ def check_rows(data: object, path: str, names: Sequence[str]) -> None:
         for number, row in enumerate(rows):
             problem = row_problem(row)
             if problem:
-                raise ValueError(f"Split file {path}, '{name}' row {number} ({row!r}): "
+                raise ValueError(f"Split file {path}, '{name}' row {number} ({repr(row)[:200]}): "
                                  f"{problem}; {fix}")
             first = names_of.setdefault(row[1], (row[2], name, number))
             if first[0] != row[2]:
@@ -101,6 +101,9 @@ def read_json(path: str) -> object:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not valid JSON ({exc}); delete it or download it again") \
             from exc
+    except RecursionError:  # arrays nested thousands deep: no split file is
+        raise ValueError(f"{path} nests its JSON too deeply to be a split file; delete it or "
+                         "download it again") from None
 
 
 def write_json(data: Mapping, path: str) -> None:
