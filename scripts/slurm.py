@@ -550,7 +550,7 @@ def print_status(jobs: list[Job], log_dir: Path,
     rows = []
     for job in jobs:
         record = records.get(job.name)
-        status = job_status(job, record, scheduler)
+        status = job_status(job, record, scheduler, records.claimed(job.name))
         counts[status.state] += 1
         log = record.log if record else ""
         rows.append((status.state, record.job_id if record else "-", job.name, log,
