@@ -146,7 +146,7 @@ def _other_backbone(saved: dict, current: dict) -> bool:
 
 def _backbone(backbone: dict) -> str:
     fingerprint = backbone.get("fingerprint")
-    return brief(backbone.get("name")) + (f" (weights {brief(fingerprint)})" if fingerprint
+    return brief(backbone.get("name")) + (f" (weights {_key(fingerprint)})" if fingerprint
                                           else "")
 
 
