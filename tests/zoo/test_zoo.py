@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from engine.fetch import Records
-from scripts.zoo import catalogue, store
+from scripts.zoo import catalogue
 from scripts.zoo.__main__ import main
 from tests.http_server import serve
 
@@ -212,19 +212,23 @@ entries:
 """
 
 
-def test_eval_runs_the_official_evaluation_and_prints_ours_beside_the_published(
-        mirror, tmp_path, capsys, monkeypatch):
+def test_sweep_and_eval_put_a_release_beside_our_runs(mirror, tmp_path, capsys, monkeypatch):
+    """The sweep evaluates a catalogue entry as a method (each job: zoo eval -> train.py with
+    the official evaluation command); zoo eval prints ours beside the published numbers;
+    results.py tables the release as the method zoo:<entry>/<cfg>."""
+    from scripts import results, sweep
+
     folder, _ = mirror
     extra = tmp_path / "demo_catalogue.yaml"
     extra.write_text(DEMO_CATALOGUE)
     monkeypatch.setenv("ZOO_CATALOGUE", str(extra))
+    monkeypatch.setenv("DATA", str(tmp_path / "data"))
     publish(folder, "demo-maple-folder", {"demo.zip": zip_of(
         {"demo/base/seed1/MultiModalPromptLearner/model.pth.tar-5": official_maple_file(4)})})
     out = tmp_path / "output"
-    argv = ["eval", "demo-maple", "--dataset", "demo", "--root", str(tmp_path / "data"),
-            "--output", str(out)]
-    assert main(argv) == 0
-    text = capsys.readouterr().out
+    assert main(["download", "demo-maple"]) == 0
+    assert sweep.main(["base2new", "--methods", "zoo:demo-maple", "--datasets", "demo",
+                       "--seeds", "1", "--output", str(out)]) == 0
     model = tmp_path / "zoo" / "demo-maple" / "demo" / "base" / "seed1"
     accuracies = {}
     for split in ("base", "new"):
@@ -233,12 +237,36 @@ def test_eval_runs_the_official_evaluation_and_prints_ours_beside_the_published(
         log = (run / "log.txt").read_text()
         assert str(model / "MultiModalPromptLearner" / "model.pth.tar-5") in log
         accuracies[split] = float(re.findall(r"\* accuracy: ([\d.]+)%", log)[-1])
-        assert re.search(rf"demo +1  {split} +{accuracies[split]:.2f}", text)
+    logs = sorted(out.rglob("log.txt*"))
+    capsys.readouterr()
+    # zoo eval finds both results (runs nothing again) and prints them beside the published
+    assert main(["eval", "demo-maple", "--dataset", "demo", "--output", str(out)]) == 0
+    assert sorted(out.rglob("log.txt*")) == logs
+    text = capsys.readouterr().out
+    for split, accuracy in accuracies.items():
+        assert re.search(rf"demo +1  {split} +{accuracy:.2f}", text)
     hm = 2 * accuracies["base"] * accuracies["new"] / (accuracies["base"] + accuracies["new"])
     assert f"HM {hm:.2f}" in text
     assert "published (the demo): base 61.0  novel 52.0  hm 56.14" in text
-    # a second eval finds the results and runs nothing again
-    logs = sorted(out.rglob("log.txt*"))
-    assert main(argv) == 0
-    assert sorted(out.rglob("log.txt*")) == logs
-    assert store.downloaded(catalogue.find("demo-maple"), tmp_path / "zoo")
+    assert results.main([str(out)]) == 0
+    table = capsys.readouterr().out
+    row = next(line for line in table.splitlines() if "zoo:demo-maple/demo_tiny" in line)
+    assert f"{accuracies['base']:.2f}" in row and f"{accuracies['new']:.2f}" in row
+
+
+def test_eval_refuses_what_it_cannot_run(mirror, tmp_path, capsys):
+    argv = ["eval", "maple-b2n", "--root", str(tmp_path), "--dry-run"]
+    assert main([*argv, "--dataset", "imagenet_r"]) == 2
+    assert "covers imagenet, caltech101" in capsys.readouterr().err
+    assert main([*argv, "--dataset", "dtd", "--seeds", "4"]) == 2
+    assert "seeds [1, 2, 3], not [4]" in capsys.readouterr().err
+    assert main(["eval", "promptkd-teachers", "--dataset", "dtd", "--root", "x"]) == 2
+    assert "vit_l14_c2_ep20_batch8_4+4ctx.yaml" in capsys.readouterr().err
+    # the official command, as reproduce_maple.sh writes it
+    assert main([*argv, "--dataset", "dtd", "--seeds", "2", "--split", "new"]) == 0
+    command = capsys.readouterr().out.split()
+    for flag, value in (("--trainer", "MaPLe"), ("--load-epoch", "5"), ("--seed", "2"),
+                        ("DATASET.SUBSAMPLE_CLASSES", "new"), ("DATASET.NUM_SHOTS", "16")):
+        assert command[command.index(flag) + 1] == value
+    assert command[command.index("--model-dir") + 1].endswith("maple-b2n/dtd/base/seed2")
+    assert "--eval-only" in command
