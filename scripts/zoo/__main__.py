@@ -1,6 +1,7 @@
 r"""Released checkpoints by name: list, download, locate and evaluate them.
 
     python -m scripts.zoo list [--method M] [--protocol P] [--dataset D] [--backbone B]
+    python -m scripts.zoo table                       (the catalogue in markdown)
     python -m scripts.zoo download NAME...            (resumable; files checked by sha256)
     python -m scripts.zoo path NAME [--dataset D --seed S [--shots K]]
     python -m scripts.zoo eval NAME --dataset D [--seeds 1 2 3] [--split base new] \
@@ -54,6 +55,30 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not args.method and not args.protocol and not args.dataset and not args.backbone:
         for method, where in catalogue.unreleased().items():
             print(f"(no release: {method}; {where})")
+    return 0
+
+
+def markdown_table(entries: list[catalogue.Entry]) -> str:
+    """The catalogue as README.md shows it: one row per release, with its command."""
+    lines = ["| release | method | protocols | backbone | published HM | one command |",
+             "|---|---|---|---|---|---|"]
+    for e in entries:
+        hm = (e.published or {}).get("hm")
+        dataset = e.datasets[0] if e.datasets else "D"
+        command = f"`python -m scripts.zoo eval {e.name} --dataset {dataset}`"
+        if e.evaluable() is not None:
+            command = f"`python -m scripts.zoo download {e.name}`"
+        elif e.layout is None:
+            command += " with `--model-dir` (layout not documented)"
+        source = " (by hand)" if e.source_kind == "manual" else ""
+        lines.append(f"| [{e.name}]({e.address}){source} | {e.method} | "
+                     f"{', '.join(e.protocols)} | {e.backbone} | "
+                     f"{'not published' if hm is None else f'{hm:.2f}'} | {command} |")
+    return "\n".join(lines)
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    print(markdown_table(list(catalogue.load().values())))
     return 0
 
 
@@ -124,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flag in ("method", "protocol", "dataset", "backbone"):
         p.add_argument(f"--{flag}", default=None, help=f"keep entries whose {flag} contains this")
     p.add_argument("-v", "--verbose", action="store_true", help="addresses, configs, sources")
+    sub.add_parser("table", help="the catalogue as a markdown table (README.md's)")
     p = sub.add_parser("download", help="download, check and unpack entries")
     p.add_argument("names", nargs="+", metavar="NAME")
     p.add_argument("--retries", type=int, default=3, help="resumed retries per file")
@@ -159,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "eval":
             return cmd_eval(args, opts)
-        return {"list": cmd_list, "download": cmd_download, "path": cmd_path,
-                "forget": cmd_forget}[args.command](args)
+        return {"list": cmd_list, "table": cmd_table, "download": cmd_download,
+                "path": cmd_path, "forget": cmd_forget}[args.command](args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -98,7 +98,7 @@ def execute(command: list[str], run: Run, force: bool = False) -> float:
         done = run_accuracy(run.run_dir, TEST_END)
         if done is not None:
             return done
-    status = subprocess.run(command, cwd=REPO, check=False).returncode
+    status = subprocess.run(command, check=False).returncode  # paths: the caller's
     accuracy = run_accuracy(run.run_dir, TEST_END)
     if status != 0 or accuracy is None:
         raise UserError(f"train.py stopped (exit status {status}) evaluating {run.dataset} "

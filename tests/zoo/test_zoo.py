@@ -191,6 +191,17 @@ def test_the_catalogue_names_real_configs_datasets_and_sources():
     assert "not evaluated by themselves" in entries["mvlpt-source"].evaluable()
 
 
+def test_readme_shows_the_catalogue_table(monkeypatch, capsys):
+    monkeypatch.delenv("ZOO_CATALOGUE", raising=False)
+    assert main(["table"]) == 0
+    table = capsys.readouterr().out.strip()
+    readme = (catalogue.REPO / "README.md").read_text()
+    start = readme.index("<!-- zoo table: python -m scripts.zoo table -->\n")
+    shown = readme[start:readme.index("<!-- end of zoo table -->")].split("\n", 1)[1].strip()
+    assert shown == table, "README.md's table differs: paste python -m scripts.zoo table there"
+    assert "| 78.55 | `python -m scripts.zoo eval maple-b2n --dataset imagenet` |" in table
+
+
 DEMO_CATALOGUE = """
 entries:
   demo-maple:
