@@ -184,7 +184,7 @@ def _mirrored(step: Step, source: Source, mirror: str | None) -> str:
 
 
 def fetch_source(source: Source, root: Path, mirror: str | None = None, retries: int = 3,
-                 keep_archives: bool = False) -> None:
+                 keep_archives: bool = False, quiet: bool = True) -> None:
     """Every step of ``source`` that is not done yet (resumable, checked, unpacked)."""
     book = Records(root / ".downloads" / "records.json")
     for step in source.steps:
@@ -194,7 +194,7 @@ def fetch_source(source: Source, root: Path, mirror: str | None = None, retries:
             continue  # unpacked by an earlier run, archive since removed
         url = _mirrored(step, source, mirror)
         download(url, target, key=f"{source.name}/{PurePosixPath(step.file).name}",
-                 records=book, what=source.name, retries=retries,
+                 records=book, what=source.name, retries=retries, quiet=quiet,
                  expected=Expected(step.size, step.sha256))
         if step.unpack_to is None:
             continue
@@ -233,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     for source in sources:
         try:
-            fetch_source(source, root, args.mirror, args.retries, args.keep_archives)
+            fetch_source(source, root, args.mirror, args.retries, args.keep_archives,
+                         quiet=not sys.stderr.isatty())  # progress bars on a terminal only
             print(f"{source.name}: fetched into {root / source.folder}", flush=True)
         except UserError as err:  # DownloadFailed, UnsafeArchive, ...: one line, go on
             print(f"error: {err}", file=sys.stderr, flush=True)

@@ -36,6 +36,11 @@ def _matches(entry: catalogue.Entry, args: argparse.Namespace) -> bool:
                for want, have in checks)
 
 
+def _quiet(args: argparse.Namespace) -> bool:
+    """gdown's progress bars on a terminal (or with -v), not in logs."""
+    return not (getattr(args, "verbose", False) or sys.stderr.isatty())
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     entries = [e for e in catalogue.load().values() if _matches(e, args)]
     root = store.zoo_dir(args.zoo_dir)
@@ -86,7 +91,7 @@ def cmd_download(args: argparse.Namespace) -> int:
     root = store.zoo_dir(args.zoo_dir)
     for name in args.names:
         entry = catalogue.find(name)
-        folder = store.fetch(entry, root, retries=args.retries, quiet=not args.verbose)
+        folder = store.fetch(entry, root, retries=args.retries, quiet=_quiet(args))
         print(f"{entry.name}: downloaded and checked in {folder}")
     return 0
 
@@ -103,7 +108,7 @@ def cmd_path(args: argparse.Namespace) -> int:
 
 def cmd_forget(args: argparse.Namespace) -> int:
     entry = catalogue.find(args.name)
-    gone = store.records(store.zoo_dir(args.zoo_dir)).forget(entry.name)
+    gone = store.forget(entry, store.zoo_dir(args.zoo_dir))
     print(f"{entry.name}: forgot {len(gone)} recorded files")
     return 0
 
@@ -120,7 +125,7 @@ def cmd_eval(args: argparse.Namespace, opts: list[str]) -> int:
                          args.shots)
     here = args.model_dir is not None or store.downloaded(entry, root)
     if not here and not args.dry_run:
-        store.fetch(entry, root, retries=args.retries)
+        store.fetch(entry, root, retries=args.retries, quiet=_quiet(args))
     results = []
     for run in runs:
         if args.model_dir:
@@ -153,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("download", help="download, check and unpack entries")
     p.add_argument("names", nargs="+", metavar="NAME")
     p.add_argument("--retries", type=int, default=3, help="resumed retries per file")
-    p.add_argument("-v", "--verbose", action="store_true", help="gdown's progress")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="gdown's progress also when stderr is not a terminal")
     p = sub.add_parser("path", help="where an entry (or one of its models) lies")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--dataset")

@@ -138,9 +138,23 @@ def _unpack_once(archive: Path, folder: Path) -> None:
 
 
 def downloaded(entry: Entry, root: Path) -> bool:
-    """True when the entry's downloads/ holds files and none is still partial."""
+    """True when every file of the entry's listing (or, by hand, some file) is there and
+    none is still partial."""
     downloads = entry_dir(entry, root) / "downloads"
-    return bool(placed_by_hand(entry, root)) and not any(downloads.rglob("*.part"))
+    here = placed_by_hand(entry, root)
+    listing = downloads / ".listing.json"
+    if listing.is_file():
+        listed = [rel for _, rel in json.loads(listing.read_text())]
+        if not set(listed) <= set(here):
+            return False
+    return bool(here) and not any(downloads.rglob("*.part"))
+
+
+def forget(entry: Entry, root: Path) -> list[str]:
+    """Drop the entry's records and its cached folder listing (listed again next time)."""
+    for name in (".listing.json", ".index.json"):
+        (entry_dir(entry, root) / "downloads" / name).unlink(missing_ok=True)
+    return records(root).forget(entry.name)
 
 
 # ---------------------------------------------------------------- model folders

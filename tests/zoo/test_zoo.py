@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from engine.fetch import Records
-from scripts.zoo import catalogue
+from scripts.zoo import catalogue, store
 from scripts.zoo.__main__ import main
 from tests.http_server import serve
 
@@ -117,6 +117,7 @@ def test_an_interrupted_transfer_resumes_where_it_stopped(mirror, tmp_path, caps
     assert f"https://drive.google.com/drive/folders/{MAPLE_FOLDER}" in err
     kept = int(re.search(r"; (\d+) bytes kept, the next run resumes", err)[1])
     assert 0 < kept <= 1_200_000
+    assert not store.downloaded(catalogue.find("maple-b2n"), tmp_path / "zoo")
     assert main(["download", "maple-b2n", "--retries", "0"]) == 0
     assert gets(server, f"/{MAPLE_FOLDER}/dtd.zip") == [None, None, f"bytes={kept}-"]
     got = (tmp_path / "zoo" / "maple-b2n" / "downloads" / "dtd.zip").read_bytes()
