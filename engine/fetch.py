@@ -192,7 +192,7 @@ def _safe_name(name: str, archive: Path) -> PurePosixPath:
     parts = PurePosixPath(text).parts
     if text.startswith("/") or ".." in parts or (parts and ":" in parts[0]):
         raise UnsafeArchive(f"{archive}: member {name!r} would be written outside the target "
-                            "folder; the archive is refused (nothing was extracted)")
+                            "folder; the archive is refused (nothing was unpacked)")
     return PurePosixPath(*parts)
 
 
@@ -202,22 +202,24 @@ def _zip_members(archive: Path, zf: zipfile.ZipFile) -> Iterator[tuple[zipfile.Z
         mode = info.external_attr >> 16
         if stat.S_ISLNK(mode):
             raise UnsafeArchive(f"{archive}: member {info.filename!r} is a symbolic link; "
-                                "links are refused (nothing was extracted)")
+                                "links are refused (nothing was unpacked)")
         yield info, _safe_name(info.filename, archive)
 
 
 def _tar_members(archive: Path, tf: tarfile.TarFile) -> Iterator[tuple[tarfile.TarInfo,
                                                                        PurePosixPath]]:
-    for member in tf.getmembers():
+    for member in tf:  # one pass: a compressed archive is not decompressed twice
         if not (member.isfile() or member.isdir()):
             kind = "a link" if (member.issym() or member.islnk()) else "a special file"
             raise UnsafeArchive(f"{archive}: member {member.name!r} is {kind}; links and "
-                                "special files are refused (nothing was extracted)")
+                                "special files are refused (nothing was unpacked)")
         yield member, _safe_name(member.name, archive)
 
 
 def _extract(archive: Path, dest: Path) -> None:
-    """Every member of ``archive`` under ``dest``, after all of them were checked."""
+    """Every member of ``archive`` under the staging folder ``dest``, each checked before it
+    is written (a zip's members all first, from its directory); the caller removes ``dest``
+    when one is refused."""
     if archive_kind(archive) == "zip":
         with zipfile.ZipFile(archive) as zf:
             members = list(_zip_members(archive, zf))
@@ -225,8 +227,7 @@ def _extract(archive: Path, dest: Path) -> None:
                 _write_member(dest, rel, info.is_dir(), lambda i=info: zf.open(i))
         return
     with tarfile.open(archive) as tf:
-        members = list(_tar_members(archive, tf))
-        for member, rel in members:
+        for member, rel in _tar_members(archive, tf):
             _write_member(dest, rel, member.isdir(), lambda m=member: tf.extractfile(m))
 
 
@@ -243,14 +244,16 @@ def _write_member(dest: Path, rel: PurePosixPath, is_dir: bool, opener) -> None:
 
 
 def _merge(src: Path, dst: Path) -> None:
-    """Move ``src`` to ``dst``; folders are merged, files replace files."""
+    """Move ``src`` to ``dst``; folders are merged, files replace files; a file never
+    replaces a folder (nor a folder a file)."""
     if src.is_dir() and dst.is_dir():
         for child in src.iterdir():
             _merge(child, dst / child.name)
         src.rmdir()
         return
-    if dst.is_dir():
-        shutil.rmtree(dst)
+    if dst.is_dir() or src.is_dir() and dst.exists():
+        raise UserError(f"cannot unpack {src.name}: {dst} exists and is a "
+                        f"{'folder' if dst.is_dir() else 'file'}; move it away and run again")
     dst.parent.mkdir(parents=True, exist_ok=True)
     os.replace(src, dst)
 

@@ -1,6 +1,7 @@
-"""Catalogue entries as a method of scripts/sweep.py (``--methods zoo:maple-b2n``): one job per
-evaluation (dataset, seed, split), each ``python scripts/zoo/__main__.py eval ...`` writing the
-run folder where scripts/results.py reads it, as the method ``zoo:<entry>/<cfg>``."""
+"""Catalogue entries as a method of scripts/sweep.py (``--methods zoo:maple-b2n``): a download
+job (which only checks the files once they are there), then one job per evaluation (dataset,
+seed, split), each ``python scripts/zoo/__main__.py eval ...`` writing the run folder where
+scripts/results.py reads it, as the method ``zoo:<entry>/<cfg>``."""
 
 from __future__ import annotations
 
@@ -38,7 +39,10 @@ class ZooMethod:
             return []
         script = Path(__file__).resolve().with_name("__main__.py")
         env = {"ZOO_DIR": str(store.zoo_dir().resolve())}
-        jobs = []
+        # one download (or check) before the evaluations, which would otherwise race for it
+        fetch = f"zoo/{entry.name}/download"
+        jobs = [Job(fetch, [sys.executable, str(script), "download", entry.name], None, None,
+                    (), env, f"zoo/{entry.name}/download")]
         for dataset in (d for d in wanted if d in entry.datasets):
             for run in evaluate.plan(entry, dataset, output, seeds, None, shots):
                 args = ["eval", entry.name, "--dataset", dataset, "--seeds", str(run.seed),
@@ -47,9 +51,9 @@ class ZooMethod:
                     args += ["--split", run.split]
                 name = f"zoo/{entry.name}/{dataset}/{run.shots}shots/seed{run.seed}/{run.split}"
                 command = [sys.executable, str(script), *args, *(["--", *opts] if opts else [])]
-                jobs.append(Job(name, command, run.run_dir, TEST_END, (), env,
+                jobs.append(Job(name, command, run.run_dir, TEST_END, (fetch,), env,
                                 f"zoo/{entry.name}"))
-        return jobs
+        return jobs if len(jobs) > 1 else []
 
 
 def resolve(spec: str) -> ZooMethod | None:

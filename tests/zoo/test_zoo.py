@@ -225,8 +225,8 @@ entries:
 
 
 def test_sweep_and_eval_put_a_release_beside_our_runs(mirror, tmp_path, capsys, monkeypatch):
-    """The sweep evaluates a catalogue entry as a method (each job: zoo eval -> train.py with
-    the official evaluation command); zoo eval prints ours beside the published numbers;
+    """The sweep evaluates a catalogue entry as a method (a download job, then each
+    evaluation: zoo eval -> train.py with the official evaluation command); zoo eval prints ours beside the published numbers;
     results.py tables the release as the method zoo:<entry>/<cfg>."""
     from scripts import results, sweep
 
@@ -238,7 +238,6 @@ def test_sweep_and_eval_put_a_release_beside_our_runs(mirror, tmp_path, capsys, 
     publish(folder, "demo-maple-folder", {"demo.zip": zip_of(
         {"demo/base/seed1/MultiModalPromptLearner/model.pth.tar-5": official_maple_file(4)})})
     out = tmp_path / "output"
-    assert main(["download", "demo-maple"]) == 0
     assert sweep.main(["base2new", "--methods", "zoo:demo-maple", "--datasets", "demo",
                        "--seeds", "1", "--output", str(out)]) == 0
     model = tmp_path / "zoo" / "demo-maple" / "demo" / "base" / "seed1"
