@@ -226,8 +226,8 @@ entries:
 
 def test_sweep_and_eval_put_a_release_beside_our_runs(mirror, tmp_path, capsys, monkeypatch):
     """The sweep evaluates a catalogue entry as a method (a download job, then each
-    evaluation: zoo eval -> train.py with the official evaluation command); zoo eval prints ours beside the published numbers;
-    results.py tables the release as the method zoo:<entry>/<cfg>."""
+    evaluation: zoo eval -> train.py with the official evaluation command); zoo eval prints
+    ours beside the published numbers; results.py tables the release as zoo:<entry>/<cfg>."""
     from scripts import results, sweep
 
     folder, _ = mirror
