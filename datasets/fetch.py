@@ -190,7 +190,8 @@ def fetch_source(source: Source, root: Path, mirror: str | None = None, retries:
     for step in source.steps:
         target = root / step.file
         marker = target.with_name(target.name + ".unpacked")
-        if step.unpack_to is not None and marker.is_file() and not target.is_file():
+        if step.unpack_to is not None and marker.is_file() and not target.is_file() \
+                and (root / source.folder).is_dir():
             continue  # unpacked by an earlier run, archive since removed
         url = _mirrored(step, source, mirror)
         download(url, target, key=f"{source.name}/{PurePosixPath(step.file).name}",
