@@ -67,8 +67,7 @@ def plan(entry: Entry, dataset: str, output: Path, seeds: list[int] | None = Non
                                                   cfg, seed)
                     runs.append(Run(dataset, seed, split, k, run_dir))
             elif protocol == "few_shot":
-                run_dir = Path(output, "few_shot", dataset, folder, f"{cfg}_{k}shots",
-                               f"seed{seed}")
+                run_dir = layout.few_shot_eval_dir(output, dataset, folder, cfg, k, seed)
                 runs.append(Run(dataset, seed, "all", k, run_dir))
             else:
                 run_dir = layout.evaluation_dir(output, folder, cfg, k, dataset, seed)

@@ -281,3 +281,28 @@ def test_eval_refuses_what_it_cannot_run(mirror, tmp_path, capsys):
         assert command[command.index(flag) + 1] == value
     assert command[command.index("--model-dir") + 1].endswith("maple-b2n/dtd/base/seed2")
     assert "--eval-only" in command
+
+
+def test_few_shot_models_are_found_by_dataset_shots_and_seed(tmp_path, monkeypatch, capsys):
+    """PromptSRC's few-shot release (SharePoint: put by hand), one folder per dataset holding
+    <K>shot/seed<N>; eval's run folders are few_shot/<dataset>/zoo:<release>/<cfg>_<K>shots."""
+    monkeypatch.setenv("ZOO_DIR", str(tmp_path / "zoo"))
+    downloads = tmp_path / "zoo" / "promptsrc-few-shot" / "downloads"
+    downloads.mkdir(parents=True)
+    files = {f"{d}/{k}shot/seed{s}/VLPromptLearner/model.pth.tar-50": b"x"
+             for d in ("dtd", "eurosat") for k in (1, 4) for s in (1, 2)}
+    (downloads / "few_shot.zip").write_bytes(zip_of(files))
+    assert main(["download", "promptsrc-few-shot"]) == 0
+    capsys.readouterr()
+    assert main(["path", "promptsrc-few-shot", "--dataset", "eurosat", "--seed", "2",
+                 "--shots", "4"]) == 0
+    found = Path(capsys.readouterr().out.strip())
+    assert found == tmp_path / "zoo" / "promptsrc-few-shot" / "eurosat" / "4shot" / "seed2"
+    assert main(["eval", "promptsrc-few-shot", "--dataset", "eurosat", "--seeds", "2",
+                 "--shots", "4", "--root", str(tmp_path), "--output", "out", "--dry-run"]) == 0
+    command = capsys.readouterr().out.split()
+    assert command[command.index("--model-dir") + 1] == str(found)
+    assert command[command.index("--output-dir") + 1] == \
+        "out/few_shot/eurosat/zoo:promptsrc-few-shot/vit_b16_c2_ep50_batch4_4+4ctx_few_shot_4shots/seed2"
+    assert command[command.index("--load-epoch") + 1] == "50"
+    assert "DATASET.SUBSAMPLE_CLASSES" not in command
