@@ -35,6 +35,10 @@ class DownloadFailed(UserError):
     message names the entry, the address and how to fetch it by hand."""
 
 
+class ChangedFile(DownloadFailed):
+    """A file that differs from its record (or from its published size and sha256)."""
+
+
 class UnsafeArchive(UserError, ValueError):
     """An archive with a member that would land outside its target, or a link."""
 
@@ -150,7 +154,7 @@ def download(url: str, target: str | os.PathLike, *, key: str, records: Records,
     if problem is not None:
         rejected = target.with_name(target.name + ".rejected")
         os.replace(target, rejected)
-        raise DownloadFailed(
+        raise ChangedFile(
             f"{label}: {url} now gives a different file ({problem}; recorded at the first "
             f"download in {records.path}); it was moved to {rejected}. If the change is "
             "expected, forget the record (python -m scripts.zoo forget NAME, or delete the "

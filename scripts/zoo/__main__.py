@@ -102,7 +102,14 @@ def cmd_path(args: argparse.Namespace) -> int:
     if args.dataset is None and args.seed is None:
         print(store.entry_dir(entry, root))
         return 0
-    print(store.locate(entry, root, args.dataset, args.seed, args.shots))
+    layout = entry.layout or ""
+    if args.seed is None and "{seed}" in layout:
+        raise UserError(f"{entry.name}: give --seed (released: {list(entry.seeds)})")
+    shots = args.shots if args.shots is not None else (
+        entry.shots[0] if len(entry.shots) == 1 else None)
+    if shots is None and "{shots}" in layout:
+        raise UserError(f"{entry.name}: give --shots (released: {list(entry.shots)})")
+    print(store.locate(entry, root, args.dataset, args.seed, shots))
     return 0
 
 

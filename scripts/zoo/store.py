@@ -18,7 +18,15 @@ import re
 from pathlib import Path
 
 from engine.errors import UserError
-from engine.fetch import DownloadFailed, Records, archive_kind, download, sha256_file, unpack
+from engine.fetch import (
+    ChangedFile,
+    DownloadFailed,
+    Records,
+    archive_kind,
+    download,
+    sha256_file,
+    unpack,
+)
 from scripts.zoo.catalogue import Entry
 
 DRIVE_FILE = "https://drive.google.com/uc?id={}"
@@ -105,9 +113,9 @@ def fetch(entry: Entry, root: Path, retries: int = 3, quiet: bool = True) -> Pat
         try:
             download(url, target, key=f"{entry.name}/{rel}", records=book, retries=retries,
                      what=f"{entry.name} ({rel})", quiet=quiet)
+        except ChangedFile:
+            raise
         except DownloadFailed as err:
-            if "different file" in str(err):
-                raise
             raise DownloadFailed(f"{err}. The entry's page: {entry.address}") from err
         _unpack_once(target, folder)
     return folder
