@@ -101,7 +101,7 @@ class Records:
         return gone
 
 
-def _mismatch(path: Path, size: int, sha: str, want: dict | Expected) -> str | None:
+def _mismatch(size: int, sha: str, want: dict | Expected) -> str | None:
     want_size = want["size"] if isinstance(want, dict) else want.size
     want_sha = want["sha256"] if isinstance(want, dict) else want.sha256
     if want_size is not None and size != want_size:
@@ -133,9 +133,13 @@ def download(url: str, target: str | os.PathLike, *, key: str, records: Records,
     target = Path(target)
     label = what or key
     record = records.get(key)
-    if target.is_file() and _check(target, record, expected) is not None:
-        os.replace(target, target.with_name(target.name + ".rejected"))  # changed on disk
-    if not target.is_file():
+    measured = None
+    if target.is_file():
+        measured = target.stat().st_size, sha256_file(target)
+        if _problem(*measured, expected, record) is not None:  # changed on disk: fetch again
+            os.replace(target, target.with_name(target.name + ".rejected"))
+            measured = None
+    if measured is None:
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             gdown.download(url=url, output=str(target), quiet=quiet, resume=True,
@@ -147,29 +151,24 @@ def download(url: str, target: str | os.PathLike, *, key: str, records: Records,
             raise DownloadFailed(
                 f"{label}: could not download {url} ({_reason(err)}{kept}). Run the command "
                 f"again later, or download it by hand (a browser) to {target}") from err
-    size, sha = target.stat().st_size, sha256_file(target)
-    problem = _mismatch(target, size, sha, expected)
-    if problem is None and record is not None:
-        problem = _mismatch(target, size, sha, record)
-    if problem is not None:
-        rejected = target.with_name(target.name + ".rejected")
-        os.replace(target, rejected)
-        raise ChangedFile(
-            f"{label}: {url} now gives a different file ({problem}; recorded at the first "
-            f"download in {records.path}); it was moved to {rejected}. If the change is "
-            "expected, forget the record (python -m scripts.zoo forget NAME, or delete the "
-            "key from that file) and download again")
+        measured = target.stat().st_size, sha256_file(target)
+        problem = _problem(*measured, expected, record)
+        if problem is not None:
+            rejected = target.with_name(target.name + ".rejected")
+            os.replace(target, rejected)
+            raise ChangedFile(
+                f"{label}: {url} now gives a different file ({problem}, as published or "
+                f"recorded at its first download in {records.path}); it was moved to "
+                f"{rejected}. If the change is expected, remove the key {key!r} from that file "
+                "(released models: python -m scripts.zoo forget NAME) and download again")
     if record is None:
-        records.put(key, url, size, sha)
+        records.put(key, url, *measured)
     return target
 
 
-def _check(path: Path, record: dict | None, expected: Expected) -> str | None:
-    if record is None and expected.size is None and expected.sha256 is None:
-        return None
-    size, sha = path.stat().st_size, sha256_file(path)
-    return _mismatch(path, size, sha, expected) or (
-        _mismatch(path, size, sha, record) if record else None)
+def _problem(size: int, sha: str, expected: Expected, record: dict | None) -> str | None:
+    """How a file of ``size`` bytes and ``sha`` differs from what it must be, or None."""
+    return _mismatch(size, sha, expected) or (_mismatch(size, sha, record) if record else None)
 
 
 def _reason(err: BaseException) -> str:
