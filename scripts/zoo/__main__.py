@@ -128,6 +128,8 @@ def cmd_eval(args: argparse.Namespace, opts: list[str]) -> int:
         raise UserError("give --root (or set DATA) to the folder that holds the datasets")
     if args.config:
         entry = dataclasses.replace(entry, config=args.config)
+    if args.load_epoch is not None:
+        entry = dataclasses.replace(entry, load_epoch=args.load_epoch)
     runs = evaluate.plan(entry, args.dataset, Path(args.output), args.seeds, args.split,
                          args.shots)
     here = args.model_dir is not None or store.downloaded(entry, root)
@@ -185,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", default=None, help="evaluate this folder instead")
     p.add_argument("--config", default=None,
                    help="another config of the same trainer (a release holding several)")
+    p.add_argument("--load-epoch", type=int, default=None,
+                   help="another epoch than the official evaluation script's")
     p.add_argument("--retries", type=int, default=3)
     p.add_argument("--force", action="store_true", help="run again when a result exists")
     p.add_argument("--dry-run", action="store_true", help="print the commands only")

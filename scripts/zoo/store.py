@@ -180,6 +180,12 @@ def model_dirs(folder: Path, epoch: int | None) -> list[Path]:
     return sorted(found)
 
 
+def _epochs_found(folder: Path) -> str:
+    """What checkpoints are there when none of the wanted epoch is."""
+    names = sorted({p.name for p in folder.rglob("model*.pth.tar*") if p.is_file()})
+    return f"none of that epoch; files found: {', '.join(names[:6])}" if names else "none"
+
+
 def locate(entry: Entry, root: Path, dataset: str | None = None, seed: int | None = None,
            shots: int | None = None) -> Path:
     """The ``--model-dir`` of ``entry`` for one dataset, seed (and shot count), from its
@@ -205,7 +211,8 @@ def locate(entry: Entry, root: Path, dataset: str | None = None, seed: int | Non
     epoch = "model-best.pth.tar" if entry.load_epoch is None else \
         f"model.pth.tar-{entry.load_epoch}"
     if not hits:
-        there = ", ".join(str(p.relative_to(folder)) for p in candidates[:6]) or "none"
+        there = ", ".join(str(p.relative_to(folder)) for p in candidates[:6]) or \
+            _epochs_found(folder)
         raise UserError(f"{entry.name}: no {what}/<Model>/{epoch} under {folder} (model "
                         f"folders there: {there}); give --model-dir, or download it again")
     raise UserError(f"{entry.name}: several folders match {what}: "
