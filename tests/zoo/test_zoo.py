@@ -306,3 +306,34 @@ def test_few_shot_models_are_found_by_dataset_shots_and_seed(tmp_path, monkeypat
         "out/few_shot/eurosat/zoo:promptsrc-few-shot/vit_b16_c2_ep50_batch4_4+4ctx_few_shot_4shots/seed2"
     assert command[command.index("--load-epoch") + 1] == "50"
     assert "DATASET.SUBSAMPLE_CLASSES" not in command
+
+
+def test_list_filters_and_names_the_methods_without_a_release(capsys):
+    assert main(["list", "--protocol", "dg"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert names == ["maple-xd", "promptsrc-xd", "coop-imagenet"]
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for method in ("CoCoOp", "KgCoOp", "ProGrad", "DePT"):
+        assert f"(no release: {method};" in out
+
+
+def test_sweep_jobs_of_a_release_wait_for_one_download(tmp_path, monkeypatch):
+    from scripts import sweep
+
+    monkeypatch.setenv("ZOO_DIR", str(tmp_path / "zoo"))
+    method = sweep.resolve_method("zoo:maple-dg")
+    jobs = sweep.protocol_jobs(["xd", "dg"], [method], ["dtd", "imagenet_a", "food101"],
+                               [1, 2, 7], [], tmp_path / "out", ["TEST.FINAL_MODEL", "last"])
+    names = [job.name for job in jobs]
+    assert names.count("zoo/maple-xd/download") == 1  # shared by xd and dg
+    evals = [job for job in jobs if job.name != "zoo/maple-xd/download"]
+    assert sorted(job.name for job in evals) == sorted(
+        f"zoo/maple-xd/{d}/16shots/seed{s}/all" for d in ("dtd", "food101", "imagenet_a")
+        for s in (1, 2))  # seed 7 was not released
+    for job in evals:
+        assert job.after == ("zoo/maple-xd/download",)
+        assert job.command[-3:] == ["--", "TEST.FINAL_MODEL", "last"]
+        assert job.run_dir.parts[-5:-3] == ("evaluation", "zoo:maple-xd")
+    with pytest.raises(SystemExit, match="no released model named 'nope'"):
+        sweep.resolve_method("zoo:nope")
