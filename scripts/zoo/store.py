@@ -62,7 +62,7 @@ def files_to_fetch(entry: Entry, root: Path) -> list[tuple[str, str]]:
         raise DownloadFailed(manual_line(entry, root, "its host needs a browser (login or "
                                          "a page gdown cannot read)"))
     if kind == "url":
-        return [(value, value.rstrip("/").rsplit("/", 1)[-1] or "download")]
+        return [(value, value.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "download")]
     if kind == "drive_file":
         return [(f"{mirror}/{value}" if mirror else DRIVE_FILE.format(value), value)]
     return _folder_files(entry, root, mirror)
