@@ -150,3 +150,16 @@ def find(name: str, entries: dict[str, Entry] | None = None) -> Entry:
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise UserError(f"no released model named {name!r} in the catalogue{hint} "
                     "(python -m scripts.zoo list shows them all)")
+
+
+def published_base2new(method: str) -> tuple[float, float, float] | None:
+    """Base / Novel / HM as published for ``zoo:<entry>`` (the trainer level of a release's
+    run folders), or None."""
+    if not method.startswith("zoo:"):
+        return None
+    try:
+        published = find(method[4:]).published or {}
+    except UserError:
+        return None
+    values = [published.get(k) for k in ("base", "novel", "hm")]
+    return None if None in values else tuple(float(v) for v in values)

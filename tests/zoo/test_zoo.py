@@ -263,6 +263,8 @@ def test_sweep_and_eval_put_a_release_beside_our_runs(mirror, tmp_path, capsys, 
     table = capsys.readouterr().out
     row = next(line for line in table.splitlines() if "zoo:demo-maple/demo_tiny" in line)
     assert f"{accuracies['base']:.2f}" in row and f"{accuracies['new']:.2f}" in row
+    summary = [line for line in table.splitlines() if line.startswith("| zoo:demo-maple")]
+    assert any("61.00 / 52.00 / 56.14" in line for line in summary), table
 
 
 def test_eval_refuses_what_it_cannot_run(mirror, tmp_path, capsys):
