@@ -191,3 +191,24 @@ def test_an_unreachable_file_ends_in_one_line_and_a_file_put_there_by_hand_is_us
     shutil.copy(eurosat_mirror / "EuroSAT" / "split_zhou_EuroSAT.json", root / "eurosat")
     assert main(["EuroSAT", "--root", str(root), "--retries", "0"]) == 0  # no address needed
     assert (root / "eurosat" / "2750" / "Highway").is_dir()
+
+
+def test_the_sources_match_the_readers_table():
+    """Every benchmark and ELEVATER task has a source landing where its reader looks, and the
+    split files come from the addresses the readers name."""
+    from datasets.benchmarks import ALL_BENCHMARKS, SPLIT_FILE_BENCHMARKS
+    from datasets.elevater_tasks import ELEVATER_TASKS
+    from datasets.fetch import COOP_SOURCES, ELEVATER_SOURCES
+
+    assert {s.name: s.folder for s in COOP_SOURCES} == \
+        {b.name: b.folder for b in ALL_BENCHMARKS}
+    by_name = {s.name: s for s in COOP_SOURCES}
+    for bench in SPLIT_FILE_BENCHMARKS:
+        (step,) = [st for st in by_name[bench.name].steps
+                   if st.file == f"{bench.folder}/{bench.split_file}"]
+        file_id = bench.split_url.split("/d/")[1].split("/")[0]
+        assert step.url == f"https://drive.google.com/uc?id={file_id}"
+    for task, source in zip(ELEVATER_TASKS, ELEVATER_SOURCES, strict=True):
+        needed = {task.train_index, task.test_index, *task.train_archives, *task.test_archives}
+        needed |= {task.labelmap} if task.labelmap else set()
+        assert {st.file for st in source.steps} == {f"{task.folder}/{f}" for f in needed}
