@@ -108,7 +108,7 @@ COOP_SOURCES: tuple[Source, ...] = (
         Step(_drive("1AkcxCXeK_RCGCEC_GvmWxjcjaNhu-at0"), "oxford_flowers/cat_to_name.json"),
         _split("OxfordFlowers", "oxford_flowers", "1Pp0sRXzZFZq15zVOzKjKBu4A9i01nozT"))),
     Source("Food101", "food-101", (
-        _archive("Food101", "https://data.vision.ee.ethz.ch/cvl/food-101.tar.gz", "."),
+        _archive("Food101", "http://data.vision.ee.ethz.ch/cvl/food-101.tar.gz", "."),
         _split("Food101", "food-101", "1QK0tGi096I0Ba6kggatX1ee6dJFIcEJl"))),
     Source("FGVCAircraft", "fgvc_aircraft", (
         _archive("FGVCAircraft", f"{VGG}/fgvc-aircraft/archives/fgvc-aircraft-2013b.tar.gz", ".",
