@@ -48,9 +48,10 @@ def cmd_list(args: argparse.Namespace) -> int:
           f"{'source':<12} here")
     for e in entries:
         hm = (e.published or {}).get("hm")
+        hm = "-" if hm is None else f"{hm:.2f}"
         here = "yes" if store.downloaded(e, root) else "-"
         print(f"{e.name:<22} {e.method[:30]:<30} {','.join(e.protocols):<14} "
-              f"{e.backbone:<9} {hm if hm is not None else '-':>6}  {e.source_kind:<12} {here}")
+              f"{e.backbone:<9} {hm:>6}  {e.source_kind:<12} {here}")
     if args.verbose:
         for e in entries:
             print(f"\n{e.name}: {e.address}\n  config {e.config_file.relative_to(catalogue.REPO)}"
