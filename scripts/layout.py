@@ -73,6 +73,12 @@ def evaluation_dir(output: Path, trainer: str, cfg: str, shots: int, dataset: st
     return Path(output, *parts, dataset, f"seed{seed}")
 
 
+def few_shot_eval_dir(output: Path, dataset: str, trainer: str, cfg: str, shots: int,
+                      seed: int) -> Path:
+    """Run folder of an evaluation of published few-shot weights."""
+    return Path(output, "few_shot", dataset, trainer, f"{cfg}_{shots}shots", f"seed{seed}")
+
+
 def mvlpt_dir(output: Path, tasks: str, variant: str, cfg: str, nctx: int, shots: int,
               seed: int | None = None) -> Path:
     """Run folder of MVLPT on ``tasks`` (a source: several, comma-separated; a target: one);

@@ -42,6 +42,7 @@ if __package__ in (None, ""):
 
 from scripts.layout import BASE2NEW_DATASETS, DG_TARGETS, display_name  # noqa: E402
 from scripts.logparse import TEST_END, TRAIN_END, parse_task_accuracies, run_result  # noqa: E402
+from scripts.zoo.catalogue import published_base2new  # noqa: E402
 
 # Base / Novel / HM averaged over the 11 datasets, as published (CoCoOp paper for CLIP, CoOp
 # and CoCoOp; MaPLe and PromptSRC papers for theirs).
@@ -362,7 +363,8 @@ def base2new_tables(records: list[Record]) -> list[Table]:
         average = base2new_average(rows)
         if average is not None:
             base, novel, hm, n = average
-            paper = PUBLISHED_BASE2NEW.get(method.split("/")[0])
+            trainer = method.split("/")[0]  # a release: its catalogue's numbers
+            paper = PUBLISHED_BASE2NEW.get(trainer) or published_base2new(trainer)
             mixed = " (mixed seeds)" if table.warnings else ""
             summary.rows.append([method_label(method, shots) + mixed, str(n), f"{base:.2f}",
                                  f"{novel:.2f}", f"{hm:.2f}",

@@ -64,6 +64,7 @@ from scripts.local_launcher import (  # noqa: E402
     report,
 )
 from scripts.logparse import TEST_END, TRAIN_END, log_files  # noqa: E402
+from scripts.zoo import sweep_jobs  # noqa: E402
 
 SCRIPTS = Path(__file__).resolve().parent
 PROTOCOLS = ("base2new", "xd", "dg", "few_shot", "mvlpt", "elevater")
@@ -113,7 +114,10 @@ METHODS = {
 
 
 def resolve_method(spec: str) -> Method:
-    """An alias of METHODS (any case) or ``Trainer/cfg``."""
+    """An alias of METHODS (any case), ``Trainer/cfg`` or ``zoo:NAME`` (a released model)."""
+    zoo = sweep_jobs.resolve(spec)
+    if zoo is not None:
+        return zoo
     if spec.lower() in METHODS:
         return METHODS[spec.lower()]
     if "/" in spec:
@@ -275,7 +279,12 @@ def protocol_jobs(protocols: list[str], methods: list[Method], datasets: list[st
     jobs: dict[str, Job] = {}
     for protocol in protocols:
         for m in methods:
-            if protocol == "base2new" and m.base2new:
+            if isinstance(m, sweep_jobs.ZooMethod):  # a released model: its official evaluations
+                new = m.jobs(protocol, datasets, seeds, output, opts, shots)
+                if not new:
+                    print(f"note: {m.trainer} has no {protocol} evaluation; skipped", flush=True)
+                    continue
+            elif protocol == "base2new" and m.base2new:
                 new = builder.base2new(m, datasets or list(layout.BASE2NEW_DATASETS), seeds)
             elif protocol == "xd" and m.xd:
                 new = builder.transfer(m, datasets or list(layout.XD_TARGETS), seeds, source)
@@ -332,7 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("protocols", nargs="*", metavar="PROTOCOL",
                         help=f"one or more of {', '.join(PROTOCOLS)}")
     parser.add_argument("--methods", nargs="+", default=[],
-                        help=f"aliases ({', '.join(METHODS)}) or Trainer/cfg")
+                        help=f"aliases ({', '.join(METHODS)}), Trainer/cfg, or zoo:NAME "
+                             "(a released model: python -m scripts.zoo list)")
     parser.add_argument("--datasets", nargs="+", default=None,
                         help="datasets (default: the papers' list of each protocol)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])

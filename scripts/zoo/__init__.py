@@ -1,0 +1,1 @@
+"""Released checkpoints: a catalogue, downloads, and their official evaluation."""
