@@ -148,7 +148,23 @@ def siglip_problems(model_cfg: dict) -> list[str]:
         trunk = _timm_trunk(model_cfg["vision_cfg"]["timm_model_name"])
     except Exception as err:  # an unknown timm name, or a timm without it
         return [f"a timm image tower timm cannot build ({err})"]
-    return _trunk_problems(trunk)
+    return _trunk_problems(trunk) + _size_problems(model_cfg, trunk)
+
+
+def _size_problems(model_cfg: dict, trunk: nn.Module) -> list[str]:
+    problems = []
+    image, patch = trunk.patch_embed.img_size, trunk.patch_embed.patch_size
+    if image[0] != image[1] or image[0] % patch[0]:
+        problems.append(f"an image size {tuple(image)} that is not a square multiple of its "
+                        f"patch {tuple(patch)}")
+    eps = (model_cfg["text_cfg"].get("norm_kwargs") or {}).get("eps", 1e-5)
+    if not math.isclose(trunk.blocks[0].norm1.eps, eps):
+        problems.append(f"LayerNorm eps {trunk.blocks[0].norm1.eps} in the image tower and "
+                        f"{eps} in the text tower")
+    if trunk.embed_dim != model_cfg["embed_dim"]:
+        problems.append(f"an image width {trunk.embed_dim} other than embed_dim "
+                        f"{model_cfg['embed_dim']} (a projection after the head)")
+    return problems
 
 
 def siglip_architecture(model_cfg: dict, what: str) -> Architecture:
@@ -162,15 +178,8 @@ def siglip_architecture(model_cfg: dict, what: str) -> Architecture:
     trunk = _timm_trunk(model_cfg["vision_cfg"]["timm_model_name"])
     text = model_cfg["text_cfg"]
     block = trunk.blocks[0]
-    eps = float(text.get("norm_kwargs", {}).get("eps", 1e-5))
-    if not math.isclose(block.norm1.eps, eps):
-        raise ValueError(f"{what}: the image tower's LayerNorm eps {block.norm1.eps} differs "
-                         f"from the text tower's {eps}; both towers must share one")
+    eps = float((text.get("norm_kwargs") or {}).get("eps", 1e-5))
     image = trunk.patch_embed.img_size
-    if image[0] != image[1] or model_cfg["vision_cfg"].get("image_size", image[0]) not in (
-            image[0], list(image), tuple(image)):
-        raise ValueError(f"{what}: the image size {model_cfg['vision_cfg'].get('image_size')} "
-                         f"differs from the timm tower's {tuple(image)}")
     width = trunk.embed_dim
     text_act = "gelu_tanh" if (text.get("act_kwargs") or {}).get("approximate") == "tanh" \
         else "gelu"
