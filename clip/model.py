@@ -495,6 +495,10 @@ class CLIP(nn.Module):
     def from_backbone(cls, backbone: Backbone) -> CLIP:
         """A randomly initialised CLIP of ``backbone``'s architecture, carrying its
         description and tokenizer."""
+        if backbone.arch.family == "siglip" and cls is CLIP:
+            from .siglip import SigLIP
+
+            return SigLIP(backbone)
         a = backbone.arch
         model = cls(a.embed_dim, a.image_size, a.vision_layers, a.vision_width, a.patch_size,
                     a.context_length, a.vocab_size, a.text_width, a.text_heads, a.text_layers,

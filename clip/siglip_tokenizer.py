@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import string
 from collections.abc import Sequence
 from functools import lru_cache
@@ -26,6 +27,7 @@ from typing import Any
 
 import torch
 
+logger = logging.getLogger(__name__)
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
@@ -195,9 +197,17 @@ class SentencePieceTokenizer:
                             f"{[type(t).__name__ for t in texts]}")
         length = self.context_length
         result = torch.full((len(texts), 1 + length), self.pad_id, dtype=torch.long)
+        cut = []
         for i, text in enumerate(texts):
-            ids = [*self.encode(text)[:length - 1], self.eot_id]
+            pieces = self.encode(text)
+            if len(pieces) > length - 1:
+                cut.append(text)
+            ids = [*pieces[:length - 1], self.eot_id]
             result[i, 1:1 + len(ids)] = torch.tensor(ids)
+        if cut:
+            logger.warning("%d of %d texts are longer than the context of %d tokens and were "
+                           "cut (e.g. %r): a prompt whose class name is cut off cannot tell "
+                           "its class", len(cut), len(texts), length, cut[0][:80])
         return result
 
     def eot_positions(self, tokens: torch.Tensor) -> torch.Tensor:

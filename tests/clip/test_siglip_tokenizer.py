@@ -60,7 +60,7 @@ def test_t5_vocabulary_equals_open_clips_hf_tokenizer(t5_model, tmp_path):
     assert torch.equal(SentencePieceTokenizer(CONTEXT, f"dir:{tmp_path / 'sp'}")(TEXTS), tokens)
 
 
-def test_gemma_vocabulary_pads_with_pad_and_ends_with_eos(tmp_path):
+def test_gemma_vocabulary_pads_with_pad_and_ends_with_eos(tmp_path, caplog):
     model = train(tmp_path / "train", pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>",
                   eos_piece="<eos>", bos_piece="<bos>")
     (tmp_path / "gemma").mkdir()
@@ -75,8 +75,10 @@ def test_gemma_vocabulary_pads_with_pad_and_ends_with_eos(tmp_path):
     for row, text in enumerate(clean):
         ids = [*sp.encode(text)[:CONTEXT - 1], 1]
         expected[row, 1:1 + len(ids)] = torch.tensor(ids)
-    tokens = ours(TEXTS)
+    with caplog.at_level("WARNING", logger="clip.siglip_tokenizer"):
+        tokens = ours(TEXTS)
     assert torch.equal(tokens, expected)
+    assert "2 of 4 texts are longer than the context of 12 tokens" in caplog.text
     positions = ours.eot_positions(tokens)
     assert positions[-1] == CONTEXT and (tokens[torch.arange(4), positions] == 1).all()
 

@@ -100,3 +100,22 @@ def test_sigmoid_loss_is_siglips(demo_root, tmp_path):
     torch.testing.assert_close(loss.terms["sigmoid"], expected)
     with pytest.raises(ValueError, match="TRAINER.PARTS.LOSS"):
         build_trainer(siglip_cfg(demo_root, tmp_path, "CoOp", "TRAINER.PARTS.LOSS", "hinge"))
+
+
+def test_the_data_pipeline_squashes_as_the_backbone_was_trained(tmp_path):
+    """INPUT.RESIZE_MODE squash: the test transform equals the backbone's own preprocessing
+    (both sides resized, no crop); the default crops."""
+    from PIL import Image
+
+    import clip
+    from engine.data.transforms import build_transform
+
+    pixels = torch.randint(0, 255, (48, 80, 3), generator=torch.Generator().manual_seed(0))
+    image = Image.fromarray(pixels.to(torch.uint8).numpy())
+    _, preprocess = clip.load("tiny-siglip")
+    cfg = siglip_cfg(tmp_path, tmp_path, "CoOp", "INPUT.INTERPOLATION", "bicubic")
+    squashed = build_transform(cfg, is_train=False)(image)
+    torch.testing.assert_close(squashed, preprocess(image))
+    cfg.defrost()
+    cfg.INPUT.RESIZE_MODE = "shortest"
+    assert not torch.allclose(build_transform(cfg, is_train=False)(image), squashed)
