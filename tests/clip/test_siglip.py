@@ -124,9 +124,9 @@ def test_tiny_siglip_loads_by_name_with_its_preprocessing():
     assert clip.describe("tiny-siglip").arch.context_length == 32
 
 
-def test_open_clip_keys_map_to_ours():
-    """open_clip's layout (timm's names under visual.trunk., the text tower under text.)."""
-    ours = tiny_siglip_state_dict()
+def open_clip_layout(ours: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict of ours in open_clip's layout (timm's names under visual.trunk., the text
+    tower under text.)."""
     timm_names = {"conv1.": "patch_embed.proj.", "ln_post.": "norm."}
     theirs = {}
     for key, value in ours.items():
@@ -146,9 +146,25 @@ def test_open_clip_keys_map_to_ours():
             theirs[key] = value
         else:
             theirs[f"text.{key}"] = value
-    mapped = siglip_keys(theirs)
+    return theirs
+
+
+def test_open_clip_keys_map_to_ours():
+    ours = tiny_siglip_state_dict()
+    mapped = siglip_keys(open_clip_layout(ours))
     assert mapped.keys() == ours.keys()
     assert all(torch.equal(mapped[k], ours[k]) for k in ours)
+
+
+def test_a_weight_file_in_open_clips_layout_loads_with_its_arch(model, tmp_path):
+    path = tmp_path / "siglip.bin"
+    torch.save(open_clip_layout(tiny_siglip_state_dict(seed=2)), path)
+    loaded, _ = clip.load(str(path), arch="tiny-siglip")
+    assert isinstance(loaded, SigLIP) and loaded.backbone.name == f"{path} as tiny-siglip"
+    assert loaded.identity()["fingerprint"] == model.identity()["fingerprint"]
+    tokens = model.tokenizer(TEXTS)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode_text(tokens), model.encode_text(tokens))
 
 
 # --------------------------------------------------------------------------- prompt slots
