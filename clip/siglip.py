@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -81,13 +82,14 @@ def _option_problems(where: str, options: dict, allowed: dict) -> list[str]:
     return problems
 
 
+@cache
 def _timm_trunk(name: str) -> nn.Module:
     """timm's image tower ``name`` as open_clip builds it (no classifier, attention-pool head),
     on the meta device: its structure, without weights."""
     import timm
 
-    with torch.device("meta"):
-        return timm.create_model(name, pretrained=False, num_classes=0, global_pool="map")
+    return timm.create_model(name, pretrained=False, num_classes=0, global_pool="map",
+                             device="meta", weight_init="skip")
 
 
 def _activation_name(module: nn.Module) -> str | None:

@@ -1,7 +1,8 @@
 """SigLIP's tokenizers against the libraries: SentencePiece models trained here, read by our
 tokenizer from ``tokenizer.json`` (Hugging Face's ``tokenizers``) or from the SentencePiece
-model itself, compared with open_clip's HFTokenizer over ``transformers`` (SigLIP's T5
-vocabulary) and with ``sentencepiece`` plus the padding rule of Gemma's (SigLIP 2's)."""
+model itself, compared with Hugging Face's ``tokenizers`` set up as T5's saved tokenizer (SigLIP's
+vocabulary), with open_clip's HFTokenizer over ``transformers`` where it is installed, and with
+``sentencepiece`` plus the padding rule of Gemma's (SigLIP 2's)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,35 @@ def train(folder, **ids) -> str:
 @pytest.fixture(scope="module")
 def t5_model(tmp_path_factory) -> str:
     return train(tmp_path_factory.mktemp("t5"), pad_id=0, eos_id=1, unk_id=2, bos_id=-1)
+
+
+def test_t5_vocabulary_equals_the_tokenizers_library(t5_model, tmp_path):
+    """Hugging Face's ``tokenizers`` with the rule of T5's (SigLIP's) saved tokenizer: end of
+    text appended, truncation to the context, padding with ``</s>``; open_clip's cleaning."""
+    from open_clip.tokenizer import _clean_canonicalize
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    sp = spm.SentencePieceProcessor(model_file=t5_model)
+    vocab = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
+    hf = Tokenizer(models.Unigram(vocab, unk_id=sp.unk_id()))
+    hf.pre_tokenizer = pre_tokenizers.Metaspace()
+    hf.post_processor = processors.TemplateProcessing(single="$A </s>",
+                                                      special_tokens=[("</s>", 1)])
+    hf.enable_truncation(max_length=CONTEXT)
+    hf.enable_padding(length=CONTEXT, pad_id=1, pad_token="</s>")
+    expected = torch.tensor([e.ids for e in hf.encode_batch(
+        [_clean_canonicalize(t) for t in TEXTS])])
+    (tmp_path / "hf").mkdir()
+    hf.no_truncation()
+    hf.no_padding()
+    hf.save(str(tmp_path / "hf" / "tokenizer.json"))
+    for folder, name in (("hf", None), ("sp", "spiece.model")):
+        if name:
+            (tmp_path / folder).mkdir()
+            shutil.copy(t5_model, tmp_path / folder / name)
+        tokens = SentencePieceTokenizer(CONTEXT, f"dir:{tmp_path / folder}")(TEXTS)
+        assert torch.equal(tokens[:, 1:], expected), folder
+        assert (tokens[:, 0] == 1).all()
 
 
 def test_t5_vocabulary_equals_open_clips_hf_tokenizer(t5_model, tmp_path):
