@@ -119,3 +119,24 @@ def test_the_data_pipeline_squashes_as_the_backbone_was_trained(tmp_path):
     cfg.defrost()
     cfg.INPUT.RESIZE_MODE = "shortest"
     assert not torch.allclose(build_transform(cfg, is_train=False)(image), squashed)
+
+
+def test_the_input_is_checked_against_siglips_preprocessing(tmp_path, caplog):
+    import clip
+    from trainers.base import check_input
+
+    backbone = clip.describe("tiny-siglip")
+    cfg = get_cfg_default()
+    cfg.merge_from_file(demo_config("CoOp"))  # OpenAI's mean and std, set explicitly
+    with pytest.raises(ValueError, match=r"PIXEL_MEAN .* was trained with \[0.5, 0.5, 0.5\]"):
+        check_input(cfg, backbone)
+    cfg.merge_from_list(["INPUT.PIXEL_MEAN", "[0.5, 0.5, 0.5]", "INPUT.PIXEL_STD",
+                         "[0.5, 0.5, 0.5]"])
+    with caplog.at_level("WARNING"):
+        check_input(cfg, backbone)
+    assert "resized by bicubic (squash)" in caplog.text
+    caplog.clear()
+    cfg.merge_from_list(["INPUT.RESIZE_MODE", "squash"])
+    with caplog.at_level("WARNING"):
+        check_input(cfg, backbone)
+    assert "squash" not in caplog.text
