@@ -43,9 +43,15 @@ class BackboneScale(Scale):
     def build_clip(self, seed: int = 0):
         import clip
 
+        backbone = clip.describe(self.backbone)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = clip.CLIP.from_backbone(clip.describe(self.backbone))
+            model = clip.CLIP.from_backbone(backbone)
+        if backbone.arch.family == "siglip":  # its vocabulary's files are not needed to count:
+            # every text runs its whole context, whatever the ids
+            from clip.siglip_tokenizer import SentencePieceTokenizer
+
+            model.tokenizer = SentencePieceTokenizer(backbone.arch.context_length, "tiny-siglip")
         return model.eval().requires_grad_(False)
 
 

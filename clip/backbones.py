@@ -40,7 +40,8 @@ from .tokenizer import Tokenizer
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-ACTIVATIONS = ("quick_gelu", "gelu")
+ACTIVATIONS = ("quick_gelu", "gelu", "gelu_tanh")
+FAMILIES = ("clip", "siglip")
 OPEN_CLIP_PREFIX = "open_clip:"
 HF_HUB_PREFIX = "hf-hub:"
 OPENAI_VOCAB_SIZE = 49408
@@ -66,10 +67,24 @@ class Architecture:
     activation: str = "quick_gelu"  # of the transformers' MLPs (a ResNet's convolutions: ReLU)
     vision_mlp_ratio: float = 4.0
     text_mlp_ratio: float = 4.0
+    # "siglip" (clip/siglip.py): timm's ViT without class token nor ln_pre, pooled by an
+    # attention head; a non-causal text tower pooled at its last position, projected with a
+    # bias; sigmoid logits with a learned bias
+    family: str = "clip"
+    text_activation: str = ""  # "": the same as ``activation``
+    norm_eps: float = 1e-5  # of every LayerNorm
 
     def __post_init__(self) -> None:
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}; got {self.activation!r}")
+        for what, value in (("activation", self.activation),
+                            ("text_activation", self.text_activation or self.activation)):
+            if value not in ACTIVATIONS:
+                raise ValueError(f"{what} must be one of {ACTIVATIONS}; got {value!r}")
+        if self.family not in FAMILIES:
+            raise ValueError(f"family must be one of {FAMILIES}; got {self.family!r}")
+        if self.family == "siglip" and (self.is_resnet or self.vision_width != self.embed_dim):
+            raise ValueError("a SigLIP image tower is a ViT whose width is the embedding size; "
+                             f"got vision layers {self.vision_layers}, width "
+                             f"{self.vision_width}, embed_dim {self.embed_dim}")
         if self.is_resnet != (self.patch_size is None):
             raise ValueError("a ViT needs a patch size and four stage depths make a ResNet; got "
                              f"vision_layers {self.vision_layers}, patch_size {self.patch_size}")
@@ -93,9 +108,13 @@ class Architecture:
         else:
             vision = (f"ViT {self.vision_layers}x{self.vision_width} ({self.vision_heads} heads,"
                       f" patch {self.patch_size})")
-        return (f"{vision} at {self.image_size} px; text {self.text_layers}x{self.text_width} "
-                f"({self.text_heads} heads, {self.context_length} tokens); embed "
-                f"{self.embed_dim}; {self.activation}")
+        activation = self.activation if self.text_activation in ("", self.activation) else \
+            f"{self.activation} (text: {self.text_activation})"
+        family = "SigLIP: attention-pooled image, non-causal text, sigmoid logits; " \
+            if self.family == "siglip" else ""
+        return (f"{family}{vision} at {self.image_size} px; text {self.text_layers}x"
+                f"{self.text_width} ({self.text_heads} heads, {self.context_length} tokens); "
+                f"embed {self.embed_dim}; {activation}")
 
 
 @dataclass(frozen=True)
@@ -127,8 +146,14 @@ class Backbone:
     source: str = "local"
     location: str = ""
 
-    def tokenizer(self) -> Tokenizer:
-        return Tokenizer(self.arch.context_length, self.vocabulary)
+    def tokenizer(self, cache_dir: str | None = None) -> Tokenizer:
+        """OpenAI's BPE, or (another ``vocabulary``) the SentencePiece vocabulary it names,
+        read from its tokenizer files (a Hugging Face cache: ``cache_dir`` or the default)."""
+        if self.vocabulary == "openai-bpe":
+            return Tokenizer(self.arch.context_length, self.vocabulary)
+        from .siglip_tokenizer import SentencePieceTokenizer
+
+        return SentencePieceTokenizer(self.arch.context_length, self.vocabulary, cache_dir)
 
     def describe(self) -> str:
         p = self.preprocess
@@ -299,6 +324,10 @@ def open_clip_architecture(model_cfg: dict, quick_gelu: bool, what: str) -> Arch
     outside CLIP's shape are refused."""
     from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 
+    from . import siglip
+
+    if siglip.is_siglip_config(model_cfg):
+        return siglip.siglip_architecture(model_cfg, what)
     problems = shape_problems(model_cfg)
     if problems:
         raise ValueError(
@@ -317,6 +346,16 @@ def open_clip_architecture(model_cfg: dict, quick_gelu: bool, what: str) -> Arch
         text_heads=text.heads, text_layers=text.layers,
         activation="quick_gelu" if quick_gelu else "gelu",
         vision_mlp_ratio=float(vision.mlp_ratio), text_mlp_ratio=float(text.mlp_ratio))
+
+
+def _vocabulary(model_cfg: dict, folder: Path | None) -> str:
+    """OpenAI's BPE for CLIP's shape; a SigLIP's vocabulary from its config (and its folder's
+    tokenizer files, when it has them)."""
+    from . import siglip
+
+    if not siglip.is_siglip_config(model_cfg):
+        return "openai-bpe"
+    return siglip.vocabulary(model_cfg, folder)
 
 
 def _preprocess(options: dict) -> Preprocess:
@@ -358,7 +397,8 @@ def open_clip_backbone(spec: str, require_tag: bool = True) -> Backbone:
     arch = open_clip_architecture(model_cfg, quick_gelu, f"open_clip model {model!r}")
     clean = tag.lower().replace("-", "_")
     name = f"{OPEN_CLIP_PREFIX}{model}/{clean}" if tag else f"{OPEN_CLIP_PREFIX}{model}"
-    return Backbone(name, arch, _preprocess(pretrained), source="open_clip",
+    return Backbone(name, arch, _preprocess(pretrained), _vocabulary(model_cfg, None),
+                    source="open_clip",
                     location=f"{model}/{clean}" if tag else model)
 
 
@@ -377,7 +417,8 @@ def from_open_clip_json(path: str | Path, name: str, source: str, location: str)
                          "text_cfg (at its top or under model_cfg)")
     arch = open_clip_architecture(model_cfg, bool(model_cfg.get("quick_gelu")),
                                   f"the model of {path}")
-    return Backbone(name, arch, _preprocess(data.get("preprocess_cfg", {})), source=source,
+    return Backbone(name, arch, _preprocess(data.get("preprocess_cfg", {})),
+                    _vocabulary(model_cfg, Path(path).parent), source=source,
                     location=location)
 
 
@@ -399,13 +440,20 @@ def supported_open_clip_models() -> tuple[str, ...]:
     """open_clip's model configs in CLIP's shape."""
     import open_clip
 
-    return tuple(m for m in open_clip.list_models()
-                 if not shape_problems(open_clip.get_model_config(m)))
+    from . import siglip
+
+    def fits(cfg: dict) -> bool:
+        if siglip.is_siglip_config(cfg):
+            return not siglip.siglip_problems(cfg)
+        return not shape_problems(cfg)
+
+    return tuple(m for m in open_clip.list_models() if fits(open_clip.get_model_config(m)))
 
 
 def supported_message() -> str:
     return (f"Supported: OpenAI's {', '.join(OPENAI)}; {OPEN_CLIP_PREFIX}MODEL/TAG with an "
-            f"open_clip model in CLIP's shape ({', '.join(supported_open_clip_models())}) and "
+            f"open_clip model in CLIP's shape or of the SigLIP family "
+            f"({', '.join(supported_open_clip_models())}) and "
             f"one of its pretrained tags (open_clip.list_pretrained()); {HF_HUB_PREFIX}ORG/REPO "
             "and local folders whose open_clip_config.json describes such a model; a weight "
             "file (a bare state dict with MODEL.BACKBONE.ARCH naming its architecture)")

@@ -17,7 +17,12 @@
   so ``arch`` (MODEL.BACKBONE.ARCH) must name its architecture: an OpenAI name,
   ``open_clip:MODEL`` or ``open_clip:MODEL/TAG`` (the tag brings the weights' preprocessing and
   activation), ``tiny``..., or the path of an open_clip config JSON;
-* ``tiny``, ``tiny-gelu``, ``tiny-resnet``: tiny random CLIPs built in code (tests, demo).
+* ``tiny``, ``tiny-gelu``, ``tiny-resnet``: tiny random CLIPs built in code (tests, demo);
+  ``tiny-siglip``: a tiny random SigLIP (clip/tiny_siglip.py).
+
+open_clip's SigLIP and SigLIP 2 models (``open_clip:ViT-B-16-SigLIP/webli``, their ``hf-hub:``
+repositories, local folders) load as :class:`clip.siglip.SigLIP`, their tokenizer read from the
+tokenizer files of their folder or of the repository their config names.
 
 Weights load strictly into the architecture their description gives.
 """
@@ -47,7 +52,7 @@ from torchvision.transforms import (
     ToTensor,
 )
 
-from . import tiny
+from . import tiny, tiny_siglip
 from .backbones import (
     HF_HUB_PREFIX,
     OPEN_CLIP_PREFIX,
@@ -65,6 +70,7 @@ from .backbones import (
 )
 from .errors import WeightsError
 from .model import CLIP, build_model, convert_weights
+from .siglip import build_siglip
 from .torchscript import is_torchscript, read_archive
 
 logger = logging.getLogger(__name__)
@@ -105,7 +111,7 @@ StateDict = dict[str, torch.Tensor]
 def available_models() -> list[str]:
     """OpenAI's model names, then the tiny models built in code. open_clip's models are named
     ``open_clip:MODEL/TAG`` (``open_clip.list_pretrained()``)."""
-    return [*_MODELS, *tiny.NAMES]
+    return [*_MODELS, *tiny.NAMES, tiny_siglip.NAME]
 
 
 def default_cache_dir() -> Path:
@@ -356,6 +362,8 @@ def _describe_arch(arch: str) -> Backbone:
         return openai_backbone(arch)
     if arch in tiny.NAMES:
         return tiny.tiny_backbone(*tiny.NAMES[arch])
+    if arch == tiny_siglip.NAME:
+        return tiny_siglip.tiny_siglip_backbone()
     if arch.startswith(OPEN_CLIP_PREFIX):
         return open_clip_backbone(arch[len(OPEN_CLIP_PREFIX):], require_tag=False)
     if arch.endswith(".json") and os.path.isfile(arch):
@@ -417,6 +425,8 @@ def _source(name: str, arch: str | None, root: str | os.PathLike | None) -> _Sou
         return _Source(backbone, _read_weights(lambda: download(_MODELS[name], root)))
     if name in tiny.NAMES:
         return _Source(tiny.tiny_backbone(*tiny.NAMES[name]))
+    if name == tiny_siglip.NAME:
+        return _Source(tiny_siglip.tiny_siglip_backbone())
     if name.startswith(OPEN_CLIP_PREFIX):
         backbone = open_clip_backbone(name[len(OPEN_CLIP_PREFIX):])
         return _Source(backbone, _read_weights(lambda: _open_clip_weights(backbone, root)))
@@ -454,9 +464,14 @@ def load(name: str, device: str | torch.device = "cpu", jit: bool = False,
             "Use jit=False, which returns the same network as a regular module")
     source = _source(name, arch, download_root)
     backbone = source.backbone
-    if source.weights is None:
+    if source.weights is None and backbone.name == tiny_siglip.NAME:
+        model: CLIP = tiny_siglip.tiny_siglip()
+    elif source.weights is None:
         vision, activation = tiny.NAMES[backbone.name]
         model = tiny.tiny_clip(vision=vision, activation=activation)
+    elif backbone.arch.family == "siglip":
+        model = build_siglip(source.weights(), backbone, copy=False,
+                             cache_dir=_cache_arg(download_root))
     else:
         model = build_model(source.weights(), copy=False, backbone=backbone)
     logger.info("Backbone %s", backbone.describe())

@@ -123,8 +123,16 @@ class QuickGELU(nn.Module):
         return x * torch.sigmoid(1.702 * x)
 
 
+class TanhGELU(nn.GELU):
+    """GELU's tanh approximation (SigLIP 2's text tower)."""
+
+    def __init__(self) -> None:
+        super().__init__(approximate="tanh")
+
+
 # the activation of the transformers' MLPs, by a backbone description's name
-ACTIVATION_LAYERS: dict[str, type[nn.Module]] = {"quick_gelu": QuickGELU, "gelu": nn.GELU}
+ACTIVATION_LAYERS: dict[str, type[nn.Module]] = {"quick_gelu": QuickGELU, "gelu": nn.GELU,
+                                                 "gelu_tanh": TanhGELU}
 
 
 class MultiheadAttention(nn.Module):
@@ -170,18 +178,19 @@ class MultiheadAttention(nn.Module):
 
 class ResidualAttentionBlock(nn.Module):
     def __init__(self, width: int, heads: int, causal: bool = False,
-                 activation: str = "quick_gelu", mlp_ratio: float = 4.0) -> None:
+                 activation: str = "quick_gelu", mlp_ratio: float = 4.0,
+                 norm_eps: float = 1e-5) -> None:
         super().__init__()
         self.causal = causal
         self.attn = MultiheadAttention(width, heads)
-        self.ln_1 = LayerNorm(width)
+        self.ln_1 = LayerNorm(width, eps=norm_eps)
         hidden = int(width * mlp_ratio)
         self.mlp = nn.Sequential(OrderedDict([
             ("c_fc", nn.Linear(width, hidden)),
             ("gelu", ACTIVATION_LAYERS[activation]()),  # OpenAI's name, whatever the activation
             ("c_proj", nn.Linear(hidden, width)),
         ]))
-        self.ln_2 = LayerNorm(width)
+        self.ln_2 = LayerNorm(width, eps=norm_eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), causal=self.causal)
@@ -193,7 +202,7 @@ def write_slot(x: torch.Tensor, prompt: torch.Tensor, start: int) -> torch.Tenso
     ``[B, n, d]``), without modifying ``x`` in place."""
     prompt = _batched(prompt, x.shape[0]).to(x.dtype)
     end = start + prompt.shape[1]
-    if start < 1 or end > x.shape[1]:
+    if start < 0 or end > x.shape[1]:
         raise ValueError(f"prompt slot {start}..{end} does not fit in {x.shape[1]} tokens")
     return torch.cat([x[:, :start], prompt, x[:, end:]], dim=1)
 
@@ -220,14 +229,16 @@ class Transformer(nn.Module):
     """
 
     def __init__(self, width: int, layers: int, heads: int, causal: bool = False,
-                 activation: str = "quick_gelu", mlp_ratio: float = 4.0) -> None:
+                 activation: str = "quick_gelu", mlp_ratio: float = 4.0,
+                 norm_eps: float = 1e-5) -> None:
         super().__init__()
         self.width = width
         self.layers = layers
         self.heads = heads
+        self.causal = causal  # False (SigLIP's text tower): every token sees every other
         self.checkpoint_segments = 1
         self.resblocks = nn.Sequential(
-            *[ResidualAttentionBlock(width, heads, causal, activation, mlp_ratio)
+            *[ResidualAttentionBlock(width, heads, causal, activation, mlp_ratio, norm_eps)
               for _ in range(layers)])
 
     def forward(self, x: torch.Tensor, prompts: Prompts = None,
@@ -467,6 +478,7 @@ class CLIP(nn.Module):
         self.ln_final = LayerNorm(transformer_width)
         self.text_projection = nn.Parameter(torch.empty(transformer_width, embed_dim))
         self.logit_scale = nn.Parameter(torch.ones([]) * math.log(1 / 0.07))
+        self.logit_bias: torch.Tensor | None = None  # SigLIP's learned bias (clip/siglip.py)
         self.initialize_parameters()
         arch = Architecture(
             embed_dim=embed_dim, image_size=image_resolution,
@@ -483,6 +495,10 @@ class CLIP(nn.Module):
     def from_backbone(cls, backbone: Backbone) -> CLIP:
         """A randomly initialised CLIP of ``backbone``'s architecture, carrying its
         description and tokenizer."""
+        if backbone.arch.family == "siglip" and cls is CLIP:
+            from .siglip import SigLIP
+
+            return SigLIP(backbone)
         a = backbone.arch
         model = cls(a.embed_dim, a.image_size, a.vision_layers, a.vision_width, a.patch_size,
                     a.context_length, a.vocab_size, a.text_width, a.text_heads, a.text_layers,
@@ -552,7 +568,9 @@ class CLIP(nn.Module):
         if eot_indices.shape != (count,):
             raise ValueError(f"eot_indices must have shape [{count}] (one position per "
                              f"sequence); got {tuple(eot_indices.shape)}")
-        plan = text_groups(eot_indices, embeddings.shape[1], SPEEDUPS)
+        options = SPEEDUPS if self.transformer.causal else dataclasses.replace(
+            SPEEDUPS, text_truncation=False)  # without a causal mask every position counts
+        plan = text_groups(eot_indices, embeddings.shape[1], options)
         if len(plan) == 1 and plan[0][0] is None:
             return self._encode_text_group(embeddings, eot_indices, prompts, plan[0][1])
         plan = [(idx.to(embeddings.device), length) for idx, length in plan]
@@ -575,12 +593,23 @@ class CLIP(nn.Module):
         x = x[torch.arange(x.shape[0], device=x.device), eot_indices]
         return x @ self.text_projection.to(x.dtype)
 
+    def logits(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+        """The model's own logits ``[B, N]`` of normalised features (text ``[N, D]``, or
+        ``[B, N, D]`` per image): scaled cosine similarities, plus the learned bias of a
+        sigmoid model (SigLIP). The one place every trainer's logits come from."""
+        scale = self.logit_scale.exp()
+        if text_features.dim() == 3:
+            logits = scale * torch.einsum("bd,bnd->bn", image_features, text_features)
+        else:
+            logits = scale * image_features @ text_features.t()
+        return logits if self.logit_bias is None else logits + self.logit_bias
+
     def forward(self, image: torch.Tensor,
                 text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """OpenAI's ``CLIP.forward``: (logits per image, logits per text)."""
         image_features = F.normalize(self.encode_image(image), dim=-1)
         text_features = F.normalize(self.encode_text(text), dim=-1)
-        logits_per_image = self.logit_scale.exp() * image_features @ text_features.t()
+        logits_per_image = self.logits(image_features, text_features)
         return logits_per_image, logits_per_image.t()
 
 
@@ -693,7 +722,7 @@ def convert_weights(model: nn.Module, dtype: torch.dtype = torch.float16) -> nn.
             names = ("text_projection", "proj")
         for name in names:
             param = getattr(module, name, None)
-            if param is not None:
+            if isinstance(param, torch.Tensor):
                 param.data = param.data.to(dtype)
 
     model.apply(cast)

@@ -75,6 +75,9 @@ def add_parts_config(cfg: CN) -> None:
     cfg.TRAINER.PARTS.TERMS = []  # objective terms added to the trainer's, e.g. ["KgCoOp"]
     cfg.TRAINER.PARTS.STEP_HOOKS = []  # gradient rules added to the trainer's, e.g. ["ProGrad"]
     cfg.TRAINER.PARTS.HEAD = ""  # a head on the features, e.g. "DePT"; "": the trainer's
+    # the classification loss of the "CE" term: "ce" (softmax cross-entropy over the classes,
+    # every paper's) or "sigmoid" (SigLIP's pairwise sigmoid loss over image-class pairs)
+    cfg.TRAINER.PARTS.LOSS = "ce"
 
 
 @dataclass
@@ -239,11 +242,9 @@ class PromptedCLIP(nn.Module):
         return normalize(self.clip.encode_image(image))
 
     def logits(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
-        """Scaled cosine similarities ``[B, N]`` (text ``[N, D]``, or ``[B, N, D]`` per image)."""
-        scale = self.clip.logit_scale.exp()
-        if text_features.dim() == 3:
-            return scale * torch.einsum("bd,bnd->bn", image_features, text_features)
-        return scale * image_features @ text_features.t()
+        """The backbone's own logits ``[B, N]`` (text ``[N, D]``, or ``[B, N, D]`` per image):
+        scaled cosine similarities, plus SigLIP's learned bias (``CLIP.logits``)."""
+        return self.clip.logits(image_features, text_features)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if self.head is None:
@@ -305,10 +306,11 @@ def check_input(cfg, backbone: clip.Backbone) -> None:
         logger.warning("INPUT.TRANSFORMS has no 'normalize': images reach %s unnormalised (it "
                        "was trained with mean %s, std %s)", backbone.name, list(pre.mean),
                        list(pre.std))
-    if cfg.INPUT.INTERPOLATION != pre.interpolation or pre.resize_mode != "shortest":
-        logger.warning("%s was trained on images resized by %s (%s); the data loaders resize the "
-                       "short side with INPUT.INTERPOLATION %s, then crop", backbone.name,
-                       pre.interpolation, pre.resize_mode, cfg.INPUT.INTERPOLATION)
+    resize = cfg.INPUT.get("RESIZE_MODE", "shortest")
+    if cfg.INPUT.INTERPOLATION != pre.interpolation or pre.resize_mode != resize:
+        logger.warning("%s was trained on images resized by %s (%s); the data loaders resize "
+                       "with INPUT.INTERPOLATION %s (INPUT.RESIZE_MODE %s)", backbone.name,
+                       pre.interpolation, pre.resize_mode, cfg.INPUT.INTERPOLATION, resize)
 
 
 # --------------------------------------------------------------------------- a method's parts

@@ -40,8 +40,8 @@ from engine.metrics import compute_accuracy
 from engine.registry import Registry
 from trainers.outputs import ForwardOutput, normalize
 
-__all__ = ["PartContext", "Term", "CrossEntropy", "HandCraftedTerm", "Losses", "Objective",
-           "StepHook", "Head", "TERM_REGISTRY", "STEP_HOOK_REGISTRY", "HEAD_REGISTRY",
+__all__ = ["PartContext", "Term", "CrossEntropy", "SigmoidLoss", "HandCraftedTerm", "Losses",
+           "Objective", "StepHook", "Head", "TERM_REGISTRY", "STEP_HOOK_REGISTRY", "HEAD_REGISTRY",
            "hand_crafted_text_features", "build_objective", "build_step_hooks", "build_head",
            "run_backward"]
 
@@ -95,6 +95,30 @@ class CrossEntropy(Term):
 
     def forward(self, out: ForwardOutput, label: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(out.logits.float(), label)
+
+
+class SigmoidLoss(CrossEntropy):
+    """SigLIP's loss in place of the cross-entropy (TRAINER.PARTS.LOSS "sigmoid"): every
+    (image, class) pair is a binary decision, positive for the image's class; the negative
+    log-sigmoid of the signed logits, summed over classes, averaged over images."""
+
+    name = "sigmoid"
+
+    def forward(self, out: ForwardOutput, label: torch.Tensor) -> torch.Tensor:
+        logits = out.logits.float()
+        target = F.one_hot(label, logits.shape[-1]).to(logits.dtype)
+        return F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / len(label)
+
+
+LOSSES = {"ce": CrossEntropy, "sigmoid": SigmoidLoss}
+
+
+def classification_loss(cfg: Any) -> type[CrossEntropy]:
+    """The class of the "CE" term that TRAINER.PARTS.LOSS names."""
+    name = str(cfg.TRAINER.PARTS.get("LOSS", "ce")).lower()
+    if name not in LOSSES:
+        raise ValueError(f"TRAINER.PARTS.LOSS must be one of {list(LOSSES)}; got {name!r}")
+    return LOSSES[name]
 
 
 @torch.no_grad()
@@ -281,4 +305,4 @@ def build_objective(term_names: Sequence[str], ctx: PartContext,
     return Objective(terms)
 
 
-TERM_REGISTRY.register(lambda ctx: [CrossEntropy()], name="CE")
+TERM_REGISTRY.register(lambda ctx: [classification_loss(ctx.cfg)()], name="CE")

@@ -42,8 +42,7 @@ class ZeroshotCLIP(TrainerX):
 
     def model_inference(self, image: torch.Tensor) -> torch.Tensor:
         image_features = normalize(self.clip_model.encode_image(image))
-        scale = self.clip_model.logit_scale.exp()
-        return (scale * image_features @ self.text_features.t()).float()
+        return self.clip_model.logits(image_features, self.text_features).float()
 
     def train(self, *args, **kwargs):
         raise RuntimeError(f"{type(self).__name__} has nothing to train: run it with --eval-only")

@@ -5,7 +5,8 @@ when neither random_crop nor random_resized_crop is asked for, random_translatio
 random_crop (``INPUT.CROP_PADDING``), random_resized_crop (``INPUT.RRCROP_SCALE``),
 random_flip, colorjitter, randomgrayscale, gaussian_blur, to-tensor, normalize.
 Test: resize of the shorter side to ``max(INPUT.SIZE)``, center crop to ``INPUT.SIZE``,
-to-tensor, normalize (when listed). ``INPUT.INTERPOLATION`` picks the resize mode.
+to-tensor, normalize (when listed); with ``INPUT.RESIZE_MODE`` "squash", a resize of both sides
+to ``INPUT.SIZE`` instead (SigLIP's). ``INPUT.INTERPOLATION`` picks the resize mode.
 """
 
 from __future__ import annotations
@@ -84,14 +85,24 @@ def build_transform(cfg: Any, is_train: bool = True, choices: Any = None) -> Com
     normalize = Normalize(mean=cfg.INPUT.PIXEL_MEAN, std=cfg.INPUT.PIXEL_STD)
     interp = INTERPOLATION_MODES[cfg.INPUT.INTERPOLATION]
     size = tuple(cfg.INPUT.SIZE)
-    steps = _train_steps(cfg, choices, size, interp) if is_train else [
-        Resize(max(size), interpolation=interp), CenterCrop(size)]
+    steps = _train_steps(cfg, choices, size, interp) if is_train else _test_resize(
+        cfg, size, interp)
     steps.append(ToTensor())
     if "normalize" in choices:
         steps.append(normalize)
     tfm = Compose(steps)
     logger.info("Building transform_%s\n%s", "train" if is_train else "test", tfm)
     return tfm
+
+
+def _test_resize(cfg: Any, size: tuple, interp: InterpolationMode) -> list:
+    """INPUT.RESIZE_MODE: "shortest" (short side, center crop) or "squash" (both sides)."""
+    mode = cfg.INPUT.get("RESIZE_MODE", "shortest")
+    if mode == "squash":
+        return [Resize(size, interpolation=interp)]
+    if mode != "shortest":
+        raise ValueError(f"Unknown INPUT.RESIZE_MODE {mode!r}; choose shortest or squash")
+    return [Resize(max(size), interpolation=interp), CenterCrop(size)]
 
 
 def _train_steps(cfg: Any, choices: Any, size: tuple, interp: InterpolationMode) -> list:

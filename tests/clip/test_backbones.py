@@ -74,7 +74,7 @@ def test_our_towers_have_open_clips_parameter_shapes(name: str) -> None:
 
 
 @pytest.mark.parametrize("name, reason", [
-    ("ViT-B-16-SigLIP/webli", "sigmoid logits with a learned bias"),
+    ("nllb-clip-base-siglip", "hf_model_name"),  # SigLIP with a Hugging Face text tower
     ("EVA02-B-16/merged2b_s8b_b131k", "image tower from timm"),
     ("coca_ViT-B-32/laion2b_s13b_b90k", "multimodal text decoder"),
     ("ViT-L-14-CLIPA/datacomp1b", "non-causal text tower"),
@@ -185,11 +185,12 @@ def test_bare_state_dict_with_an_open_clip_architecture(tmp_path) -> None:
 
 
 def test_hub_repository_outside_clips_shape_is_refused_before_its_weights(offline_hub) -> None:
-    config = open_clip_models.hub_config(open_clip.get_model_config("ViT-B-16-SigLIP"))
-    open_clip_models.put_in_hub_cache(offline_hub, "timm/ViT-B-16-SigLIP",
-                                      {"open_clip_config.json": config})
-    with pytest.raises(ValueError, match="SigLIP.*Supported"):
-        clip.load("hf-hub:timm/ViT-B-16-SigLIP", download_root=offline_hub)
+    # a SigLIP without a text projection
+    repo = "timm/ViT-SO400M-16-SigLIP-i18n-256"
+    config = open_clip_models.hub_config(open_clip.get_model_config(repo.split("/")[1]))
+    open_clip_models.put_in_hub_cache(offline_hub, repo, {"open_clip_config.json": config})
+    with pytest.raises(ValueError, match="not a SigLIP this project can run.*proj_type.*Supported"):
+        clip.load(f"hf-hub:{repo}", download_root=offline_hub)
 
 
 def test_hub_repository_of_a_quick_gelu_tag_runs_quick_gelu(offline_hub) -> None:
