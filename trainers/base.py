@@ -85,6 +85,9 @@ class PromptSchedule:
     and image, flattened). ``text[i]`` / ``vision[i]``: the prompt tensor of layer ``i`` of each
     tower (clip/model.py explains the slots); ``None`` where a layer has none.
     ``vision_after_ln_pre``: the layer-0 vision prompts join after ``ln_pre`` (MVLPT's).
+    ``shared_prefix``: how many leading text tokens are the same function of the parameters in
+    every class prompt (where the class-dependent part starts), for a layout whose embeddings
+    carry gradients; ``None``: the text tower finds it where that is safe (clip/prefix.py).
     """
 
     text_embeddings: torch.Tensor
@@ -92,6 +95,7 @@ class PromptSchedule:
     text: Sequence[torch.Tensor | None] | None = None
     vision: Sequence[torch.Tensor | None] | None = None
     vision_after_ln_pre: bool = False
+    shared_prefix: int | None = None
 
 
 def prompt_text(prefix: str, classname: str) -> str:
@@ -193,7 +197,7 @@ class PromptedCLIP(nn.Module):
     def encode_schedule_text(self, schedule: PromptSchedule) -> torch.Tensor:
         """The text tower's outputs (unnormalised) for the schedule's prompts."""
         return self.clip.encode_text_embeddings(schedule.text_embeddings, schedule.eot,
-                                                schedule.text)
+                                                schedule.text, schedule.shared_prefix)
 
     def text_side(self) -> TextSide:
         if self._caching and self._cache is not None:

@@ -12,6 +12,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from clip.prefix import SharedPrefix
 from engine import TRAINER_REGISTRY
 from engine.config import CN, register_config
 from trainers.base import (
@@ -58,7 +59,9 @@ class ConditionalPromptedCLIP(PromptedCLIP):
         embeddings = tokens.embeddings.unsqueeze(0).expand(images, -1, -1, -1).flatten(0, 1)
         eot = tokens.eot.repeat(images)
         prompt = ctx.unsqueeze(1).expand(-1, n_cls, -1, -1).flatten(0, 1)
-        features = self.clip.encode_text_embeddings(embeddings, eot, [prompt])
+        # each image's start of text and context: one prefix for all its classes
+        shared = SharedPrefix(1 + ctx.shape[1], groups=images)
+        features = self.clip.encode_text_embeddings(embeddings, eot, [prompt], shared)
         return features.view(images, n_cls, -1)
 
 
