@@ -39,6 +39,7 @@ from engine.errors import ConfigError
 from engine.optim import build_lr_scheduler, build_optimizer
 from engine.precision import Precision
 from engine.utils import load_pretrained_weights
+from trainers.feature_cache import image_embeddings, use_feature_cache
 from trainers.learners import build_prompt_learner, learner_entry
 from trainers.objective import (
     HEAD_REGISTRY,
@@ -172,6 +173,8 @@ class PromptedCLIP(nn.Module):
     not depend on the image, so they are computed once instead of for every batch.
     """
 
+    cached_images = "schedule"  # trainers/feature_cache.py: how encode() uses the image tower
+
     def __init__(self, clip_model: nn.Module, prompt_learner: nn.Module,
                  head: Head | None = None) -> None:
         super().__init__()
@@ -213,8 +216,8 @@ class PromptedCLIP(nn.Module):
         """(image embeddings [B, D] before normalisation, the class side)."""
         text = self.text_side()
         schedule = text.schedule
-        return self.clip.encode_image(image, schedule.vision,
-                                      prompt_after_ln_pre=schedule.vision_after_ln_pre), text
+        return image_embeddings(self.clip, image, schedule.vision,
+                                schedule.vision_after_ln_pre), text
 
     def features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(normalised image features [B, D], normalised class text features [N, D])."""
@@ -549,6 +552,7 @@ class PromptTrainer(TrainerX):
         self.optim = build_optimizer(trained, cfg.OPTIM, self.method.param_groups(cfg.OPTIM.LR))
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model(self.model_name, trained, self.optim, self.sched)
+        self.image_cache = use_feature_cache(self)  # FEATURE_CACHE.DIR
 
     # ------------------------------------------------------------------ a training step
     def compute_losses(self, image: torch.Tensor, label: torch.Tensor) -> Losses:
@@ -562,7 +566,15 @@ class PromptTrainer(TrainerX):
         return losses.total, losses.figures()
 
     def parse_batch_train(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        return batch["img"].to(self.device), batch["label"].to(self.device)
+        return self.batch_images(batch), batch["label"].to(self.device)
+
+    def parse_batch_test(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.parse_batch_train(batch)
+
+    def batch_images(self, batch: dict):
+        """The batch's images, or their cached features (trainers/feature_cache.py)."""
+        cache = getattr(self, "image_cache", None)
+        return batch["img"].to(self.device) if cache is None else cache.images(batch)
 
     def forward_backward(self, batch: dict) -> dict[str, float]:
         image, label = self.parse_batch_train(batch)
@@ -592,6 +604,8 @@ class PromptTrainer(TrainerX):
 
     def after_test(self) -> None:
         self.model.cache_text_features(False)
+        if getattr(self, "image_cache", None) is not None:
+            self.image_cache.log()
 
     # ------------------------------------------------------------------ checkpoints
     def map_checkpoint_state_dict(self, name: str,

@@ -24,6 +24,7 @@ from trainers.base import (
     prompt_text,
     word_context,
 )
+from trainers.feature_cache import image_embeddings as image_features_of
 from trainers.learners import first_key, register_learner
 
 
@@ -43,10 +44,11 @@ class ConditionalPromptedCLIP(PromptedCLIP):
     """
 
     max_text_batch = 4096
+    cached_images = "never prompted"  # trainers/feature_cache.py
 
     def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, TextSide]:
         """(image embeddings [B, D], the class side with text features [B, N, D])."""
-        image_embeddings = self.clip.encode_image(image)
+        image_embeddings = image_features_of(self.clip, image)
         ctx = self.prompt_learner(normalize(image_embeddings))
         tokens = self.prompt_learner.class_tokens
         chunk = max(1, self.max_text_batch // len(tokens))
