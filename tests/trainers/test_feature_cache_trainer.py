@@ -100,3 +100,15 @@ def test_the_cache_is_refused_where_it_cannot_be_exact(tmp_path, trainer, opts, 
         assert type(built.train_loader_x.dataset).__name__ == "DatasetWrapper"
     else:
         assert built.image_cache is None
+
+
+def test_train_py_flag_sets_the_config_key_and_is_off_by_default(tmp_path):
+    import train
+
+    def cfg_of(*argv):
+        return train.setup_cfg(train.build_parser().parse_args(
+            ["--trainer", "CoOp", "--output-dir", str(tmp_path / "out"), *argv]))
+
+    assert cfg_of().FEATURE_CACHE.DIR == ""
+    assert cfg_of("--feature-cache", str(tmp_path / "c")).FEATURE_CACHE.DIR == str(tmp_path / "c")
+    assert cfg_of("FEATURE_CACHE.DIR", "elsewhere").FEATURE_CACHE.DIR == "elsewhere"
