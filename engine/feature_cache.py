@@ -134,8 +134,13 @@ class FeatureCache:
 
     def key(self, context: CacheContext, path: str) -> bytes | None:
         """The entry's key (SHA-256 of the context and the file's identity), or ``None`` when
-        the image is not a file this cache can identify."""
-        identity = file_identity(path, self.content_hash)
+        the image is not a file this cache can identify. A ``path`` of the form
+        ``"named:TEXT"`` is an entry that no file backs (TEXT is all the key has beyond the
+        context: a computation fully described by both)."""
+        if path.startswith("named:"):
+            identity = path
+        else:
+            identity = file_identity(path, self.content_hash)
         if identity is None:
             return None
         return hashlib.sha256(f"{context.digest}\n{identity}".encode()).digest()

@@ -39,7 +39,7 @@ from engine.errors import ConfigError
 from engine.optim import build_lr_scheduler, build_optimizer
 from engine.precision import Precision
 from engine.utils import load_pretrained_weights
-from trainers.feature_cache import image_embeddings, use_feature_cache
+from trainers.feature_cache import image_embeddings, text_feature_cache, use_feature_cache
 from trainers.learners import build_prompt_learner, learner_entry
 from trainers.objective import (
     HEAD_REGISTRY,
@@ -535,8 +535,9 @@ class PromptTrainer(TrainerX):
         logger.info("Loading CLIP (backbone: %s)", cfg.MODEL.BACKBONE.NAME)
         clip_model = load_clip_model(cfg)
         learner = self.build_prompt_learner(cfg, classnames, clip_model)
-        self.method = self.assemble(cfg, clip_model.to(self.device), classnames, learner,
-                                    self.precision.param_dtype, tasks=self.dm.tasks)
+        with text_feature_cache(cfg):  # frozen text features from FEATURE_CACHE.DIR
+            self.method = self.assemble(cfg, clip_model.to(self.device), classnames, learner,
+                                        self.precision.param_dtype, tasks=self.dm.tasks)
         self.clip_model, self.model = clip_model, self.method.model
         self.objective = self.method.objective
         trained = self.method.trained

@@ -14,7 +14,11 @@ images without a file behind them, runs under torchrun.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -25,7 +29,8 @@ from engine import distributed
 from engine.config import CN, register_config
 from engine.feature_cache import GIB, CacheContext, FeatureCache
 
-__all__ = ["CachedImages", "image_embeddings", "ImageFeatureCache", "use_feature_cache"]
+__all__ = ["CachedImages", "image_embeddings", "ImageFeatureCache", "use_feature_cache",
+           "text_feature_cache", "cached_text_features"]
 
 logger = logging.getLogger(__name__)
 
@@ -219,3 +224,46 @@ def use_feature_cache(trainer: Any) -> ImageFeatureCache | None:
             logger.info("Feature cache %s not used for %s: %s", node.DIR, name, why)
         setattr(trainer, name, loader)
     return hook
+
+
+# the cache that frozen text features (hand-crafted prompts) are read from, while a trainer
+# builds its parts (None: computed)
+_TEXT_CACHE: FeatureCache | None = None
+
+
+@contextlib.contextmanager
+def text_feature_cache(cfg: Any) -> Iterator[None]:
+    """Within the block, :func:`cached_text_features` reads and stores under
+    ``FEATURE_CACHE.DIR`` (nothing when it is empty)."""
+    global _TEXT_CACHE
+    saved = _TEXT_CACHE
+    node = cfg.get("FEATURE_CACHE") if hasattr(cfg, "get") else None
+    if node is not None and node.DIR:
+        _TEXT_CACHE = FeatureCache(node.DIR, max_bytes=int(node.MAX_GB * GIB),
+                                   reserve_bytes=int(node.RESERVE_GB * GIB))
+    try:
+        yield
+    finally:
+        _TEXT_CACHE = saved
+
+
+def cached_text_features(clip_model: nn.Module, what: str, prompts: Sequence[str],
+                         compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """``compute()`` (the frozen model's features of ``prompts``, computed as ``what`` says),
+    or the stored result of the same computation on the same weights."""
+    cache = _TEXT_CACHE
+    if cache is None:
+        return compute()
+    identity = clip_model.identity()
+    context = cache.context(what=what, backbone=identity["backbone"],
+                            fingerprint=identity["fingerprint"], dtype=str(clip_model.dtype),
+                            device=clip_model.token_embedding.weight.device.type, format=1)
+    name = "named:" + hashlib.sha256(json.dumps(list(prompts)).encode()).hexdigest()
+    found = cache.get(context, name)
+    if found is not None:
+        logger.info("Frozen text features (%s) read from the feature cache %s", what,
+                    cache.root)
+        return found
+    features = compute()
+    cache.put(context, name, features)
+    return features

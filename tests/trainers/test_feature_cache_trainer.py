@@ -112,3 +112,24 @@ def test_train_py_flag_sets_the_config_key_and_is_off_by_default(tmp_path):
     assert cfg_of().FEATURE_CACHE.DIR == ""
     assert cfg_of("--feature-cache", str(tmp_path / "c")).FEATURE_CACHE.DIR == str(tmp_path / "c")
     assert cfg_of("FEATURE_CACHE.DIR", "elsewhere").FEATURE_CACHE.DIR == "elsewhere"
+
+
+def test_frozen_text_features_are_read_back_for_the_same_weights_only(tmp_path, caplog):
+    import clip
+    from trainers.feature_cache import text_feature_cache
+    from trainers.objective import hand_crafted_text_features
+
+    cfg = demo_cfg(tmp_path, "KgCoOp", True)
+    names, templates = ["red", "green_blue"], ["a photo of a {}.", "a {} thing."]
+    first, other = clip.tiny_clip(seed=0), clip.tiny_clip(seed=1)
+    with text_feature_cache(cfg), caplog.at_level(logging.INFO):
+        computed = hand_crafted_text_features(first, names, templates)
+        assert "read from the feature cache" not in caplog.text
+        again = hand_crafted_text_features(first, names, templates)
+        assert caplog.text.count("read from the feature cache") == 1
+        elsewhere = hand_crafted_text_features(other, names, templates)  # other weights
+        fewer = hand_crafted_text_features(first, names, templates[:1])  # other prompts
+        assert caplog.text.count("read from the feature cache") == 1
+    assert torch.equal(computed, again)
+    assert torch.allclose(computed, hand_crafted_text_features(first, names, templates))
+    assert not torch.allclose(elsewhere, computed) and not torch.allclose(fewer, computed)
