@@ -72,7 +72,7 @@ def reset_cfg(cfg: CfgNode, args: argparse.Namespace) -> None:
              ("source_domains", "DATASET.SOURCE_DOMAINS"),
              ("target_domains", "DATASET.TARGET_DOMAINS"), ("transforms", "INPUT.TRANSFORMS"),
              ("trainer", "TRAINER.NAME"), ("backbone", "MODEL.BACKBONE.NAME"),
-             ("head", "MODEL.HEAD.NAME")]
+             ("head", "MODEL.HEAD.NAME"), ("feature_cache", "FEATURE_CACHE.DIR")]
     for attr, key in flags:
         value = getattr(args, attr)
         if value:
@@ -300,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--load-epoch", type=int,
                    help="load model weights at this epoch for evaluation")
     p.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    p.add_argument("--feature-cache", type=str, default="", metavar="DIR",
+                   help="read and store the frozen image tower's features in DIR, shared by "
+                        "runs (FEATURE_CACHE.DIR; used where it gives the same results)")
     p.add_argument("--dataset", type=str, default="",
                    help="comma-separated registered datasets, one task each (MVLPT)")
     p.add_argument("--shots", type=int, help="few shot (DATASET.NUM_SHOTS)")

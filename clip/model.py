@@ -65,6 +65,9 @@ class Speedups:
       through the tower, so small class sets run as one group).
     - ``text_chunk_size``: at most this many sequences per pass through the text tower (0: no
       limit); caps the memory of inference over many classes.
+    - ``shared_prefix``: the tokens every sequence begins with (start of text, the context
+      before the class name) run once, and the rest attends to their keys and values
+      (clip/prefix.py; needs ``text_truncation`` and ``"sdpa"``).
     """
 
     text_truncation: bool = True
@@ -72,6 +75,7 @@ class Speedups:
     length_groups: bool = True
     group_overhead_tokens: int = 2048
     text_chunk_size: int = 0
+    shared_prefix: bool = True
 
     def validate(self) -> None:
         if self.attention not in ATTENTION_IMPLS:
@@ -85,7 +89,7 @@ class Speedups:
 
 SPEEDUPS = Speedups()
 SPEEDUPS_OFF = {"text_truncation": False, "attention": "mha", "length_groups": False,
-                "text_chunk_size": 0}  # what OpenAI's code computes
+                "text_chunk_size": 0, "shared_prefix": False}  # what OpenAI's code computes
 
 
 @contextlib.contextmanager
@@ -147,6 +151,8 @@ class MultiheadAttention(nn.Module):
         self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * embed_dim))
         self.out_proj = nn.Linear(embed_dim, embed_dim)
+        # clip/prefix.py, for one run: (k, v) -> (k, v, mask), a shared prefix's keys in front
+        self.kv_hook = None
 
     def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
         if SPEEDUPS.attention == "mha":
@@ -156,7 +162,11 @@ class MultiheadAttention(nn.Module):
         # [B, L, 3d] -> 3 x [B, heads, L, d / heads]
         qkv = qkv.view(batch, length, 3, self.num_heads, width // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        mask = None
+        if self.kv_hook is not None:
+            k, v, mask = self.kv_hook(k, v)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                             is_causal=causal and mask is None)
         out = out.transpose(1, 2).reshape(batch, length, width)
         return self.out_proj(out)
 
@@ -557,17 +567,24 @@ class CLIP(nn.Module):
                                            self.tokenizer.eot_positions(text))
 
     def encode_text_embeddings(self, embeddings: torch.Tensor, eot_indices: torch.Tensor,
-                               prompts: Prompts = None) -> torch.Tensor:
+                               prompts: Prompts = None, shared_prefix=None) -> torch.Tensor:
         """Text features from token embeddings ``[N, L, width]`` (no positional embedding) and
         the position of each sequence's end-of-text token.
 
         Per-sequence prompts (``[N, n, d]``) follow their sequences into the groups and chunks
         of ``SPEEDUPS``; the features come back in the order of ``embeddings``.
+        ``shared_prefix`` (a ``clip.prefix.SharedPrefix`` or a number of tokens): where the
+        class-dependent part starts, as the caller's layout knows it; without it the prefix
+        shared by all sequences is found where that is safe (clip/prefix.py).
         """
         count = embeddings.shape[0]
         if eot_indices.shape != (count,):
             raise ValueError(f"eot_indices must have shape [{count}] (one position per "
                              f"sequence); got {tuple(eot_indices.shape)}")
+        from .prefix import encode_with_prefix, plan_prefix
+        shared = plan_prefix(self, embeddings, eot_indices, prompts, shared_prefix)
+        if shared is not None:
+            return encode_with_prefix(self, embeddings, eot_indices, prompts, shared)
         options = SPEEDUPS if self.transformer.causal else dataclasses.replace(
             SPEEDUPS, text_truncation=False)  # without a causal mask every position counts
         plan = text_groups(eot_indices, embeddings.shape[1], options)

@@ -354,6 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--jobs", type=Path, default=None, help="JSON-lines file of jobs")
     parser.add_argument("--log-dir", type=Path, default=None,
                         help="each job's output and state (default: OUTPUT/sweep_logs)")
+    parser.add_argument("--feature-cache", type=Path, default=None, metavar="DIR",
+                        help="the frozen image features shared by the jobs (train.py "
+                             "--feature-cache; default: OUTPUT/feature_cache)")
+    parser.add_argument("--no-feature-cache", action="store_true",
+                        help="every job computes its image features itself")
     parser.add_argument("--dry-run", action="store_true",
                         help="list the jobs (and with --launcher slurm what would be "
                              "submitted) and exit")
@@ -422,6 +427,15 @@ def build_jobs(args: argparse.Namespace, opts: list[str]) -> list[Job]:
                          args.output, opts, args.source)
 
 
+def with_feature_cache(args: argparse.Namespace, opts: list[str]) -> list[str]:
+    """The overrides with FEATURE_CACHE.DIR (an absolute path, for jobs started elsewhere),
+    unless switched off or given among them."""
+    if args.no_feature_cache or "FEATURE_CACHE.DIR" in opts[::2]:
+        return opts
+    folder = args.feature_cache or args.output / "feature_cache"
+    return [*opts, "FEATURE_CACHE.DIR", str(folder.resolve())]
+
+
 def dry_run(jobs: list[Job], args: argparse.Namespace, log_dir: Path) -> None:
     records, queue = Records(log_dir), slurm.SlurmQueue()
     for job in jobs:
@@ -466,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"choose from {', '.join(PROTOCOLS)}")
     if len(opts) % 2:
         raise SystemExit(f"error: overrides must be KEY VALUE pairs, got {opts}")
-    jobs = build_jobs(args, opts)
+    jobs = build_jobs(args, with_feature_cache(args, opts))
     log_dir = args.log_dir or args.output / "sweep_logs"
     if args.status:
         slurm.print_status(jobs, log_dir, slurm.SlurmQueue())

@@ -39,6 +39,7 @@ from engine.errors import ConfigError
 from engine.optim import build_lr_scheduler, build_optimizer
 from engine.precision import Precision
 from engine.utils import load_pretrained_weights
+from trainers.feature_cache import image_embeddings, text_feature_cache, use_feature_cache
 from trainers.learners import build_prompt_learner, learner_entry
 from trainers.objective import (
     HEAD_REGISTRY,
@@ -88,6 +89,9 @@ class PromptSchedule:
     and image, flattened). ``text[i]`` / ``vision[i]``: the prompt tensor of layer ``i`` of each
     tower (clip/model.py explains the slots); ``None`` where a layer has none.
     ``vision_after_ln_pre``: the layer-0 vision prompts join after ``ln_pre`` (MVLPT's).
+    ``shared_prefix``: how many leading text tokens are the same function of the parameters in
+    every class prompt (where the class-dependent part starts), for a layout whose embeddings
+    carry gradients; ``None``: the text tower finds it where that is safe (clip/prefix.py).
     """
 
     text_embeddings: torch.Tensor
@@ -95,6 +99,7 @@ class PromptSchedule:
     text: Sequence[torch.Tensor | None] | None = None
     vision: Sequence[torch.Tensor | None] | None = None
     vision_after_ln_pre: bool = False
+    shared_prefix: int | None = None
 
 
 def prompt_text(prefix: str, classname: str) -> str:
@@ -171,6 +176,8 @@ class PromptedCLIP(nn.Module):
     not depend on the image, so they are computed once instead of for every batch.
     """
 
+    cached_images = "schedule"  # trainers/feature_cache.py: how encode() uses the image tower
+
     def __init__(self, clip_model: nn.Module, prompt_learner: nn.Module,
                  head: Head | None = None) -> None:
         super().__init__()
@@ -196,7 +203,7 @@ class PromptedCLIP(nn.Module):
     def encode_schedule_text(self, schedule: PromptSchedule) -> torch.Tensor:
         """The text tower's outputs (unnormalised) for the schedule's prompts."""
         return self.clip.encode_text_embeddings(schedule.text_embeddings, schedule.eot,
-                                                schedule.text)
+                                                schedule.text, schedule.shared_prefix)
 
     def text_side(self) -> TextSide:
         if self._caching and self._cache is not None:
@@ -212,8 +219,8 @@ class PromptedCLIP(nn.Module):
         """(image embeddings [B, D] before normalisation, the class side)."""
         text = self.text_side()
         schedule = text.schedule
-        return self.clip.encode_image(image, schedule.vision,
-                                      prompt_after_ln_pre=schedule.vision_after_ln_pre), text
+        return image_embeddings(self.clip, image, schedule.vision,
+                                schedule.vision_after_ln_pre), text
 
     def features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(normalised image features [B, D], normalised class text features [N, D])."""
@@ -530,8 +537,9 @@ class PromptTrainer(TrainerX):
         logger.info("Loading CLIP (backbone: %s)", cfg.MODEL.BACKBONE.NAME)
         clip_model = load_clip_model(cfg)
         learner = self.build_prompt_learner(cfg, classnames, clip_model)
-        self.method = self.assemble(cfg, clip_model.to(self.device), classnames, learner,
-                                    self.precision.param_dtype, tasks=self.dm.tasks)
+        with text_feature_cache(cfg):  # frozen text features from FEATURE_CACHE.DIR
+            self.method = self.assemble(cfg, clip_model.to(self.device), classnames, learner,
+                                        self.precision.param_dtype, tasks=self.dm.tasks)
         self.clip_model, self.model = clip_model, self.method.model
         self.objective = self.method.objective
         trained = self.method.trained
@@ -547,6 +555,7 @@ class PromptTrainer(TrainerX):
         self.optim = build_optimizer(trained, cfg.OPTIM, self.method.param_groups(cfg.OPTIM.LR))
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model(self.model_name, trained, self.optim, self.sched)
+        self.image_cache = use_feature_cache(self)  # FEATURE_CACHE.DIR
 
     # ------------------------------------------------------------------ a training step
     def compute_losses(self, image: torch.Tensor, label: torch.Tensor) -> Losses:
@@ -560,7 +569,15 @@ class PromptTrainer(TrainerX):
         return losses.total, losses.figures()
 
     def parse_batch_train(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        return batch["img"].to(self.device), batch["label"].to(self.device)
+        return self.batch_images(batch), batch["label"].to(self.device)
+
+    def parse_batch_test(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.parse_batch_train(batch)
+
+    def batch_images(self, batch: dict):
+        """The batch's images, or their cached features (trainers/feature_cache.py)."""
+        cache = getattr(self, "image_cache", None)
+        return batch["img"].to(self.device) if cache is None else cache.images(batch)
 
     def forward_backward(self, batch: dict) -> dict[str, float]:
         image, label = self.parse_batch_train(batch)
@@ -590,6 +607,8 @@ class PromptTrainer(TrainerX):
 
     def after_test(self) -> None:
         self.model.cache_text_features(False)
+        if getattr(self, "image_cache", None) is not None:
+            self.image_cache.log()
 
     # ------------------------------------------------------------------ checkpoints
     def map_checkpoint_state_dict(self, name: str,

@@ -12,6 +12,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from clip.prefix import SharedPrefix
 from engine import TRAINER_REGISTRY
 from engine.config import CN, register_config
 from trainers.base import (
@@ -23,6 +24,7 @@ from trainers.base import (
     prompt_text,
     word_context,
 )
+from trainers.feature_cache import image_embeddings as image_features_of
 from trainers.learners import first_key, register_learner
 
 
@@ -42,10 +44,11 @@ class ConditionalPromptedCLIP(PromptedCLIP):
     """
 
     max_text_batch = 4096
+    cached_images = "never prompted"  # trainers/feature_cache.py
 
     def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, TextSide]:
         """(image embeddings [B, D], the class side with text features [B, N, D])."""
-        image_embeddings = self.clip.encode_image(image)
+        image_embeddings = image_features_of(self.clip, image)
         ctx = self.prompt_learner(normalize(image_embeddings))
         tokens = self.prompt_learner.class_tokens
         chunk = max(1, self.max_text_batch // len(tokens))
@@ -58,7 +61,9 @@ class ConditionalPromptedCLIP(PromptedCLIP):
         embeddings = tokens.embeddings.unsqueeze(0).expand(images, -1, -1, -1).flatten(0, 1)
         eot = tokens.eot.repeat(images)
         prompt = ctx.unsqueeze(1).expand(-1, n_cls, -1, -1).flatten(0, 1)
-        features = self.clip.encode_text_embeddings(embeddings, eot, [prompt])
+        # each image's start of text and context: one prefix for all its classes
+        shared = SharedPrefix(1 + ctx.shape[1], groups=images)
+        features = self.clip.encode_text_embeddings(embeddings, eot, [prompt], shared)
         return features.view(images, n_cls, -1)
 
 

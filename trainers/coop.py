@@ -111,8 +111,10 @@ def context_schedule(tokens: ClassTokens, ctx: torch.Tensor, name_lens: list[int
     embeddings = tokens.embeddings
     n_cls, length, width = embeddings.shape
     n_ctx = ctx.shape[-2]
-    ctx = (ctx if ctx.dim() == 3 else ctx.unsqueeze(0).expand(n_cls, -1, -1)).to(embeddings.dtype)
     half = n_ctx // 2 if position == "middle" else 0
+    # start of text and the context before the name: the same in every prompt unless per class
+    shared = 1 + half if ctx.dim() == 2 else None
+    ctx = (ctx if ctx.dim() == 3 else ctx.unsqueeze(0).expand(n_cls, -1, -1)).to(embeddings.dtype)
     # one gather for all classes (a loop of per-class slices costs O(classes²) in backward):
     # output position p holds context token p - 1 (p <= half), the name (moved left by the
     # n_ctx - half context tokens that follow it), context token half + ... after the name, and
@@ -127,7 +129,7 @@ def context_schedule(tokens: ClassTokens, ctx: torch.Tensor, name_lens: list[int
     from_ctx = (first_ctx | second_ctx)[..., None]
     picked = ctx.gather(1, ctx_index[..., None].expand(-1, -1, width))
     kept = embeddings.gather(1, source[..., None].expand(-1, -1, width))
-    return PromptSchedule(torch.where(from_ctx, picked, kept), tokens.eot)
+    return PromptSchedule(torch.where(from_ctx, picked, kept), tokens.eot, shared_prefix=shared)
 
 
 @TRAINER_REGISTRY.register()

@@ -46,6 +46,7 @@ from trainers.base import (
 )
 from trainers.cocoop import CoCoOpPromptLearner  # noqa: F401  (registers MCoCoOp's learner)
 from trainers.coop import CoOpPromptLearner, context_schedule, name_lengths
+from trainers.feature_cache import image_embeddings
 from trainers.ivlp import vision_layers
 from trainers.learners import register_learner
 from trainers.objective import TERM_REGISTRY, PartContext, Term
@@ -285,12 +286,13 @@ class MVLPTPromptedCLIP(PromptedCLIP):
     """CLIP driven by :class:`MVLPTPromptLearner`: visual prompts after ``ln_pre``, with
     per-image dropout in training."""
 
+    cached_images = "schedule"  # trainers/feature_cache.py
+
     def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, TextSide]:
         text = self.text_side()
         schedule = text.schedule
         vision = self.prompt_learner.drop(schedule.vision, image.shape[0])
-        return self.clip.encode_image(image, vision,
-                                      prompt_after_ln_pre=schedule.vision_after_ln_pre), text
+        return image_embeddings(self.clip, image, vision, schedule.vision_after_ln_pre), text
 
 
 class FixedTextMVLPTPromptedCLIP(MVLPTPromptedCLIP, FixedTextPromptedCLIP):
@@ -400,7 +402,7 @@ class MVLPT(PromptTrainer):
         (multi-label tasks), which the objective takes as soft targets."""
         target = batch.get("target")
         label = batch["label"] if target is None else target
-        return batch["img"].to(self.device), label.to(self.device)
+        return self.batch_images(batch), label.to(self.device)
 
     def parse_batch_test(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         return self.parse_batch_train(batch)

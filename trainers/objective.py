@@ -38,6 +38,7 @@ from torch import nn
 
 from engine.metrics import compute_accuracy
 from engine.registry import Registry
+from trainers.feature_cache import cached_text_features
 from trainers.outputs import ForwardOutput, normalize
 
 __all__ = ["PartContext", "Term", "CrossEntropy", "SigmoidLoss", "HandCraftedTerm", "Losses",
@@ -131,10 +132,16 @@ def hand_crafted_text_features(clip_model: nn.Module, classnames: Sequence[str],
         raise ValueError("hand-crafted text features need at least one template")
     names = [name.replace("_", " ") for name in classnames]
     prompts = [template.replace("{}", name) for template in templates for name in names]
-    tokens = clip_model.tokenizer(prompts).to(clip_model.token_embedding.weight.device)
-    features = torch.cat([clip_model.encode_text(chunk).float()
-                          for chunk in tokens.split(max_batch)])
-    return features.view(len(templates), len(names), -1).mean(dim=0)
+
+    def compute() -> torch.Tensor:
+        tokens = clip_model.tokenizer(prompts).to(clip_model.token_embedding.weight.device)
+        features = torch.cat([clip_model.encode_text(chunk).float()
+                              for chunk in tokens.split(max_batch)])
+        return features.view(len(templates), len(names), -1).mean(dim=0)
+
+    # FEATURE_CACHE.DIR: the same prompts on the same weights read back (feature_cache.py)
+    return cached_text_features(clip_model, f"hand-crafted text, mean of {len(templates)}",
+                                prompts, compute)
 
 
 class HandCraftedTerm(Term):

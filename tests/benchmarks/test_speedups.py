@@ -103,8 +103,8 @@ def test_text_tower_runs_77_tokens_only_without_truncation(model, tokens):
         lambda _, args: lengths.append(args[0].shape[1]))
     try:
         encode(model, tokens, text_truncation=False)
-        encode(model, tokens, length_groups=False)
-        encode(model, tokens, **MANY_GROUPS)
+        encode(model, tokens, length_groups=False, shared_prefix=False)
+        encode(model, tokens, **MANY_GROUPS, shared_prefix=False)
     finally:
         hook.remove()
     longest = int(tokens.argmax(-1).max()) + 1
@@ -157,7 +157,7 @@ def test_maple_logits_equal_on_off_and_cached(model):
         calls = []
         hook = model.transformer.register_forward_pre_hook(lambda *_: calls.append(1))
         try:
-            with prompted.caching_text_features(), speedups(**MANY_GROUPS):
+            with prompted.caching_text_features(), speedups(**MANY_GROUPS, shared_prefix=False):
                 cached = [prompted(images()) for _ in range(3)]
         finally:
             hook.remove()

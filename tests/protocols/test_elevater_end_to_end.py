@@ -85,3 +85,24 @@ def test_single_task_joint_run_and_transfer(data: Path, tmp_path: Path) -> None:
     metrics = [float(x) for x in re.findall(r"\* (?:accuracy|11point_mAP): ([\d.]+)%", final)]
     average = float(re.search(r"\* average: ([\d.]+)%", final).group(1))
     assert len(metrics) == 2 and abs(average - sum(metrics) / 2) < 0.01
+
+
+def test_single_task_training_from_cached_features(data: Path, tmp_path: Path) -> None:
+    """ELEVATER's transform draws no random numbers: MCoOp trains from cached image features
+    (every epoch after the first, and every epoch of a later run) with the same results."""
+    logs = {}
+    for name in ("plain", "first", "again"):
+        extra = "" if name == "plain" else f" FEATURE_CACHE.DIR {tmp_path / 'cache'}"
+        (command,) = script_commands("main_single_elevater_cut.sh", "CoOp", "demo_tiny", "2",
+                                     "2", "1", "cifar-10", str(data), str(tmp_path / name),
+                                     MODEL_DIR="none",
+                                     EXTRA_OPTS=TINY + " OPTIM.MAX_EPOCH 2" + extra)
+        logs[name] = run(command)
+    results = {name: re.findall(r"\* (?:accuracy|loss|total): [\d.]+", log.split(
+        "Finish training")[1]) for name, log in logs.items()}
+    assert results["plain"] and results["first"] == results["plain"] == results["again"]
+    assert "not used" not in logs["first"]
+    losses = {name: re.findall(r"loss [\d.]+ \(", log) for name, log in logs.items()}
+    assert losses["plain"] and losses["first"] == losses["plain"] == losses["again"]
+    assert re.search(r"Feature cache .*: [1-9]\d* features read, [1-9]\d* computed", logs["first"])
+    assert re.search(r"Feature cache .*: [1-9]\d* features read, 0 computed", logs["again"])

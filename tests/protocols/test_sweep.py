@@ -216,6 +216,12 @@ def test_cli_errors(tmp_path: Path) -> None:
                      "--output", str(tmp_path), "--dry-run", "--", "OPTIM.MAX_EPOCH", "1")
     assert result.returncode == 0
     assert "todo  base2new/train_base/MaPLe/vit_b16_c2_ep5_batch4_2ctx/dtd/seed1" in result.stdout
+    # the jobs share a feature cache under the output root unless --no-feature-cache
+    assert (f"EXTRA_OPTS='OPTIM.MAX_EPOCH 1 FEATURE_CACHE.DIR {tmp_path.resolve()}/feature_cache'"
+            in result.stdout)
+    result = run_cli("base2new", "--methods", "maple", "--datasets", "dtd", "--seeds", "1",
+                     "--output", str(tmp_path), "--dry-run", "--no-feature-cache", "--",
+                     "OPTIM.MAX_EPOCH", "1")
     assert "EXTRA_OPTS='OPTIM.MAX_EPOCH 1'" in result.stdout
 
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import clip
-from clip.model import CLIP
+from clip.model import CLIP, speedups
 from engine.checkpoint import load_checkpoint
 from engine.config import get_cfg_default
 from trainers.base import PromptedCLIP, embed_words, normalize
@@ -58,7 +58,7 @@ def run_recording(model: CLIP, learner) -> tuple[list[torch.Tensor], list[torch.
     """(text block inputs, vision block inputs) of one forward pass."""
     text_in, text_hooks = block_inputs(model.transformer)
     vision_in, vision_hooks = block_inputs(model.visual.transformer)
-    with torch.no_grad():
+    with torch.no_grad(), speedups(shared_prefix=False):  # whole sequences through each block
         PromptedCLIP(model, learner)(images())
     for hook in text_hooks + vision_hooks:
         hook.remove()

@@ -1,0 +1,232 @@
+"""Shared causal prefixes: the tokens every class prompt begins with, computed once.
+
+CLIP's text mask is causal, so a token's hidden state at every layer depends only on the tokens
+before it. When the first ``P`` tokens of many sequences are the same (the start-of-text token
+and the context before the class name, with the same deep prompts written over them), their
+hidden states, keys and values are the same for every sequence. This module runs those ``P``
+tokens once (per group of sequences that share them), records each layer's keys and values, and
+runs only the per-sequence suffixes, whose attention takes the prefix's keys and values in front
+of their own. The function computed is the same; only the rounding of fp sums may differ.
+
+Where the prefix comes from:
+
+* :class:`SharedPrefix` given by the caller (a prompt learner's layout says where the
+  class-dependent part starts): the first ``length`` tokens are the same function of the inputs
+  within each of ``groups`` consecutive, equal-size groups of sequences (CoCoOp: one group per
+  image). The promise covers the token embeddings and the layer-0 prompt; deeper prompts must be
+  shared (``[n, d]``) or the prefix stops at the prompt slot.
+* Otherwise it is read off the inputs where that is safe: token embeddings that carry no
+  gradient are compared row by row, and a shared layer-0 prompt covers its slot.
+
+A residual block whose output at a position depends on more than the tokens up to it (a
+per-class adapter, say) sets ``prefix_shareable = False``; a transformer that is not causal
+never shares. ``clip.model.SPEEDUPS.shared_prefix`` switches it all off.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .model import SPEEDUPS, Prompts, _batched, _select_prompts, text_groups
+
+KV = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class SharedPrefix:
+    """The first ``length`` tokens are the same within each of ``groups`` consecutive groups of
+    sequences (equal sizes)."""
+
+    length: int
+    groups: int = 1
+
+
+def plan_prefix(model: nn.Module, embeddings: torch.Tensor, eot_indices: torch.Tensor,
+                prompts: Prompts, declared: SharedPrefix | int | None) -> SharedPrefix | None:
+    """The prefix worth sharing for this call, or ``None`` to run the sequences whole."""
+    if not (SPEEDUPS.shared_prefix and SPEEDUPS.text_truncation
+            and SPEEDUPS.attention == "sdpa") or not shareable(model.transformer):
+        return None
+    count = embeddings.shape[0]
+    if isinstance(declared, int):
+        declared = SharedPrefix(declared)
+    if declared is not None and (declared.groups < 1 or count % declared.groups
+                                 or declared.length < 0):
+        raise ValueError(f"a shared prefix of {declared.length} tokens in {declared.groups} "
+                         f"groups does not fit {count} sequences (the groups must be equal)")
+    found = declared if declared is not None else detect(embeddings, prompts)
+    if found is None:
+        return None
+    length = min(found.length, int(eot_indices.min()))  # every end-of-text token in a suffix
+    for prompt in (prompts or [])[1:]:
+        if prompt is not None and prompt.dim() == 3 and prompt.shape[0] > 1:
+            length = min(length, 1)  # per-sequence deep prompts: only the slot's start is shared
+    if length < 2 or count < 2 * found.groups:
+        return None
+    return SharedPrefix(length, found.groups)
+
+
+def shareable(transformer: nn.Module) -> bool:
+    return all(getattr(block, "causal", False) and getattr(block, "prefix_shareable", True)
+               and hasattr(block.attn, "kv_hook") for block in transformer.resblocks)
+
+
+def detect(embeddings: torch.Tensor, prompts: Prompts) -> SharedPrefix | None:
+    """The prefix equal in every sequence, where equal values are the same computation: token
+    embeddings without a gradient, and positions written by one shared layer-0 prompt."""
+    if embeddings.requires_grad:
+        return None  # equal values may come from different parameters
+    first = prompts[0] if prompts else None
+    covered = 0
+    if first is not None:
+        if first.dim() == 3 and first.shape[0] > 1:
+            return None
+        covered = first.shape[-2]
+    length = 0
+    while length < embeddings.shape[1] and (
+            1 <= length <= covered or bool((embeddings[:, length] == embeddings[0, length]).all())):
+        length += 1
+    return SharedPrefix(length)
+
+
+def encode_with_prefix(model: nn.Module, embeddings: torch.Tensor, eot_indices: torch.Tensor,
+                       prompts: Prompts, shared: SharedPrefix) -> torch.Tensor:
+    """``model.encode_text_embeddings`` with the prefix ``shared`` computed once per group."""
+    count, context, _ = embeddings.shape
+    per_group = count // shared.groups
+    kv = prefix_keys_values(model, embeddings, prompts, shared, per_group)
+    plan = text_groups(eot_indices - shared.length, context - shared.length, SPEEDUPS)
+    if len(plan) == 1 and plan[0][0] is None:
+        everything = torch.arange(count, device=embeddings.device)
+        return run_suffix(model, embeddings, eot_indices, prompts, kv, shared.length,
+                          everything // per_group, plan[0][1])
+    plan = [(idx.to(embeddings.device), length) for idx, length in plan]
+    features = [run_suffix(model, embeddings[idx], eot_indices[idx],
+                           _select_prompts(prompts, idx, count), kv, shared.length,
+                           idx // per_group, length) for idx, length in plan]
+    order = torch.cat([idx for idx, _ in plan])
+    return torch.cat(features)[torch.argsort(order)]
+
+
+def prefix_keys_values(model: nn.Module, embeddings: torch.Tensor, prompts: Prompts,
+                       shared: SharedPrefix, per_group: int) -> list[KV]:
+    """Each layer's keys and values ``[groups, heads, P, d / heads]`` of the prefix, run on the
+    first sequence of every group."""
+    first = torch.arange(shared.groups, device=embeddings.device) * per_group
+    length = shared.length
+    x = embeddings[first, :length].to(model.dtype)
+    count = embeddings.shape[0]
+    prefix_prompts = [None if p is None else _rows(p, first, count)[..., :length - 1, :]
+                      for p in (prompts or [])]
+    x = _write(x, _at(prefix_prompts, 0), 1)
+    x = x + model.positional_embedding[:length].to(x.dtype)
+    recorded: list[KV] = []
+    for i, block in enumerate(model.transformer.resblocks):
+        if i:
+            x = _write(x, _at(prefix_prompts, i), 1)
+        with _hooked(block.attn, _Record(recorded)):
+            x = block(x)
+    return recorded
+
+
+def run_suffix(model: nn.Module, embeddings: torch.Tensor, eot_indices: torch.Tensor,
+               prompts: Prompts, kv: list[KV], start: int, group_of: torch.Tensor,
+               length: int) -> torch.Tensor:
+    """Features of the sequences' tokens ``start .. start + length`` attending to the prefix's
+    keys and values (``group_of``: each sequence's group)."""
+    suffix_prompts = [None if p is None or p.shape[-2] < start else p[..., start - 1:, :]
+                      for p in (prompts or [])]
+    x = embeddings[:, start:start + length].to(model.dtype)
+    x = _write(x, _at(suffix_prompts, 0), 0)
+    x = x + model.positional_embedding[start:start + length].to(x.dtype)
+    single = bool((group_of == group_of[0]).all())
+    mask = torch.ones(length, start + length, dtype=torch.bool, device=x.device).tril_(start)
+    attend = [_Attend(k, v, group_of, single, mask) for k, v in kv]
+    transformer = model.transformer
+    for first, end, recompute in transformer.segments():
+        run = functools.partial(_run_blocks, transformer.resblocks, first, end, suffix_prompts,
+                                attend)
+        x = checkpoint(run, x, use_reentrant=False) if recompute else run(x)
+    x = model.ln_final(x)
+    x = x[torch.arange(x.shape[0], device=x.device), eot_indices - start]
+    return x @ model.text_projection.to(x.dtype)
+
+
+def _run_blocks(blocks: nn.Sequential, first: int, end: int, prompts: list,
+                attend: list[Callable], x: torch.Tensor) -> torch.Tensor:
+    # the hooks are set inside the function, so a recomputation in the backward pass has them
+    for i in range(first, end):
+        if i:
+            x = _write(x, _at(prompts, i), 0)
+        with _hooked(blocks[i].attn, attend[i]):
+            x = blocks[i](x)
+    return x
+
+
+class _Record:
+    """Attention hook of the prefix run: keeps the keys and values, attends causally."""
+
+    def __init__(self, into: list[KV]) -> None:
+        self.into = into
+
+    def __call__(self, k: torch.Tensor, v: torch.Tensor):
+        self.into.append((k, v))
+        return k, v, None
+
+
+class _Attend:
+    """Attention hook of a suffix run: the prefix's keys and values in front of the suffix's,
+    with the causal mask shifted by the prefix's length."""
+
+    def __init__(self, k: torch.Tensor, v: torch.Tensor, group_of: torch.Tensor, single: bool,
+                 mask: torch.Tensor) -> None:
+        self.k, self.v, self.group_of, self.single, self.mask = k, v, group_of, single, mask
+
+    def __call__(self, k: torch.Tensor, v: torch.Tensor):
+        count = k.shape[0]
+        if self.single:
+            pk = self.k[self.group_of[:1]].expand(count, -1, -1, -1)
+            pv = self.v[self.group_of[:1]].expand(count, -1, -1, -1)
+        else:
+            pk, pv = self.k[self.group_of], self.v[self.group_of]
+        return (torch.cat([pk.to(k.dtype), k], dim=2), torch.cat([pv.to(v.dtype), v], dim=2),
+                self.mask)
+
+
+@contextmanager
+def _hooked(attn: nn.Module, hook: Callable) -> Iterator[None]:
+    attn.kv_hook = hook
+    try:
+        yield
+    finally:
+        attn.kv_hook = None
+
+
+def _at(prompts: list, i: int) -> torch.Tensor | None:
+    return prompts[i] if i < len(prompts) else None
+
+
+def _rows(prompt: torch.Tensor, rows: torch.Tensor, count: int) -> torch.Tensor:
+    """A prompt for the given sequences: per-sequence prompts indexed, shared ones kept."""
+    if prompt.dim() == 3 and prompt.shape[0] == count and count > 1:
+        return prompt[rows.to(prompt.device)]
+    return prompt
+
+
+def _write(x: torch.Tensor, prompt: torch.Tensor | None, start: int) -> torch.Tensor:
+    """``x`` with tokens ``start .. start + n`` replaced by ``prompt`` (nothing when ``None``
+    or empty)."""
+    if prompt is None or prompt.shape[-2] == 0:
+        return x
+    prompt = _batched(prompt, x.shape[0]).to(x.dtype)
+    end = start + prompt.shape[1]
+    if end > x.shape[1]:
+        raise ValueError(f"prompt slot {start}..{end} does not fit in {x.shape[1]} tokens")
+    return torch.cat([x[:, :start], prompt, x[:, end:]], dim=1)
