@@ -226,7 +226,7 @@ class PromptedCLIP(nn.Module):
             logits=self.logits(image_features, text.features), image_features=image_features,
             text_features=text.features, image_embeddings=image_embeddings,
             text_embeddings=text.embeddings, logit_scale=self.clip.logit_scale.exp(),
-            frozen_image_features=frozen_features)
+            frozen_image_features=frozen_features, images=image)
 
     @torch.no_grad()
     def frozen_image_features(self, image: torch.Tensor) -> torch.Tensor:
