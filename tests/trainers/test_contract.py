@@ -236,3 +236,39 @@ def test_gpa_on_maple_from_a_config_file_resumes_to_the_uninterrupted_weights(tm
     assert resumed.start_epoch == 2
     for key, value in resumed.model.prompt_learner.state_dict().items():
         torch.testing.assert_close(value, final[key], atol=1e-6, rtol=0)
+
+
+def test_the_contributing_example_is_one_file_that_trains(tmp_path, backbone):
+    """CONTRIBUTING.md's worked example, run as written: a learner reading the dataset's
+    template from the context, a declaration, nothing else."""
+    import importlib.util
+    import re
+    import sys
+
+    text = (REPO / "CONTRIBUTING.md").read_text()
+    section = text[text.index("### Add a method"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert len(code.splitlines()) <= 70  # TCP-sized
+    path = tmp_path / "class_aware_example.py"
+    path.write_text(code)
+    spec = importlib.util.spec_from_file_location("class_aware_example", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    from engine import TRAINER_REGISTRY
+
+    assert TRAINER_REGISTRY.get("ClassAwareCoOp") is module.ClassAwareCoOp
+    cfg = get_cfg_default()
+    cfg.merge_from_list(["DATASET.NAME", "OxfordPets", "TRAINER.CLASS_AWARE.N_CTX", "2"])
+    method = assemble(module.ClassAwareCoOp.declaration, cfg, backbone, CLASSNAMES)
+    learner = method.learner
+    assert learner.ctx.shape == (2, 64) and method.objective.names == ["ce", "kg"]
+    assert method.learner_config == {"TRAINER.CLASS_AWARE.N_CTX": 2}
+    assert set(learner.state_dict()) == {"ctx", "project.weight", "project.bias"}
+    optim = torch.optim.SGD(method.trained_parameters(), lr=1.0)
+    losses = method.losses(images(2, seed=1), torch.tensor([0, 3]))
+    method.backward(losses, lambda loss: loss.backward())
+    assert learner.project.weight.grad.abs().sum() > 0 and learner.ctx.grad.abs().sum() > 0
+    optim.step()
+    with torch.no_grad():
+        assert method.model.eval()(images(3, seed=2)).shape == (3, len(CLASSNAMES))
