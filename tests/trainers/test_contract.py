@@ -272,3 +272,29 @@ def test_the_contributing_example_is_one_file_that_trains(tmp_path, backbone):
     optim.step()
     with torch.no_grad():
         assert method.model.eval()(images(3, seed=2)).shape == (3, len(CLASSNAMES))
+
+
+def test_a_trainer_subclass_declaring_with_class_attributes_still_works(backbone):
+    """The registration of earlier versions: class attributes on a PromptTrainer subclass, or
+    on a subclass of a declared method's trainer, become the declaration they describe."""
+    from trainers.base import PromptTrainer
+    from trainers.kgcoop import KgCoOp
+
+    class LegacyKg(PromptTrainer):
+        config_node, model_name, learner_name = "COOP", "PromptLearner", "CoOp"
+        term_names = ("CE", "KgCoOp")
+
+    class PlainKg(KgCoOp):
+        term_names = ("CE",)
+
+    assert (LegacyKg.declaration.name, LegacyKg.declaration.node, LegacyKg.declaration.terms,
+            LegacyKg.model_name) == ("LegacyKg", "COOP", ("CE", "KgCoOp"), "PromptLearner")
+    assert PlainKg.declaration.terms == ("CE",)
+    assert PlainKg.declaration.learner_init is KgCoOp.declaration.learner_init
+    cfg = get_cfg_default()
+    cfg.merge_from_list(["DATASET.NAME", "OxfordPets", "TRAINER.COOP.N_CTX", "2"])
+    method = LegacyKg.assemble(cfg, backbone, CLASSNAMES)
+    assert method.objective.names == ["ce", "kg"] and method.learner.ctx.shape == (2, 64)
+    cfg.merge_from_list(["TRAINER.COOP.CTX_INIT", "True"])
+    assert PlainKg.assemble(cfg, backbone, CLASSNAMES).learner_settings["ctx_init"] == (
+        "a photo of a")  # KgCoOp's reading of CTX_INIT: True, inherited
