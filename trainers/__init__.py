@@ -10,6 +10,7 @@ from trainers import (  # noqa: F401  (registration)
     mvlpt,
     prograd,
     promptsrc,
+    tcp,
     vpt,
     zsclip,
 )

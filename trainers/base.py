@@ -435,8 +435,12 @@ class PromptTrainer(TrainerX):
 
     @classmethod
     def learner_settings(cls, cfg, name: str) -> dict[str, Any]:
-        """The keyword arguments of the learner ``name``, from :meth:`learner_node`."""
-        return learner_entry(name).settings(cls.learner_node(cfg, name))
+        """The keyword arguments of the learner ``name``, from :meth:`learner_node` (and, for
+        a learner class with a ``run_settings(cfg)``, what it reads from the run: its dataset)."""
+        entry = learner_entry(name)
+        run_settings = getattr(entry.cls, "run_settings", None)
+        extra = run_settings(cfg) if run_settings is not None else {}
+        return {**entry.settings(cls.learner_node(cfg, name)), **extra}
 
     @classmethod
     def make_prompt_learner(cls, cfg, classnames: Sequence[str],
