@@ -139,17 +139,23 @@ class MultiheadAttention(nn.Module):
         self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * embed_dim))
         self.out_proj = nn.Linear(embed_dim, embed_dim)
+        self.adapter = None  # an attention adapter while clip.adapters.adapted() runs
 
     def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
-        if SPEEDUPS.attention == "mha":
+        adapter = self.adapter
+        if SPEEDUPS.attention == "mha" and adapter is None:
             return self.forward_official(x, causal)
         batch, length, width = x.shape
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+        if adapter is not None:
+            qkv = _added(qkv, adapter.in_proj(x))
         # [B, L, 3d] -> 3 x [B, heads, L, d / heads]
         qkv = qkv.view(batch, length, 3, self.num_heads, width // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
         out = out.transpose(1, 2).reshape(batch, length, width)
+        if adapter is not None:
+            return _added(self.out_proj(out), adapter.out_proj(out))
         return self.out_proj(out)
 
     def forward_official(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
@@ -166,6 +172,10 @@ class MultiheadAttention(nn.Module):
             self.in_proj_bias, None, None, False, 0.0, self.out_proj.weight, self.out_proj.bias,
             training=self.training, need_weights=False, attn_mask=mask)
         return out.transpose(0, 1)
+
+
+def _added(x: torch.Tensor, delta: torch.Tensor | None) -> torch.Tensor:
+    return x if delta is None else x + delta.to(x.dtype)
 
 
 class ResidualAttentionBlock(nn.Module):
@@ -226,6 +236,7 @@ class Transformer(nn.Module):
         self.layers = layers
         self.heads = heads
         self.checkpoint_segments = 1
+        self.residual_adapters = None  # per-block callables while clip.adapters.adapted() runs
         self.resblocks = nn.Sequential(
             *[ResidualAttentionBlock(width, heads, causal, activation, mlp_ratio)
               for _ in range(layers)])
@@ -258,7 +269,9 @@ class Transformer(nn.Module):
         for i in range(start, end):
             if prompts is not None and i < len(prompts) and prompts[i] is not None:
                 x = write_slot(x, prompts[i], slot_start)
-            x = self.resblocks[i](x)
+            adapter = self.residual_adapters[i] if self.residual_adapters is not None else None
+            y = self.resblocks[i](x)
+            x = y if adapter is None else y + adapter(x, self.resblocks[i])
         return x
 
 
