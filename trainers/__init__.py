@@ -7,6 +7,7 @@ from trainers import (  # noqa: F401  (registration)
     ivlp,
     kgcoop,
     maple,
+    mma,
     mvlpt,
     prograd,
     promptsrc,

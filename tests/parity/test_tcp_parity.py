@@ -42,6 +42,17 @@ def assert_grad(ours: torch.Tensor, expected: dict | torch.Tensor) -> None:
     torch.testing.assert_close(sample, expected["sample"], atol=TOL, rtol=1e-3)
 
 
+def assert_eval_matches(method, expected: dict) -> None:
+    """Eval-mode logits, image and text features (before normalisation) as the fixture's."""
+    method.model.eval()
+    with torch.no_grad():
+        out = method.model.output(recipe.images())
+    torch.testing.assert_close(out.logits, expected["logits"], atol=TOL, rtol=0)
+    torch.testing.assert_close(out.image_embeddings, expected["image_features"], atol=TOL,
+                               rtol=0)
+    torch.testing.assert_close(out.text_embeddings, expected["text_features"], atol=TOL, rtol=0)
+
+
 @pytest.mark.parametrize("name", ["TCP", "TCP_layer4_pets"])
 def test_tcp_reproduces_official_logits_loss_and_gradients(parity_clip, name):
     spec, expected = recipe.fixture(name)
@@ -57,9 +68,9 @@ def test_tcp_reproduces_official_logits_loss_and_gradients(parity_clip, name):
     torch.testing.assert_close(learner.class_aware_tokens(), expected["class_aware_tokens"],
                                atol=TOL, rtol=0)
     labels = torch.tensor(spec["labels_for_loss"])
+    assert_eval_matches(method, expected)
+    method.model.train()
     out = method.model.output(recipe.images())
-    torch.testing.assert_close(out.logits, expected["logits"], atol=TOL, rtol=0)
-    torch.testing.assert_close(out.text_embeddings, expected["text_features"], atol=TOL, rtol=0)
     losses = method.objective(out, labels)
     assert abs(losses.total.item() - spec["loss"]) < TOL
     assert abs(losses.terms["ce"].item() - spec["loss_ce"]) < TOL
