@@ -39,12 +39,12 @@ import math
 import torch
 from torch import nn
 
-from engine import TRAINER_REGISTRY
 from engine.checkpoint import load_checkpoint
 from engine.config import CN, register_config
 from trainers.adapted import TOWERS, AdaptedCLIP
 from trainers.base import ClassTokens, PromptSchedule, PromptTrainer
 from trainers.learners import register_learner
+from trainers.method import Method, register_method
 
 logger = logging.getLogger(__name__)
 
@@ -218,30 +218,21 @@ class CLIPLoRALearner(nn.Module):
                     p.copy_(state[id(p)])
 
 
-@TRAINER_REGISTRY.register()
-class CLIPLoRA(PromptTrainer):
+class CLIPLoRATrainer(PromptTrainer):
     """Low-rank adaptation of CLIP's attention, on an iteration schedule."""
 
-    config_node = "CLIPLORA"
-    model_name = "lora"
-    learner_name = "CLIPLoRA"
     checkpoint_free_keys = ("PREC", "N_ITERS", "DROPOUT_RATE", "LORA_FILE")
 
     @property
     def total_iters(self) -> int:
         return int(self.node.N_ITERS) * max(1, int(self.cfg.DATASET.NUM_SHOTS))
 
-    @classmethod
-    def make_prompt_learner(cls, cfg, classnames, clip_model):
-        learner = super().make_prompt_learner(cfg, classnames, clip_model)
-        path = cfg.TRAINER.CLIPLORA.LORA_FILE
-        if path:
-            learner.load_official(load_checkpoint(path), path)
-            logger.info("Loaded the official LoRA file %s", path)
-        return learner
-
     def build_model(self) -> None:
         super().build_model()
+        path = self.node.LORA_FILE
+        if path:
+            self.method.learner.load_official(load_checkpoint(path), path)
+            logger.info("Loaded the official LoRA file %s", path)
         if self.train_loader_x is None:
             return
         batches = max(1, len(self.train_loader_x))
@@ -265,3 +256,9 @@ class CLIPLoRA(PromptTrainer):
         self.model_update()
         self.sched.step()  # every iteration
         return {"loss": losses.total.item(), **losses.figures()}
+
+
+CLIPLoRA = register_method(Method("CLIPLoRA", node="CLIPLORA", learner="CLIPLoRA",
+                                  model_name="lora",
+                                  doc="Low-rank adaptation of CLIP's attention (CLIP-LoRA)."),
+                           trainer=CLIPLoRATrainer, module=__name__)

@@ -23,11 +23,11 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from engine import TRAINER_REGISTRY
 from engine.config import CN, register_config
 from trainers.adapted import TOWERS, AdaptedCLIP
-from trainers.base import ClassTokens, PromptSchedule, PromptTrainer
-from trainers.learners import register_learner
+from trainers.base import ClassTokens, PromptSchedule
+from trainers.learners import official_learner_keys, register_learner
+from trainers.method import Method, register_method
 
 
 @register_config
@@ -80,7 +80,15 @@ class BlockAdapter:
         return GradientScale.apply(y, 1.0 / self.scale)
 
 
-@register_learner("MultiModalAdapter", node="MMADAPTER", settings=mma_settings)
+def mma_official_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official files also hold the class prompts' ``token_embedding`` and
+    ``tokenized_prompts`` buffers (rebuilt from the class names here): dropped."""
+    return official_learner_keys({k: v for k, v in state_dict.items() if k.removeprefix(
+        "adapter_learner.") not in ("token_embedding", "tokenized_prompts")})
+
+
+@register_learner("MultiModalAdapter", node="MMADAPTER", settings=mma_settings,
+                  official_keys=mma_official_keys)
 class MMAdapterLearner(nn.Module):
     """``text_adapter``, ``visual_adapter`` and ``shared_adapter``: ``{block (1-based):
     module}`` (the official state-dict names), and the fixed class prompts."""
@@ -129,18 +137,8 @@ class MMAdapterLearner(nn.Module):
         return PromptSchedule(self.class_tokens.embeddings, self.class_tokens.eot)
 
 
-@TRAINER_REGISTRY.register()
-class MultiModalAdapter(PromptTrainer):
-    """Multi-modal adapters on the higher layers of both towers."""
-
-    config_node = "MMADAPTER"
-    model_name = "adapter_learner"
-    learner_name = "MultiModalAdapter"
-    checkpoint_free_keys = ("PREC",)
-
-    @classmethod
-    def map_official_state_dict(cls, state_dict):
-        """Official files also hold the class prompts' ``token_embedding`` and
-        ``tokenized_prompts`` buffers (rebuilt from the class names here): dropped."""
-        return {k: v for k, v in state_dict.items()
-                if k not in ("token_embedding", "tokenized_prompts")}
+MultiModalAdapter = register_method(
+    Method("MultiModalAdapter", node="MMADAPTER", learner="MultiModalAdapter",
+           model_name="adapter_learner",
+           doc="Multi-modal adapters on the higher layers of both towers."),
+    module=__name__)

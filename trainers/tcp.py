@@ -26,11 +26,11 @@ import torch
 from torch import nn
 
 from clip.model import QuickGELU
-from engine import TRAINER_REGISTRY
 from engine.config import CN, register_config
 from trainers.base import ClassTokens, PromptSchedule, normalize, word_context
-from trainers.kgcoop import KgCoOp, KnowledgeGuidance
+from trainers.kgcoop import KnowledgeGuidance
 from trainers.learners import first_key, register_learner
+from trainers.method import Method, register_method
 from trainers.objective import TERM_REGISTRY, PartContext, Term
 from trainers.objective import hand_crafted_text_features as hand_crafted
 from trainers.templates import KGCOOP_TEMPLATES
@@ -76,8 +76,11 @@ def tcp_templates(dataset: str) -> tuple[str, str]:
             TCP_HANDCRAFTED_TEMPLATES.get(dataset, "a photo of a {}."))
 
 
-def tcp_settings(node: CN) -> dict:
-    return {"n_ctx": first_key(node, "N_CTX", "N_CTX_TEXT"), "ctx_init": node.CTX_INIT}
+def tcp_settings(node: CN, ctx: PartContext) -> dict:
+    """TRAINER.COOP's N_CTX and CTX_INIT; the run's dataset (its templates) and
+    TRAINER.TCP.LAYER."""
+    return {"n_ctx": first_key(node, "N_CTX", "N_CTX_TEXT"), "ctx_init": node.CTX_INIT,
+            "dataset": ctx.dataset_name, "layer": int(ctx.cfg.TRAINER.TCP.LAYER)}
 
 
 @register_learner("TCP", node="COOP", settings=tcp_settings)
@@ -85,8 +88,7 @@ class TCPPromptLearner(nn.Module):
     """``ctx`` ``[4, d]`` and ``meta_net``: hand-crafted class feature -> 4 class-aware tokens,
     written into the context positions before text layer ``layer``.
 
-    ``dataset`` picks TCP's class prompt and hand-crafted template (the run's dataset: the
-    trainers pass DATASET.NAME through :meth:`run_settings`).
+    ``dataset`` picks TCP's class prompt and hand-crafted template (the run's DATASET.NAME).
     """
 
     def __init__(self, clip_model: nn.Module, classnames: list[str], n_ctx: int = 4,
@@ -117,11 +119,6 @@ class TCPPromptLearner(nn.Module):
             ("linear2", nn.Linear(dim // 4, CLASS_TOKENS * width)),
         ]))
 
-    @staticmethod
-    def run_settings(cfg) -> dict:
-        """Settings from the run's config beyond the learner's node."""
-        return {"dataset": cfg.DATASET.NAME, "layer": int(cfg.TRAINER.TCP.LAYER)}
-
     def class_aware_tokens(self) -> torch.Tensor:
         """``[N, 4, d]``: each class's tokens from its hand-crafted feature."""
         net = self.meta_net
@@ -134,7 +131,7 @@ class TCPPromptLearner(nn.Module):
         return PromptSchedule(self.class_tokens.embeddings, self.class_tokens.eot, text=text)
 
 
-@TERM_REGISTRY.register(name="TCP")
+@TERM_REGISTRY.register(name="TCP", node="TCP")
 def tcp_terms(ctx: PartContext) -> list[Term]:
     """KgCoOp's term against TCP's hand-crafted prompts, weighted by TRAINER.TCP.KG_WEIGHT."""
     _, template = tcp_templates(ctx.cfg.DATASET.NAME)
@@ -142,10 +139,5 @@ def tcp_terms(ctx: PartContext) -> list[Term]:
     return [KnowledgeGuidance(features, weight=float(ctx.cfg.TRAINER.TCP.KG_WEIGHT))]
 
 
-@TRAINER_REGISTRY.register()
-class TCP(KgCoOp):
-    """Textual-based class-aware prompt tuning."""
-
-    learner_name = "TCP"
-    term_names = ("CE", "TCP")
-
+TCP = register_method(Method("TCP", node="COOP", learner="TCP", terms=("CE", "TCP"),
+                            doc="Textual-based class-aware prompt tuning."), module=__name__)

@@ -2,8 +2,8 @@
 by tools/parity/clip_lora.py running the official ``apply_lora``): eval logits, image and text
 features, the training loss and the gradients of every LoRA matrix, for the defaults (both
 towers, all blocks, q/k/v, rank 2) and for the vision tower's top 3 blocks with q/k/v/o at rank
-4, alpha 2; and the official ``save_lora`` file of the latter loads through
-TRAINER.CLIPLORA.LORA_FILE.
+4, alpha 2; and the official ``save_lora`` file of the latter loads (what
+TRAINER.CLIPLORA.LORA_FILE does).
 """
 
 from __future__ import annotations
@@ -76,8 +76,8 @@ def test_clip_lora_reproduces_official_logits_loss_and_gradients(parity_clip, na
 def test_official_lora_file_loads_and_reproduces_its_logits(parity_clip, tmp_path):
     spec, expected = recipe.fixture("CLIPLoRA_vision_top3_r4")
     cfg = lora_config(spec)
-    cfg.merge_from_list(["TRAINER.CLIPLORA.LORA_FILE", str(OFFICIAL_FILE)])
     learner = CLIPLoRA.make_prompt_learner(cfg, spec["classnames"], parity_clip)
+    learner.load_official(load_checkpoint(str(OFFICIAL_FILE)), str(OFFICIAL_FILE))
     values = recipe.lora_trainable_tensors(spec["trainable"])
     assert all(torch.equal(learner.state_dict()[official_to_ours(k)], v)
                for k, v in values.items())
