@@ -183,3 +183,28 @@ def test_combination_configs_run_the_right_parts(model, config):
         gpa.accumulate(2, after)
         assert gpa.complete
         method.trained.load_state_dict(gpa.aggregate, strict=True)
+
+
+def test_clip_lora_trainer_loads_an_official_lora_file(tmp_path, demo_root, monkeypatch):
+    """TRAINER.CLIPLORA.LORA_FILE: a file in the official save_lora format (layers in
+    apply_lora's order: text blocks, then vision blocks) fills the learner."""
+    monkeypatch.chdir(REPO)
+    g = torch.Generator().manual_seed(5)
+    names = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "proj"}
+    weights = {f"layer_{k}": {name: {"w_lora_A": torch.randn(4, 64, generator=g),
+                                     "w_lora_B": torch.randn(64, 4, generator=g)}
+                              for name in names.values()} for k in range(4)}
+    metadata = {"r": 4, "alpha": 1, "encoder": "both", "params": ["q", "k", "v", "o"],
+                "position": "all"}
+    path = tmp_path / "lora_weights.pt"
+    torch.save({"weights": weights, "metadata": metadata}, path)
+    trainer = demo_trainer("CLIPLoRA", demo_root, tmp_path / "out",
+                           "TRAINER.CLIPLORA.LORA_FILE", str(path))
+    state = trainer.model.prompt_learner.state_dict()
+    assert torch.equal(state["text.1.k_proj.w_lora_A"], weights["layer_1"]["k_proj"]["w_lora_A"])
+    assert torch.equal(state["vision.0.proj.w_lora_B"], weights["layer_2"]["proj"]["w_lora_B"])
+    metadata["position"] = "up"
+    torch.save({"weights": weights, "metadata": metadata}, path)
+    with pytest.raises(ValueError, match="set TRAINER.CLIPLORA.POSITION 'up'"):
+        demo_trainer("CLIPLoRA", demo_root, tmp_path / "out2", "TRAINER.CLIPLORA.LORA_FILE",
+                     str(path))
