@@ -27,6 +27,9 @@ TRAINERS: dict[str, tuple[str, str]] = {
     "MaPLe": ("vit_b16_c2_ep5_batch4_2ctx.yaml", "MAPLE"),
     "PromptSRC": ("vit_b16_c2_ep20_batch4_4+4ctx.yaml", "PROMPTSRC"),
     "VPT": ("vit_b16_c2_ep5_batch4_4.yaml", "VPT"),
+    "TCP": ("vit_b16_ep100_ctxv1.yaml", "COOP"),
+    "MultiModalAdapter": ("vit_b16_ep5.yaml", "MMADAPTER"),
+    "CLIPLoRA": ("vit_b16.yaml", "CLIPLORA"),
 }
 
 
@@ -120,6 +123,13 @@ def trainer_config(name: str, scale: Scale, precision: str):
     for key, value in cfg.TRAINER[node].items():
         if key.startswith("PROMPT_DEPTH") and isinstance(value, int):
             cfg.TRAINER[node][key] = min(value, depth_cap)
+    # layers named by number (TCP's insertion layer, MMA's adapted blocks) within the scale's
+    if name == "TCP":
+        cfg.TRAINER.TCP.LAYER = min(cfg.TRAINER.TCP.LAYER, scale.text_layers - 1)
+    if name == "MultiModalAdapter":
+        mma = cfg.TRAINER.MMADAPTER
+        mma.ADAPTER_END = min(mma.ADAPTER_END, depth_cap)
+        mma.ADAPTER_START = min(mma.ADAPTER_START, mma.ADAPTER_END)
     cfg.TRAINER[node].PREC = precision
     return cfg
 

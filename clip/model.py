@@ -153,12 +153,16 @@ class MultiheadAttention(nn.Module):
         self.out_proj = nn.Linear(embed_dim, embed_dim)
         # clip/prefix.py, for one run: (k, v) -> (k, v, mask), a shared prefix's keys in front
         self.kv_hook = None
+        self.adapter = None  # an attention adapter while clip.adapters.adapted() runs
 
     def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
-        if SPEEDUPS.attention == "mha":
+        adapter = self.adapter
+        if SPEEDUPS.attention == "mha" and adapter is None:
             return self.forward_official(x, causal)
         batch, length, width = x.shape
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+        if adapter is not None:
+            qkv = _added(qkv, adapter.in_proj(x))
         # [B, L, 3d] -> 3 x [B, heads, L, d / heads]
         qkv = qkv.view(batch, length, 3, self.num_heads, width // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
@@ -168,6 +172,8 @@ class MultiheadAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
                                              is_causal=causal and mask is None)
         out = out.transpose(1, 2).reshape(batch, length, width)
+        if adapter is not None:
+            return _added(self.out_proj(out), adapter.out_proj(out))
         return self.out_proj(out)
 
     def forward_official(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
@@ -184,6 +190,10 @@ class MultiheadAttention(nn.Module):
             self.in_proj_bias, None, None, False, 0.0, self.out_proj.weight, self.out_proj.bias,
             training=self.training, need_weights=False, attn_mask=mask)
         return out.transpose(0, 1)
+
+
+def _added(x: torch.Tensor, delta: torch.Tensor | None) -> torch.Tensor:
+    return x if delta is None else x + delta.to(x.dtype)
 
 
 class ResidualAttentionBlock(nn.Module):
@@ -247,6 +257,7 @@ class Transformer(nn.Module):
         self.heads = heads
         self.causal = causal  # False (SigLIP's text tower): every token sees every other
         self.checkpoint_segments = 1
+        self.residual_adapters = None  # per-block callables while clip.adapters.adapted() runs
         self.resblocks = nn.Sequential(
             *[ResidualAttentionBlock(width, heads, causal, activation, mlp_ratio, norm_eps)
               for _ in range(layers)])
@@ -279,7 +290,9 @@ class Transformer(nn.Module):
         for i in range(start, end):
             if prompts is not None and i < len(prompts) and prompts[i] is not None:
                 x = write_slot(x, prompts[i], slot_start)
-            x = self.resblocks[i](x)
+            adapter = self.residual_adapters[i] if self.residual_adapters is not None else None
+            y = self.resblocks[i](x)
+            x = y if adapter is None else y + adapter(x, self.resblocks[i])
         return x
 
 

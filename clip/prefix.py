@@ -74,6 +74,8 @@ def plan_prefix(model: nn.Module, embeddings: torch.Tensor, eot_indices: torch.T
 
 
 def shareable(transformer: nn.Module) -> bool:
+    if getattr(transformer, "residual_adapters", None) is not None:
+        return False  # the prefix run calls the blocks alone, without the adapters between them
     return all(getattr(block, "causal", False) and getattr(block, "prefix_shareable", True)
                and hasattr(block.attn, "kv_hook") for block in transformer.resblocks)
 

@@ -6,7 +6,8 @@
 #   bash scripts/demo.sh                 DATA=folder for the generated images (default ./data)
 #   TRAINER=MaPLe bash scripts/demo.sh   OUT=output folder (default ./output/demo)
 # TRAINER: any trainer with a configs/trainers/<TRAINER>/demo_tiny.yaml (CoOp, CoCoOp, VPT,
-# IVLP, MaPLe, PromptSRC, KgCoOp, ProGrad, MVLPT, ExtrasLinearProbe*), or ZeroshotCLIP /
+# IVLP, MaPLe, PromptSRC, KgCoOp, ProGrad, MVLPT, TCP, MultiModalAdapter, CLIPLoRA,
+# ExtrasLinearProbe*), or ZeroshotCLIP /
 # ZeroshotCLIP2 (evaluation only).
 set -euo pipefail
 cd "$(dirname "$0")/.."

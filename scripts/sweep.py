@@ -105,6 +105,10 @@ METHODS = {
     "cocoop_dept": Method("ExtrasLinearProbeCoCoOp", *["vit_b16_c4_ep10_batch1_ctxv1"] * 2, None),
     "kgcoop_dept": Method("ExtrasLinearProbeKgCoOp", *["vit_b16_ep10_ctxv1_bs4_lr35"] * 2, None),
     "maple_dept": Method("ExtrasLinearProbeMaPLe", *["vit_b16_c2_ep10_batch4_2ctx"] * 2, None),
+    # TCP: the official train.py's 25 epochs on ImageNet and SUN397 come with scripts/tcp/ only
+    "tcp": Method("TCP", "vit_b16_ep100_ctxv1", None, None),
+    "mma": Method("MultiModalAdapter", "vit_b16_ep5", "vit_b16_ep5_imnet", None),
+    "clip_lora": Method("CLIPLoRA", None, None, "vit_b16"),
     # MVLPT (protocols mvlpt and elevater): the official scripts' TRAINER argument and M
     "mcoop": Method("MVLPT", None, None, None, mvlpt=("CoOp", "vit_b16", 16)),
     "mvpt": Method("MVLPT", None, None, None, mvlpt=("VPT", "vit_b16", 16)),

@@ -1,6 +1,7 @@
 """Prompt-learning methods; importing this package registers every trainer and its config."""
 
 from trainers import (  # noqa: F401  (registration)
+    clip_lora,
     cocoop,
     coop,
     dept,
@@ -8,9 +9,11 @@ from trainers import (  # noqa: F401  (registration)
     ivlp,
     kgcoop,
     maple,
+    mma,
     mvlpt,
     prograd,
     promptsrc,
+    tcp,
     vpt,
     zsclip,
 )

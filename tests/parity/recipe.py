@@ -125,3 +125,11 @@ def fixture(name: str) -> tuple[dict, dict]:
     spec = json.loads((folder / f"{name}.json").read_text())
     expected = torch.load(folder / f"{name}_expected.pt", weights_only=True)
     return spec, expected
+
+
+def lora_trainable_tensors(spec: list) -> dict[str, torch.Tensor]:
+    """CLIP-LoRA's rule (fixtures CLIPLoRA*.json): as :func:`trainable_tensors`, but every LoRA
+    matrix (A ``[r, d]`` and B ``[d, r]``) is drawn with std ``shape[1] ** -0.5``."""
+    g = torch.Generator().manual_seed(11)
+    return {name: (torch.randn(shape, generator=g, dtype=torch.float32)
+                   * shape[1] ** -0.5).half().float() for name, shape in spec}

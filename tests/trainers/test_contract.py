@@ -34,7 +34,10 @@ TINY = {"CoOp": ["TRAINER.COOP.N_CTX", "2"], "CoCoOp": ["TRAINER.COCOOP.N_CTX", 
         "IVLP": ["TRAINER.IVLP.PROMPT_DEPTH_TEXT", "2", "TRAINER.IVLP.PROMPT_DEPTH_VISION", "2"],
         "MaPLe": ["TRAINER.MAPLE.PROMPT_DEPTH", "2"],
         "MVLPT": ["TRAINER.MVLPT.COOP.N_CTX", "2", "TRAINER.MVLPT.VPT.N_CTX", "2",
-                  "TRAINER.MVLPT.PROJECT_DIM", "16"]}
+                  "TRAINER.MVLPT.PROJECT_DIM", "16"],
+        "TCP": ["TRAINER.COOP.N_CTX", "4", "TRAINER.TCP.LAYER", "1"],
+        "MultiModalAdapter": ["TRAINER.MMADAPTER.ADAPTER_START", "1",
+                              "TRAINER.MMADAPTER.ADAPTER_END", "2"]}
 
 
 def pairs() -> list[tuple[str, str, str]]:

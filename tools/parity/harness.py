@@ -402,3 +402,15 @@ def bundled_trainer(root: Path, method_dir: str, trainer_module: str, trainer_na
                           poison=["token_prefix", "token_suffix"])
     return SimpleNamespace(recipe=recipe, state=state, module=module, clip=official_clip,
                            cfg=cfg, trainer=trainer, named=named, spec=spec, values=values)
+
+
+def run_variants(doc: str, variants: Iterable[str], run_variant: Callable,
+                 stubs: dict[str, dict]) -> None:
+    """The main of a generator of several fixtures from one official repository on upstream
+    Dassl: ``run_variant(args, train, name)`` for each variant asked for on the command line
+    (``train``: the official ``train.py`` as a module)."""
+    args = command_line(doc, dassl=True, variants=list(variants))
+    use_official(args.official.resolve(), args.dassl.resolve(), stubs)
+    train = load_train_module(args.official.resolve())
+    for name in args.variants:
+        run_variant(args, train, name)
