@@ -269,7 +269,7 @@ def _add_dataset(_C: CfgNode) -> None:
 def _add_dataloader(_C: CfgNode) -> None:
     _C.DATALOADER = CN()
     _C.DATALOADER.NUM_WORKERS = 4  # loader worker processes
-    _C.DATALOADER.K_TRANSFORMS = 1  # augmentations per image (only 1 is supported here)
+    _C.DATALOADER.K_TRANSFORMS = 1  # augmentations per training image (above 1: a list)
     _C.DATALOADER.RETURN_IMG0 = False  # also return the un-augmented image as img0
     _C.DATALOADER.TRAIN_X = CN()
     _C.DATALOADER.TRAIN_X.SAMPLER = "RandomSampler"  # RandomSampler or SequentialSampler

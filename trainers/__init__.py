@@ -3,6 +3,7 @@
 from trainers import (  # noqa: F401  (registration)
     cocoop,
     coop,
+    coprompt,
     dept,
     ivlp,
     kgcoop,
