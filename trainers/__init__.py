@@ -10,6 +10,7 @@ from trainers import (  # noqa: F401  (registration)
     maple,
     mvlpt,
     prograd,
+    promptkd,
     promptsrc,
     vpt,
     zsclip,
