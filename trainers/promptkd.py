@@ -106,12 +106,15 @@ def teacher_learner_settings(state: dict[str, torch.Tensor]) -> dict:
             "n_ctx_vision": state["vision_prompts.0"].shape[0], "depth_vision": len(vision)}
 
 
-def load_teacher(cfg, classnames: list[str], device: torch.device) -> PromptedCLIP:
-    """The frozen teacher: TEACHER_NAME prompted by IVLP prompts from its PromptSRC checkpoint
-    (official key names; its frozen weights are checked against the teacher backbone)."""
+def load_teacher(cfg, classnames: list[str], device: torch.device,
+                 backbone: nn.Module | None = None) -> PromptedCLIP:
+    """The frozen teacher: TEACHER_NAME (or ``backbone``) prompted by IVLP prompts from its
+    PromptSRC checkpoint (official key names; its frozen weights are checked against the
+    teacher backbone)."""
     node = cfg.TRAINER.PROMPTKD
     path = teacher_checkpoint(cfg)
-    backbone, _ = clip.load(node.TEACHER_NAME, device="cpu")
+    if backbone is None:
+        backbone, _ = clip.load(node.TEACHER_NAME, device="cpu")
     backbone = backbone.float().eval().requires_grad_(False)
     state = load_checkpoint(path)["state_dict"]
     check_frozen_weights(state, backbone, node.TEACHER_NAME)
@@ -342,7 +345,7 @@ def map_student_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     for key, value in state_dict.items():
         match = _PROJECTOR.match(key)
         if match:
-            if value.dim() == 4:
+            if torch.is_tensor(value) and value.dim() == 4:
                 value = value.flatten(1)
             mapped[f"projector.layers.{match[1]}.{match[2]}"] = value
         elif key == "image_encoder.VPT" or key.endswith(".VPT_shallow"):
