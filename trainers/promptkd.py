@@ -326,7 +326,9 @@ class PromptKD(PromptTrainer):
     # ------------------------------------------------------------------ checkpoints
     def map_checkpoint_state_dict(self, name, state_dict):
         """Ours as they are; an official student file (whole model, no class vectors) through
-        the official names, with the class vectors computed by the teacher."""
+        the official names (its frozen CLIP checked against the student's backbone), with the
+        class vectors computed by the teacher."""
+        check_frozen_weights(state_dict, self.clip_model, self.cfg.MODEL.BACKBONE.NAME)
         mapped = map_student_keys(state_dict)
         if "teacher_text_features" not in mapped:
             self.load_teacher()

@@ -19,14 +19,12 @@ a temporary working directory, where the official code reads it.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import json
 import logging
 import os
 import random
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import harness as H
@@ -53,19 +51,6 @@ CONFIG_KEYS = ["TRAINER.CoPrompt", "TRAINER.W", "TRAINER.DISTILL", "DATASET.NAME
                "DATASET.SUBSAMPLE_CLASSES", "DATALOADER.K_TRANSFORMS", "INPUT.TRANSFORMS",
                "MODEL.BACKBONE.NAME", "OPTIM"]
 STUBS = {"wilds": {"get_dataset": None}, "plotnine": {}}
-
-
-@contextlib.contextmanager
-def without_fp16_rounding() -> Iterator[None]:
-    """The official blocks round the deeper prompts with ``.half()`` even in fp32; inside this
-    context ``Tensor.half`` returns the tensor unchanged (what a fp32 re-implementation
-    computes)."""
-    half = torch.Tensor.half
-    torch.Tensor.half = lambda self, *args, **kwargs: self  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        torch.Tensor.half = half  # type: ignore[method-assign]
 
 
 def recipe_weights_file(state: dict, folder: Path) -> Path:
@@ -120,7 +105,7 @@ def run_variant(train, module, code: Path, variant: str, recipe, work: Path) -> 
     images, labels = recipe.images(), torch.tensor(LABELS)
     second = torch.randn(4, 3, 224, 224, generator=torch.Generator().manual_seed(SECOND_VIEW_SEED))
     official = run_once(trainer, images, second, labels, named)
-    with without_fp16_rounding():
+    with H.without_fp16_rounding():
         exact = run_once(trainer, images, second, labels, named)
 
     pick = random.Random(PICK_SEED).randint(0, len(DESCRIPTIONS) - 1)

@@ -16,7 +16,9 @@ constructor converts the projector to fp16 and never converts the teacher to fp3
 ``PREC fp32`` the student's fp32 features meet fp16 weights and fp16 teacher features and the
 matrix products fail. The projector and the teacher are converted to fp32 after the official
 constructor (the teacher's ``dtype`` attributes with it): the fixtures are what the official
-computation gives in fp32.
+computation gives in fp32. Its blocks also cast the vision prompts with ``.half()`` (values
+exact here, gradients not): the gradients are recorded with ``Tensor.half`` a no-op, and as
+officially (``grads_official_fp16_cast``, the small ones).
 
     python tools/parity/promptkd.py --official <PromptKD work tree> --out <folder>
 """
@@ -119,7 +121,12 @@ def run_once(trainer, named, images, labels, cfg) -> dict:
     out = {"val": official_test(trainer, "val", images),
            "test": official_test(trainer, "test", images)}
     taps = {"teacher": trainer.model_teacher, "student": trainer.model}
-    step = H.official_train_step(trainer, {"img": images, "label": labels}, named, taps)
+    bn = trainer.model.VPT_image_trans.conv1[1]
+    initial = {k: v.clone() for k, v in bn.state_dict().items()}
+    as_official = H.official_train_step(trainer, {"img": images, "label": labels}, named)
+    bn.load_state_dict(initial)
+    with H.without_fp16_rounding():
+        step = H.official_train_step(trainer, {"img": images, "label": labels}, named, taps)
     tea_image, tea_text, tea_logits = step["outputs"]["teacher"]
     image_ft, scale = step["outputs"]["student"]
     stu_logits = scale * image_ft @ tea_text.t()
@@ -130,8 +137,8 @@ def run_once(trainer, named, images, labels, cfg) -> dict:
     if abs(total.item() - step["summary"]["loss"]) > 1e-4 * max(1.0, abs(total.item())):
         raise RuntimeError(f"the recorded terms give {total.item()}, the official loss "
                            f"{step['summary']['loss']}")
-    bn = trainer.model.VPT_image_trans.conv1[1]
-    return out | {"step": step, "teacher_text": tea_text.float(),
+    return out | {"step": step, "grads_official_fp16_cast": as_official["grads"],
+                  "teacher_text": tea_text.float(),
                   "teacher_logits": tea_logits.float(), "student_logits": stu_logits.float(),
                   "student_features": image_ft.float(), "kd": kd.float(), "loss": total.float(),
                   "running_mean": bn.running_mean.clone(), "running_var": bn.running_var.clone()}
@@ -182,6 +189,7 @@ def run_variant(train, module, code: Path, variant: str, recipe, work: Path) -> 
     }
     expected["trainable_values"], expected["trainable_value_summaries"] = H.split_small(values)
     expected["grads"], expected["grad_summaries"] = H.split_small(exact["step"]["grads"])
+    expected["grads_official_fp16_cast"], _ = H.split_small(exact["grads_official_fp16_cast"])
     record = {
         "trainer": "PromptKD", "variant": variant,
         "config_file": f"configs/trainers/PromptKD/{config}.yaml",
