@@ -21,9 +21,60 @@ from yacs.config import CfgNode as _YacsNode
 from engine.errors import ConfigError, ConfigKeyError
 
 __all__ = ["CfgNode", "CN", "get_cfg_default", "register_config", "registered_config_functions",
-           "all_keys", "check_keys", "check_values", "allow_types"]
+           "all_keys", "check_keys", "check_values", "allow_types", "register_alias", "aliases",
+           "register_unread"]
 
 _EXTRA_TYPES: dict[str, tuple[type, ...]] = {}
+_ALIASES: dict[str, str] = {}  # official dotted key -> the key of the part that reads it
+_UNREAD: dict[str, str] = {}  # key nothing reads -> why it is kept
+
+
+def register_alias(official: str, key: str) -> None:
+    """Let the official dotted key ``official`` set ``key`` (the key of the part that reads
+    it) in every merge: a config file or command line naming ``official`` sets ``key``."""
+    if _ALIASES.get(official, key) != key:
+        raise KeyError(f"config key {official} is already an alias of {_ALIASES[official]}")
+    _ALIASES[official] = key
+
+
+def aliases() -> dict[str, str]:
+    """Official key -> the key it sets (see :func:`register_alias`)."""
+    return dict(_ALIASES)
+
+
+def register_unread(key: str, why: str = "") -> None:
+    """``key`` stays in the defaults (official configs set it) but nothing reads it: a value
+    other than its default is refused by :func:`check_values`."""
+    _UNREAD[key] = why
+
+
+def _drop_empty(root: dict, path: list[str]) -> None:
+    """Remove the empty nodes along ``path`` (deepest first) that an alias emptied."""
+    for depth in range(len(path), 0, -1):
+        node = root
+        for part in path[:depth - 1]:
+            node = node[part]
+        if node[path[depth - 1]]:
+            return
+        del node[path[depth - 1]]
+
+
+def _rename_aliases(other: dict) -> None:
+    """Move every aliased official key of the nested mapping ``other`` to its part's key."""
+    for official, key in _ALIASES.items():
+        *parents, leaf = official.split(".")
+        node = other
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or leaf not in node:
+            continue
+        value = node.pop(leaf)
+        _drop_empty(other, official.split(".")[:-1])
+        *parents, leaf = key.split(".")
+        target = other
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = value
 
 
 def allow_types(key: str, *types: type) -> None:
@@ -56,6 +107,7 @@ class CfgNode(_YacsNode):
         if not isinstance(other, dict):
             raise ConfigError(f"{cfg_filename} is not a YAML mapping of config keys (it holds "
                               f"a {type(other).__name__})")
+        _rename_aliases(other)
         check_keys(self, _flatten(other), source=cfg_filename)
         for key in list(_EXTRA_TYPES):
             *parents, leaf = key.split(".")
@@ -74,6 +126,8 @@ class CfgNode(_YacsNode):
         if len(cfg_list) % 2:
             raise ConfigError(f"Config overrides must be KEY VALUE pairs; got an odd number of "
                              f"items: {cfg_list}")
+        cfg_list[0::2] = [_ALIASES.get(k, k) if isinstance(k, str) else k
+                          for k in cfg_list[0::2]]
         check_keys(self, cfg_list[0::2], source="the command line")
         rest = []
         for key, value in zip(cfg_list[0::2], cfg_list[1::2], strict=True):
@@ -169,9 +223,23 @@ def check_values(cfg: _YacsNode) -> None:
         value = _get(cfg, key)
         if value is not None and value not in valid:
             raise ConfigError(f"{key} is {value!r}; use one of {', '.join(valid)}")
+    defaults = None
+    for key, why in _UNREAD.items():
+        value = _get(cfg, key)
+        if value is None:
+            continue
+        defaults = defaults if defaults is not None else get_cfg_default()
+        default = _get(defaults, key)
+        if _plain(value) != _plain(default):
+            raise ConfigError(f"{key} is {value!r}, but nothing reads it{why and f' ({why})'}: "
+                              f"remove it (or leave it at {default!r})")
     if _get(cfg, "DATASET.NAME") == "" and not _get(cfg, "DATASET.DATASET"):
         raise ConfigError("No dataset: pass --dataset-config-file configs/datasets/<name>.yaml "
                           "(or set DATASET.NAME; several tasks: --dataset A,B,...)")
+
+
+def _plain(value: object) -> object:
+    return list(value) if isinstance(value, (tuple, list)) else value
 
 
 def _get(cfg: _YacsNode, key: str) -> object:
@@ -223,6 +291,20 @@ def _defaults() -> CfgNode:
     _C.TRAINER = CN()
     _C.TRAINER.NAME = ""  # registered trainer class name (TRAINER_REGISTRY)
     return _C
+
+
+# Dassl's keys that no part of this project reads: kept so that official configs load, refused
+# at any value but their default (check_values)
+for _key in ("INPUT.CUTOUT_N", "INPUT.CUTOUT_LEN", "INPUT.GN_MEAN", "INPUT.GN_STD",
+             "INPUT.RANDAUGMENT_N", "INPUT.RANDAUGMENT_M", "DATASET.NUM_LABELED",
+             "DATASET.VAL_PERCENT", "DATASET.STL10_FOLD", "DATASET.CIFAR_C_TYPE",
+             "DATASET.CIFAR_C_LEVEL", "DATASET.ALL_AS_UNLABELED", "DATALOADER.RETURN_IMG0",
+             "DATALOADER.TRAIN_X.N_DOMAIN", "DATALOADER.TRAIN_X.N_INS",
+             "DATALOADER.TRAIN_U.N_DOMAIN",
+             "DATALOADER.TRAIN_U.N_INS", "MODEL.BACKBONE.PRETRAINED", "MODEL.HEAD.NAME",
+             "MODEL.HEAD.HIDDEN_LAYERS", "MODEL.HEAD.ACTIVATION", "MODEL.HEAD.BN",
+             "MODEL.HEAD.DROPOUT", "OPTIM.NEW_LAYERS", "OPTIM.BASE_LR_MULT", "TRAIN.COUNT_ITER"):
+    register_unread(_key)
 
 
 def _add_input(_C: CfgNode) -> None:
@@ -295,7 +377,7 @@ def _add_model(_C: CfgNode) -> None:
     _C.MODEL.BACKBONE.ARCH = ""  # architecture of a weight file in NAME, e.g. open_clip:ViT-B-16
     _C.MODEL.BACKBONE.PRETRAINED = True  # load pretrained backbone weights
     _C.MODEL.HEAD = CN()
-    _C.MODEL.HEAD.NAME = ""  # head name; empty: no head
+    _C.MODEL.HEAD.NAME = ""  # Dassl's head (unread: a prompt method's head is TRAINER.PARTS.HEAD)
     _C.MODEL.HEAD.HIDDEN_LAYERS = ()  # hidden layer sizes of the head
     _C.MODEL.HEAD.ACTIVATION = "relu"  # head activation
     _C.MODEL.HEAD.BN = True  # batch norm in the head

@@ -1,20 +1,17 @@
-"""What every prompt-learning trainer shares: a method is parts.
+"""What every prompt method shares: the prompt interface, the prompted CLIP, the loop.
 
 A prompt method is a *schedule of tokens* handed to a frozen CLIP (clip/model.py): the class
 prompts' token embeddings, and per-layer prompt tensors for the text and the vision tower. A
-method is assembled from parts, each in a registry of its own:
-
-* a **prompt learner** (trainers/learners.py): an ``nn.Module`` whose ``forward()`` returns a
-  :class:`PromptSchedule` (or ``forward(image_features)`` for a conditional learner);
-* an **objective** (trainers/objective.py): named terms over one :class:`ForwardOutput`;
-* optional **step hooks** (gradient rules) and a **head** on the features.
+method is a declaration of parts (trainers/method.py): a **prompt learner**
+(trainers/learners.py: an ``nn.Module`` whose ``forward()`` returns a :class:`PromptSchedule`,
+or ``forward(image_features)`` for a conditional learner), **objective terms**, **step
+hooks**, **epoch hooks** and a **head** (trainers/objective.py, trainers/parts.py).
 
 :func:`build_prompted_model` builds the prompted CLIP from (backbone, learner, class names)
-without a trainer or a dataset. :class:`PromptTrainer` declares a method's parts by name
-(class attributes), reads more from ``TRAINER.PARTS`` and :meth:`PromptTrainer.assemble` puts
-them together (also usable without a dataset, as the benchmark does); it loads CLIP, freezes
-it, applies the precision policy, caches the class text features during evaluation, and maps
-official checkpoints onto what trains.
+without a trainer or a dataset. :class:`PromptTrainer` is the one loop every declaration
+runs in: it loads CLIP, applies the precision policy, builds the declaration, runs the
+objective through the step hooks and the epoch hooks after each epoch, caches the class text
+features during evaluation, and loads official checkpoints through the learner's key map.
 
 Only what trains (the learner, or the learner and a head) is registered with the engine, so
 the optimizer and our checkpoints hold only that; the frozen CLIP is rebuilt from its weights.
@@ -23,9 +20,10 @@ the optimizer and our checkpoints hold only that; the frozen CLIP is rebuilt fro
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
@@ -33,38 +31,30 @@ from torch import nn
 
 import clip
 from engine import TrainerX
-from engine.checkpoint_checks import flat_config
 from engine.config import CN, get_cfg_default, register_config
 from engine.errors import ConfigError
 from engine.optim import build_lr_scheduler, build_optimizer
 from engine.precision import Precision
 from engine.utils import load_pretrained_weights
-from trainers.learners import build_prompt_learner, learner_entry
-from trainers.objective import (
-    HEAD_REGISTRY,
-    STEP_HOOK_REGISTRY,
-    TERM_REGISTRY,
-    Head,
-    Losses,
-    Objective,
-    PartContext,
-    StepHook,
-    build_head,
-    build_objective,
-    build_step_hooks,
-    run_backward,
+from trainers.learners import build_prompt_learner, learner_entry, official_learner_keys
+from trainers.method import (
+    Method,
+    PartNames,
+    assemble,
+    build_learner,
+    method_parts,
+    official_state_map,
+    trainer_node,
 )
+from trainers.objective import Head, Losses, Objective, StepHook, run_backward
 from trainers.outputs import ForwardOutput, normalize
+from trainers.parts import EpochHook, PartContext, part_registries
 
 __all__ = ["PromptSchedule", "ClassTokens", "PromptedCLIP", "PromptTrainer", "PromptMethod",
            "TrainedParts", "TextSide", "build_prompted_model", "load_clip_model", "embed_words",
            "word_context", "random_context", "prompt_text", "normalize", "ForwardOutput"]
 
 logger = logging.getLogger(__name__)
-
-FROZEN_PREFIXES = ("image_encoder.", "text_encoder.", "token_embedding.", "logit_scale",
-                   "positional_embedding", "ln_final.", "text_projection")
-
 
 @register_config
 def add_parts_config(cfg: CN) -> None:
@@ -75,6 +65,11 @@ def add_parts_config(cfg: CN) -> None:
     cfg.TRAINER.PARTS.TERMS = []  # objective terms added to the trainer's, e.g. ["KgCoOp"]
     cfg.TRAINER.PARTS.STEP_HOOKS = []  # gradient rules added to the trainer's, e.g. ["ProGrad"]
     cfg.TRAINER.PARTS.HEAD = ""  # a head on the features, e.g. "DePT"; "": the trainer's
+    cfg.TRAINER.PARTS.EPOCH_HOOKS = []  # rules after each epoch added, e.g. ["GPA"]
+    cfg.TRAINER.TEACHER = CN()  # the frozen teacher of a distillation method
+    cfg.TRAINER.TEACHER.BACKBONE = ""  # its backbone: a name (ViT-L/14) or a weight file
+    cfg.TRAINER.TEACHER.ARCH = ""  # the architecture of a weight file, e.g. open_clip:ViT-L-14
+    cfg.TRAINER.ACT_CKPT = 1  # activation checkpointing segments of the text tower (1: off)
 
 
 @dataclass
@@ -336,33 +331,34 @@ class TrainedParts(nn.Module):
             self.head_names = tuple(name for name, _ in head.named_children())
 
 
-class PartNames(NamedTuple):
-    """The parts a trainer runs with: the learner and the names in each part registry."""
-
-    learner: str
-    terms: tuple[str, ...]
-    step_hooks: tuple[str, ...]
-    head: str
-
-
 @dataclass(eq=False)
 class PromptMethod:
-    """A method's parts put together: the prompted model, what trains, the objective, the
-    step hooks. Built by :meth:`PromptTrainer.assemble`, without a trainer or a dataset."""
+    """A method's parts put together (trainers/method.py's :func:`~trainers.method.assemble`,
+    usable without a trainer or a dataset): the prompted model, what trains, the objective,
+    the step and epoch hooks, and the learner's name and resolved settings (what shaped its
+    tensors)."""
 
     model: PromptedCLIP
     trained: nn.Module
     objective: Objective
     step_hooks: tuple[StepHook, ...] = ()
+    epoch_hooks: tuple[EpochHook, ...] = ()
+    learner_name: str = ""
+    learner_settings: dict[str, Any] = field(default_factory=dict)
+    learner_config: dict[str, Any] = field(default_factory=dict)  # the config keys read
 
     @property
     def learner(self) -> nn.Module:
         return self.model.prompt_learner
 
-    def losses(self, image: torch.Tensor, label: torch.Tensor) -> Losses:
-        """The objective on one batch (one forward pass of the prompted model)."""
-        out = self.model.output(image, frozen=self.objective.needs_frozen_image)
-        return self.objective(out, label)
+    def losses(self, image: torch.Tensor | None, label: torch.Tensor | None,
+               unlabelled: torch.Tensor | None = None) -> Losses:
+        """The objective on one batch (one forward pass of the prompted model per batch:
+        the labelled one and, for a method that reads unlabelled images, those)."""
+        frozen = self.objective.needs_frozen_image
+        out = None if image is None else self.model.output(image, frozen=frozen)
+        extra = None if unlabelled is None else self.model.output(unlabelled, frozen=frozen)
+        return self.objective(out, label, extra)
 
     def trained_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.trained.parameters() if p.requires_grad]
@@ -381,203 +377,180 @@ class PromptMethod:
         run_backward(self.step_hooks, losses, self.trained_parameters(), backward)
 
 
-def _unique(names: Sequence[str]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(names))
+def load_teacher(cfg) -> nn.Module:
+    """The frozen teacher backbone TRAINER.TEACHER.BACKBONE (and ARCH), fp32 on the CPU."""
+    name = cfg.TRAINER.TEACHER.BACKBONE
+    if not name:
+        raise ConfigError(f"{cfg.TRAINER.NAME} distils from a teacher: set "
+                          "TRAINER.TEACHER.BACKBONE (a backbone name or weight file)")
+    model, _ = clip.load(name, device="cpu", arch=cfg.TRAINER.TEACHER.ARCH or None)
+    return model.float().eval().requires_grad_(False)
+
+
+def unlabelled_loader(cfg, dm) -> Any:
+    """The unlabelled training images: the dataset's ``train_u`` split when it has one, else
+    its ``train_x`` images (their labels are not read). DATALOADER.TRAIN_U sets the batch
+    size and sampler unless SAME_AS_X (then TRAIN_X's)."""
+    from engine.data.data_manager import build_data_loader
+    from engine.data.transforms import build_transform
+
+    if dm.train_loader_u is not None:
+        return dm.train_loader_u
+    node = cfg.DATALOADER.TRAIN_X if cfg.DATALOADER.TRAIN_U.SAME_AS_X else cfg.DATALOADER.TRAIN_U
+    return build_data_loader(cfg, sampler_type=node.SAMPLER, data_source=dm.dataset.train_x,
+                             batch_size=node.BATCH_SIZE, tfm=build_transform(cfg, is_train=True),
+                             is_train=True)
+
+
+# the class attributes that declared a method before declarations (see __init_subclass__)
+_LEGACY_ATTRIBUTES = {"config_node": "node", "learner_name": "learner", "term_names": "terms",
+                      "step_hook_names": "step_hooks", "head_name": "head",
+                      "model_name": "model_name"}
 
 
 class PromptTrainer(TrainerX):
-    """Base of the prompt-learning trainers.
+    """The loop of every prompt method: :attr:`declaration` (a
+    :class:`~trainers.method.Method`; trainers/method.py's ``register_method`` makes the
+    subclass) says what to build, :func:`~trainers.method.assemble` builds it (``self.method``,
+    a :class:`PromptMethod`). This class loads CLIP, applies the
+    precision policy, runs the objective through the step hooks, the epoch hooks after each
+    epoch, caches the class text features during evaluation, and loads checkpoints through
+    the learner's official key map."""
 
-    A subclass declares its method: ``config_node`` (its TRAINER.<NODE>, which holds PREC),
-    ``model_name`` (the official name of the registered model, which names the checkpoint
-    folder), ``learner_name`` (a registered prompt learner), ``term_names`` (objective terms),
-    ``step_hook_names`` and ``head_name``; ``TRAINER.PARTS`` adds to them from the config. It
-    may override :meth:`build_prompt_learner`, :meth:`compute_loss` and
-    :meth:`map_official_state_dict` (official checkpoint key names → the learner's).
-    """
-
-    config_node = ""
-    model_name = "prompt_learner"
-    learner_name = ""
-    term_names: tuple[str, ...] = ("CE",)
-    step_hook_names: tuple[str, ...] = ()
-    head_name = ""
+    declaration: Method | None = None
+    model_name = "prompt_learner"  # the checkpoint folder: the declaration's model_name
     precisions = ("fp16", "fp32", "amp", "bf16")
     cache_eval_text_features = True  # the benchmark switches it off to measure the gain
-    # keys of the config node that do not shape the learned tensors (not compared on load)
-    checkpoint_free_keys = ("PREC",)
 
     @property
     def node(self):
-        return self.cfg.TRAINER[self.config_node]
+        return trainer_node(self.cfg, self.declaration.node)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass that declares its method with the class attributes of earlier versions
+        (``config_node``, ``learner_name``, ``term_names``, ``step_hook_names``,
+        ``head_name``, ``model_name``) gets the declaration they describe."""
+        super().__init_subclass__(**kwargs)
+        given = {field: cls.__dict__[attr] for attr, field in _LEGACY_ATTRIBUTES.items()
+                 if attr in cls.__dict__}
+        if "declaration" in cls.__dict__ or not given:
+            return
+        if cls.declaration is None:
+            given.setdefault("learner", "")
+            cls.declaration = Method(cls.__name__, **{"node": "", **given})
+        else:
+            cls.declaration = dataclasses.replace(cls.declaration, name=cls.__name__, **given)
 
     # ------------------------------------------------------------------ the parts
     @classmethod
-    def default_learner(cls, cfg) -> str:
-        """The learner this method trains unless TRAINER.PARTS.PROMPT_LEARNER names another."""
-        return cls.learner_name
-
-    @classmethod
     def part_names(cls, cfg) -> PartNames:
-        parts = cfg.TRAINER.PARTS
-        head = cls.head_name or parts.HEAD
-        if cls.head_name and parts.HEAD and parts.HEAD != cls.head_name:
-            raise ValueError(f"{cls.__name__} runs the head '{cls.head_name}'; "
-                             f"TRAINER.PARTS.HEAD names '{parts.HEAD}': leave it empty")
-        return PartNames(parts.PROMPT_LEARNER or cls.default_learner(cfg),
-                         _unique(cls.term_names + tuple(parts.TERMS)),
-                         _unique(cls.step_hook_names + tuple(parts.STEP_HOOKS)), head)
-
-    @classmethod
-    def learner_node(cls, cfg, name: str):
-        """The config node the learner ``name`` is built from: its own."""
-        return cfg.TRAINER[learner_entry(name).node]
-
-    @classmethod
-    def learner_settings(cls, cfg, name: str) -> dict[str, Any]:
-        """The keyword arguments of the learner ``name``, from :meth:`learner_node`."""
-        return learner_entry(name).settings(cls.learner_node(cfg, name))
+        return method_parts(cls.declaration, cfg)
 
     @classmethod
     def make_prompt_learner(cls, cfg, classnames: Sequence[str],
                             clip_model: nn.Module) -> nn.Module:
-        name = cls.part_names(cfg).learner
-        if not name:
-            raise NotImplementedError(f"{cls.__name__} names no registered prompt learner: set "
-                                      "learner_name or override build_prompt_learner")
-        return build_prompt_learner(name, clip_model, classnames,
-                                    **cls.learner_settings(cfg, name))
-
-    def backbone_identity(self) -> dict[str, str]:
-        """The backbone's canonical name and the fingerprint of its weights (clip's
-        ``CLIP.identity``), taken once: checkpoints record it, loading compares it."""
-        if getattr(self, "_backbone_identity", None) is None:
-            identity = self.clip_model.identity()
-            self._backbone_identity = {"name": identity["backbone"],
-                                       "fingerprint": identity["fingerprint"]}
-        return self._backbone_identity
-
-    def checkpoint_meta(self, name: str) -> dict:
-        """Engine hook: also the backbone (name, fingerprint of the weights as loaded) and the
-        config nodes that shape the learned tensors: the trainer's and, when another node
-        builds its prompt learner, that one (without :attr:`checkpoint_free_keys`)."""
-        nodes = {self.config_node: self.node}
-        learner = self.part_names(self.cfg).learner
-        learner_node = self.learner_node(self.cfg, learner) if learner else self.node
-        if learner_node is not self.node and all(v is not learner_node
-                                                 for v in self.node.values()):
-            nodes[learner_entry(learner).node] = learner_node
-        config = {}
-        for key, node in nodes.items():
-            free = {f"TRAINER.{key}.{k}" for k in self.checkpoint_free_keys}
-            config.update({k: v for k, v in flat_config(node, f"TRAINER.{key}").items()
-                           if k not in free})
-        return {**super().checkpoint_meta(name),
-                "backbone": self.backbone_identity(),
-                "config": config}
-
-    def build_prompt_learner(self, cfg, classnames: list[str], clip_model: nn.Module) -> nn.Module:
-        return self.make_prompt_learner(cfg, classnames, clip_model)
+        return build_learner(cls.declaration, PartContext(cfg, clip_model, list(classnames)))[0]
 
     @classmethod
-    def assemble(cls, cfg, clip_model: nn.Module, classnames: Sequence[str], learner: nn.Module,
-                 param_dtype: torch.dtype | None = None,
-                 tasks: Sequence | None = None) -> PromptMethod:
-        """The method's parts around ``learner``. The parts read the frozen ``clip_model`` in
-        fp32 (hand-crafted prompts' features); it is cast to ``param_dtype`` after. ``tasks``:
-        the tasks of a multitask label space (the data's), for the parts that use them."""
-        names = cls.part_names(cfg)
-        ctx = PartContext(cfg, clip_model, list(classnames), list(tasks) if tasks else None)
-        head = build_head(names.head, ctx)
-        hooks = build_step_hooks(names.step_hooks, ctx)
-        objective = build_objective(names.terms, ctx, hooks, head)
-        if param_dtype is not None:
-            clip_model.to(dtype=param_dtype)
-        model = build_prompted_model(clip_model, learner, head=head)
-        trained = (TrainedParts(learner, head, HEAD_REGISTRY.get(names.head).module_names)
-                   if names.head else learner)
-        return PromptMethod(model, trained, objective, tuple(hooks))
+    def assemble(cls, cfg, clip_model: nn.Module, classnames: Sequence[str],
+                 learner: nn.Module | None = None, param_dtype: torch.dtype | None = None,
+                 tasks: Sequence | None = None, **context: Any) -> PromptMethod:
+        """:func:`trainers.method.assemble` of this trainer's declaration."""
+        return assemble(cls.declaration, cfg, clip_model, classnames, learner, param_dtype, tasks,
+                        **context)
 
     @classmethod
     def check_cfg(cls, cfg) -> None:
-        node = cfg.TRAINER[cls.config_node]
+        node = trainer_node(cfg, cls.declaration.node)
         if node.PREC not in cls.precisions:
-            raise ConfigError(f"TRAINER.{cls.config_node}.PREC is '{node.PREC}'; "
+            raise ConfigError(f"TRAINER.{cls.declaration.node}.PREC is '{node.PREC}'; "
                               f"use one of {', '.join(cls.precisions)}")
-        if "N_CTX" in node and node.N_CTX < 1 and not node.get("CTX_INIT"):
-            raise ConfigError(f"TRAINER.{cls.config_node}.N_CTX is {node.N_CTX} and CTX_INIT is "
-                              "empty: the prompt would have no context to learn; set N_CTX >= 1 "
-                              "or CTX_INIT words")
+        if cfg.TRAINER.ACT_CKPT < 1:
+            raise ConfigError(f"TRAINER.ACT_CKPT (--act-ckpt) must be >= 1 (1: off); got "
+                              f"{cfg.TRAINER.ACT_CKPT}")
         names = cls.part_names(cfg)
-        if names.learner:
-            learner_entry(names.learner)
-        for registry, listed in ((TERM_REGISTRY, names.terms),
-                                 (STEP_HOOK_REGISTRY, names.step_hooks),
-                                 (HEAD_REGISTRY, [names.head] if names.head else [])):
+        learner_entry(names.learner)
+        for kind, listed in (("term", names.terms), ("step hook", names.step_hooks),
+                             ("epoch hook", names.epoch_hooks),
+                             ("head", [names.head] if names.head else [])):
             for name in listed:
-                registry.get(name)
-        if names.step_hooks and cls.compute_loss is not PromptTrainer.compute_loss:
-            raise ValueError(f"the step hooks {list(names.step_hooks)} read the objective's "
-                             f"terms, but {cls.__name__} computes a loss of its own "
-                             "(compute_loss): run it without TRAINER.PARTS.STEP_HOOKS")
+                part_registries()[kind].get(name)
+        if cls.declaration.check:
+            cls.declaration.check(cfg)
 
     def build_model(self) -> None:
-        cfg = self.cfg
+        cfg, needs = self.cfg, self.declaration.needs
         self.precision = Precision(self.node.PREC, self.device)
         classnames = list(self.dm.dataset.classnames)
         logger.info("Loading CLIP (backbone: %s)", cfg.MODEL.BACKBONE.NAME)
         clip_model = load_clip_model(cfg)
-        learner = self.build_prompt_learner(cfg, classnames, clip_model)
-        self.method = self.assemble(cfg, clip_model.to(self.device), classnames, learner,
-                                    self.precision.param_dtype, tasks=self.dm.tasks)
+        clip_model.transformer.checkpoint_segments = cfg.TRAINER.ACT_CKPT  # a run option
+        teacher = None
+        if "teacher" in needs:
+            teacher = (self.declaration.teacher or load_teacher)(cfg).to(self.device)
+        self.unlabelled_loader = unlabelled_loader(cfg, self.dm) if "unlabelled" in needs \
+            else None
+        if "labelled" not in needs:  # the epoch runs over the unlabelled images
+            self.train_loader_x = self.unlabelled_loader
+        self.method = self.assemble(
+            cfg, clip_model.to(self.device), classnames, None, self.precision.param_dtype,
+            tasks=self.dm.tasks, teacher=teacher, unlabelled=self.unlabelled_loader)
         self.clip_model, self.model = clip_model, self.method.model
         self.objective = self.method.objective
         trained = self.method.trained
         names = self.part_names(cfg)
-        logger.info("Objective: %s; step hooks: %s; head: %s", self.objective.names,
-                    list(names.step_hooks) or "none", names.head or "none")
+        logger.info("Objective: %s; step hooks: %s; epoch hooks: %s; head: %s",
+                    self.objective.names, list(names.step_hooks) or "none",
+                    list(names.epoch_hooks) or "none", names.head or "none")
         logger.info("Parameters to be updated: %s",
                     sorted(n for n, p in trained.named_parameters() if p.requires_grad))
         if cfg.MODEL.INIT_WEIGHTS:
             load_pretrained_weights(trained, cfg.MODEL.INIT_WEIGHTS)
         self.model.to(self.device)
         self.objective.to(self.device)
-        self.optim = build_optimizer(trained, cfg.OPTIM, self.method.param_groups(cfg.OPTIM.LR))
+        self.optim = build_optimizer(trained, cfg.OPTIM,
+                                     self.method.param_groups(cfg.OPTIM.LR))
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model(self.model_name, trained, self.optim, self.sched)
 
     # ------------------------------------------------------------------ a training step
-    def compute_losses(self, image: torch.Tensor, label: torch.Tensor) -> Losses:
+    def compute_losses(self, image: torch.Tensor | None, label: torch.Tensor | None,
+                       unlabelled: torch.Tensor | None = None) -> Losses:
         """The objective's terms on one batch."""
-        return self.method.losses(image, label)
+        return self.method.losses(image, label, unlabelled)
 
     def compute_loss(self, image: torch.Tensor,
                      label: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """The training loss of one batch and the figures to log."""
+        """The training loss of one labelled batch and the figures to log."""
         losses = self.compute_losses(image, label)
         return losses.total, losses.figures()
 
     def parse_batch_train(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         return batch["img"].to(self.device), batch["label"].to(self.device)
 
+    def next_unlabelled(self) -> torch.Tensor:
+        """The next unlabelled batch's images (the loader restarts when it runs out)."""
+        batch = next(self._unlabelled, None) if hasattr(self, "_unlabelled") else None
+        if batch is None:
+            self._unlabelled = iter(self.unlabelled_loader)
+            batch = next(self._unlabelled)
+        return batch["img"].to(self.device)
+
     def forward_backward(self, batch: dict) -> dict[str, float]:
-        image, label = self.parse_batch_train(batch)
+        needs = self.declaration.needs
+        if "labelled" in needs:
+            image, label = self.parse_batch_train(batch)
+            unlabelled = self.next_unlabelled() if "unlabelled" in needs else None
+        else:  # the epoch's loader is the unlabelled one
+            image, label, unlabelled = None, None, batch["img"].to(self.device)
         with self.precision.autocast():
-            if self.method.step_hooks:
-                losses = self.compute_losses(image, label)
-                loss, figures = losses.total, losses.figures()
-            else:
-                losses = None
-                loss, figures = self.compute_loss(image, label)
-        if losses is None:
-            self.model_backward_and_update(loss)
-        else:
-            self.model_zero_grad()
-            self.method.backward(losses, self.model_backward)
-            self.model_update()
+            losses = self.compute_losses(image, label, unlabelled)
+        self.model_zero_grad()
+        self.method.backward(losses, self.model_backward)
+        self.model_update()
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()
-        return {"loss": loss.item(), **figures}
+        return {"loss": losses.total.item(), **losses.figures()}
 
     def model_inference(self, input: torch.Tensor) -> torch.Tensor:
         with self.precision.autocast():
@@ -589,16 +562,54 @@ class PromptTrainer(TrainerX):
     def after_test(self) -> None:
         self.model.cache_text_features(False)
 
+    # ------------------------------------------------------------------ epoch hooks
+    def after_epoch(self) -> None:
+        """The epoch hooks (before the epoch's checkpoint is written), then the engine's."""
+        trained = self._models[self.model_name]
+        for hook in self.method.epoch_hooks:
+            hook.after_epoch(self.epoch + 1, self.max_epoch, trained)
+        super().after_epoch()
+
+    def checkpoint_extras(self, name: str) -> dict:
+        hooks = self.method.epoch_hooks
+        return {"epoch_hooks": {h.name: h.state_dict() for h in hooks}} if hooks else {}
+
+    def load_checkpoint_extras(self, name: str, checkpoint: dict) -> None:
+        saved = checkpoint.get("epoch_hooks", {})
+        for hook in self.method.epoch_hooks:
+            if hook.name not in saved:
+                raise ValueError(f"the checkpoint to resume from holds no state of the epoch "
+                                 f"hook '{hook.name}' (it was written by a run without it); "
+                                 "start the run anew in an empty output directory")
+            hook.load_state_dict(saved[hook.name])
+
     # ------------------------------------------------------------------ checkpoints
+    def backbone_identity(self) -> dict[str, str]:
+        """The backbone's canonical name and the fingerprint of its weights (clip's
+        ``CLIP.identity``), taken once: checkpoints record it, loading compares it."""
+        if getattr(self, "_backbone_identity", None) is None:
+            identity = self.clip_model.identity()
+            self._backbone_identity = {"name": identity["backbone"],
+                                       "fingerprint": identity["fingerprint"]}
+        return self._backbone_identity
+
+    def checkpoint_meta(self, name: str) -> dict:
+        """Engine hook: also the backbone, and what shaped the learned tensors: the learner
+        and the config keys its settings were resolved from (loss weights, temperatures and
+        schedules are not among them, so they may change between training and evaluation)."""
+        config = {"learner": self.method.learner_name, **self.method.learner_config}
+        return {**super().checkpoint_meta(name), "backbone": self.backbone_identity(),
+                "config": config}
+
     def map_checkpoint_state_dict(self, name: str,
                                   state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Engine hook: check any frozen CLIP weights the file holds against the loaded
         backbone, then keep the trained tensors under our key names."""
         check_frozen_weights(state_dict, self.clip_model, self.cfg.MODEL.BACKBONE.NAME)
-        trained = self.method.trained
+        trained, learner = self.method.trained, self.method.learner_name
         if not isinstance(trained, TrainedParts):
-            return self.learner_state_dict(state_dict)
-        mapped = self.trained_parts_state_dict(state_dict, trained)
+            return self.learner_state_dict(state_dict, learner)
+        mapped = self.trained_parts_state_dict(state_dict, trained, learner)
         head = self.model.head
         return mapped if head is None else head.adapt_state_dict(mapped, self.dm.dataset)
 
@@ -612,37 +623,36 @@ class PromptTrainer(TrainerX):
         return cls.learner_state_dict(state_dict)
 
     @classmethod
-    def learner_state_dict(cls, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The learner's state dict from one of our checkpoints or an official one: drops the
-        class-name token buffers (rebuilt from the current class names), the frozen CLIP and
-        PromptSRC's frozen image-encoder copy, then maps official names."""
-        learned = {k: v for k, v in state_dict.items()
-                   if not k.endswith(("token_prefix", "token_suffix"))
-                   and (not k.startswith(FROZEN_PREFIXES) or "VPT" in k)
-                   and ".ZS_image_encoder." not in k}
-        return cls.map_official_state_dict(learned)
+    def learner_state_dict(cls, state_dict: dict[str, torch.Tensor],
+                           learner: str = "") -> dict[str, torch.Tensor]:
+        """The learner's state dict from one of our checkpoints or an official one, through
+        the method's and the learner's official key maps (default: the declared learner)."""
+        if learner and learner != cls.declaration.learner:
+            return official_state_map(cls.declaration, learner)(state_dict)
+        return official_learner_keys(cls.map_official_state_dict(state_dict))
+
+    @classmethod
+    def map_official_state_dict(cls, state_dict: dict[str, torch.Tensor]
+                                ) -> dict[str, torch.Tensor]:
+        """Official key names → the declared learner's (the method's map, then the
+        learner's)."""
+        return official_state_map(cls.declaration, cls.declaration.learner)(state_dict)
 
     @classmethod
     def trained_parts_state_dict(cls, state_dict: dict[str, torch.Tensor],
-                                 trained: TrainedParts) -> dict[str, torch.Tensor]:
+                                 trained: TrainedParts,
+                                 learner: str = "") -> dict[str, torch.Tensor]:
         """The state dict of ``trained`` from a checkpoint of a method with a head (ours, or an
         official whole-model file): the learner's keys through :meth:`learner_state_dict`
         under ``prompt_learner.``, the head's as they are (dropped when the head does not
         apply to these classes)."""
         head_keys = {k for k in state_dict if k.split(".", 1)[0] in trained.module_names}
-        learner = cls.learner_state_dict({k: v for k, v in state_dict.items()
-                                          if k not in head_keys})
-        mapped = {f"prompt_learner.{k}": v for k, v in learner.items()}
+        own = cls.learner_state_dict({k: v for k, v in state_dict.items()
+                                      if k not in head_keys}, learner)
+        mapped = {f"prompt_learner.{k}": v for k, v in own.items()}
         mapped.update({k: state_dict[k] for k in head_keys
                        if k.split(".", 1)[0] in trained.head_names})
         return mapped
-
-    @classmethod
-    def map_official_state_dict(cls, state_dict: dict[str, torch.Tensor]
-                                ) -> dict[str, torch.Tensor]:
-        """Official key names → the learner's; the default strips ``prompt_learner.``."""
-        prefix = "prompt_learner."
-        return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state_dict.items()}
 
 
 def frozen_reference(clip_model: nn.Module) -> dict[str, torch.Tensor]:
@@ -659,14 +669,12 @@ def frozen_reference(clip_model: nn.Module) -> dict[str, torch.Tensor]:
 
 def check_frozen_weights(state_dict: dict[str, torch.Tensor], clip_model: nn.Module,
                          backbone: str = "") -> None:
-    """Official MaPLe/IVLP/PromptSRC/DePT files hold the whole model: when their frozen CLIP
-    weights differ from the loaded backbone, the checkpoint was trained on another one."""
-    frozen = {k: v for k, v in state_dict.items() if k.startswith(FROZEN_PREFIXES)}
-    if not frozen:
-        return
+    """Official whole-model files hold the frozen CLIP too: when those weights (the file's
+    keys that name a tensor of the loaded backbone) differ from the loaded backbone's, the
+    checkpoint was trained on another one."""
     reference = frozen_reference(clip_model)
     mismatched = []
-    for key, value in frozen.items():
+    for key, value in state_dict.items():
         ref = reference.get(key)
         if ref is None:
             continue

@@ -12,18 +12,17 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from engine import TRAINER_REGISTRY
 from engine.config import CN, register_config
 from trainers.base import (
     ClassTokens,
     PromptedCLIP,
-    PromptTrainer,
     TextSide,
     normalize,
     prompt_text,
     word_context,
 )
-from trainers.learners import first_key, register_learner
+from trainers.learners import register_learner
+from trainers.method import Method, register_method
 
 
 @register_config
@@ -63,8 +62,8 @@ class ConditionalPromptedCLIP(PromptedCLIP):
 
 
 def cocoop_settings(node: CN) -> dict:
-    """CoCoOp's learner from a config node: TRAINER.COCOOP's keys (or N_CTX_TEXT)."""
-    return {"n_ctx": first_key(node, "N_CTX", "N_CTX_TEXT"), "ctx_init": node.CTX_INIT}
+    """CoCoOp's learner from its node's keys."""
+    return {"n_ctx": node.N_CTX, "ctx_init": node.CTX_INIT}
 
 
 @register_learner("CoCoOp", node="COCOOP", settings=cocoop_settings)
@@ -93,10 +92,6 @@ class CoCoOpPromptLearner(nn.Module):
         return self.ctx.unsqueeze(0) + shift.unsqueeze(1)
 
 
-@TRAINER_REGISTRY.register()
-class CoCoOp(PromptTrainer):
-    """Conditional Context Optimization (CoCoOp)."""
-
-    config_node = "COCOOP"
-    model_name = "prompt_learner"
-    learner_name = "CoCoOp"
+CoCoOp = register_method(Method("CoCoOp", node="COCOOP", learner="CoCoOp",
+                                doc="Conditional Context Optimization (CoCoOp)."),
+                         module=__name__)

@@ -11,17 +11,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from engine import TRAINER_REGISTRY
 from engine.config import CN, allow_types, register_config
-from trainers.base import (
-    ClassTokens,
-    PromptSchedule,
-    PromptTrainer,
-    embed_words,
-    prompt_text,
-    word_context,
-)
-from trainers.learners import first_key, register_learner
+from trainers.base import ClassTokens, PromptSchedule, embed_words, prompt_text, word_context
+from trainers.learners import register_learner
+from trainers.method import Method, register_method
 
 
 @register_config
@@ -40,9 +33,8 @@ allow_types("TRAINER.COOP.CTX_INIT", str, bool)
 
 
 def coop_settings(node: CN) -> dict:
-    """CoOp's learner from a config node: TRAINER.COOP's keys (or PromptSRC's N_CTX_TEXT)."""
-    return {"n_ctx": first_key(node, "N_CTX", "N_CTX_TEXT"), "ctx_init": node.CTX_INIT,
-            "csc": node.get("CSC", False),
+    """CoOp's learner from its node's keys (CSC and CLASS_TOKEN_POSITION optional)."""
+    return {"n_ctx": node.N_CTX, "ctx_init": node.CTX_INIT, "csc": node.get("CSC", False),
             "position": node.get("CLASS_TOKEN_POSITION", "end")}
 
 
@@ -130,10 +122,5 @@ def context_schedule(tokens: ClassTokens, ctx: torch.Tensor, name_lens: list[int
     return PromptSchedule(torch.where(from_ctx, picked, kept), tokens.eot)
 
 
-@TRAINER_REGISTRY.register()
-class CoOp(PromptTrainer):
-    """Context Optimization (CoOp)."""
-
-    config_node = "COOP"
-    model_name = "prompt_learner"
-    learner_name = "CoOp"
+CoOp = register_method(Method("CoOp", node="COOP", learner="CoOp",
+                              doc="Context Optimization (CoOp)."), module=__name__)

@@ -28,12 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine import TRAINER_REGISTRY
 from engine.config import CN, register_config
 from engine.errors import ConfigError
 from trainers.base import PromptedCLIP, PromptSchedule, PromptTrainer
 from trainers.learners import register_learner
 from trainers.maple import MaPLePromptLearner, map_maple_keys, maple_settings
+from trainers.method import Method, register_method
 from trainers.objective import TERM_REGISTRY, PartContext, Term
 from trainers.outputs import ForwardOutput, normalize
 
@@ -220,7 +220,15 @@ class AdaptedCLIP(PromptedCLIP):
         return self.prompt_learner.adapter_image(image_embeddings), text
 
 
-@register_learner("CoPrompt", node="CoPrompt", settings=maple_settings)
+def map_coprompt_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official files hold the whole model, the frozen CLIP for consistency
+    (``model_distill.*``) too: dropped; the rest has MaPLe's names and the adapters'."""
+    return map_maple_keys({k: v for k, v in state_dict.items()
+                           if not k.startswith("model_distill.")})
+
+
+@register_learner("CoPrompt", node="CoPrompt", settings=maple_settings,
+                  official_keys=map_coprompt_keys)
 class CoPromptLearner(MaPLePromptLearner):
     """MaPLe's prompts plus ``adapter_image`` (ratio 0.1) and ``adapter_text`` (ratio 0.2) on
     the embedding width."""
@@ -237,42 +245,34 @@ class CoPromptLearner(MaPLePromptLearner):
 # --------------------------------------------------------------------------- the trainer
 
 
-@TRAINER_REGISTRY.register()
-class CoPrompt(PromptTrainer):
-    """Consistency-guided prompt learning."""
-
-    config_node = "CoPrompt"
-    model_name = "MultiModalPromptLearner"
-    learner_name = "CoPrompt"
-    term_names = ("CE", "CoPrompt")
-    checkpoint_free_keys = ("PREC", "GPT_DIR", "DATASET_SETTINGS")
+class TwoViewTrainer(PromptTrainer):
+    """CoPrompt's loop: the official per-dataset settings, and two augmentations per image
+    (the prompted model reads the first, the frozen CLIP the second)."""
 
     def __init__(self, cfg) -> None:
         super().__init__(with_dataset_settings(cfg))
-
-    @classmethod
-    def check_cfg(cls, cfg) -> None:
-        super().check_cfg(cfg)
-        if cfg.TRAINER.DISTILL not in DISTANCES:
-            raise ConfigError(f"TRAINER.DISTILL is '{cfg.TRAINER.DISTILL}'; use cosine or mse")
 
     def parse_batch_train(self, batch: dict):
         """The views of the batch (``K_TRANSFORMS`` of them, a list) and the labels."""
         views = batch["img"] if isinstance(batch["img"], list | tuple) else [batch["img"]]
         return [v.to(self.device) for v in views], batch["label"].to(self.device)
 
-    def compute_losses(self, image, label: torch.Tensor):
+    def compute_losses(self, image, label: torch.Tensor, unlabelled=None):
         """The prompted model on the first view; the frozen image features from the second
         (from the same view when the loader gives one)."""
         views = image if isinstance(image, list | tuple) else [image]
         return two_view_losses(self.method, views, label)
 
-    @classmethod
-    def map_official_state_dict(cls, state_dict):
-        """Official files hold the whole model, the frozen CLIP for consistency
-        (``model_distill.*``) too: dropped; the rest has MaPLe's names and the adapters'."""
-        kept = {k: v for k, v in state_dict.items() if not k.startswith("model_distill.")}
-        return map_maple_keys(kept)
+
+def check_coprompt(cfg) -> None:
+    if cfg.TRAINER.DISTILL not in DISTANCES:
+        raise ConfigError(f"TRAINER.DISTILL is '{cfg.TRAINER.DISTILL}'; use cosine or mse")
+
+
+CoPrompt = register_method(Method(
+    "CoPrompt", node="CoPrompt", learner="CoPrompt", model_name="MultiModalPromptLearner",
+    terms=("CE", "CoPrompt"), check=check_coprompt,
+    doc="Consistency-guided prompt learning."), trainer=TwoViewTrainer, module=__name__)
 
 
 def two_view_losses(method, views: list[torch.Tensor], label: torch.Tensor):

@@ -3,21 +3,25 @@
 A head on the same features (``"DePT"`` in HEAD_REGISTRY, usable on any learner): channel-wise
 transforms (FiLM: ``scale * x + bias``, one for the image and one for the text embeddings) and
 a linear classifier over the transformed embeddings, trained on the base classes together with
-the prompts (learning rate ``OPTIM.LR * OPTIM.LR_EXP``). The objective becomes
-``(1 - w) * CE(similarity logits) + w * CE(head)``, the head classifying both the image
-embeddings and the text embeddings of their labels (``w`` = TRAINER.LINEAR_PROBE.WEIGHT);
-evaluation on the base classes fuses ``(1 - w) * similarity + w * head``. On other classes (new
-classes; other datasets than ImageNet's family in cross-dataset runs) the head does not apply
-and the similarity logits are the prediction, as in the official code.
+the prompts (learning rate ``OPTIM.LR * OPTIM.LR_EXP``). The objective becomes ``(1 - w) *
+CE(similarity logits) + w * CE(head)``, the head classifying both the image embeddings and the
+text embeddings of their labels (``w`` = TRAINER.LINEAR_PROBE.WEIGHT); evaluation on the base
+classes fuses ``(1 - w) * similarity + w * head``. The head's node is ``TRAINER.LINEAR_PROBE``
+(TYPE, WEIGHT, TEST_TIME_FUSION, FILM, LR_EXP); the official ``TRAINER.FILM.LINEAR_PROBE`` and
+``OPTIM.LR_EXP`` set FILM and LR_EXP (aliases). On other classes (new classes; other datasets
+than ImageNet's family in cross-dataset runs) the head does not apply and the similarity logits
+are the prediction, as in the official code.
 
 The official trainers are the base methods with the head: ExtrasLinearProbeCoOp,
 ExtrasLinearProbeCoCoOp, ExtrasLinearProbeKgCoOp (checkpoint folder ``PromptLearner``) and
-ExtrasLinearProbeMaPLe (``MultiModalPromptLearner``). Their prompts learn at OPTIM.LR (the
-official BASE_LR_MULT of 1.0); OPTIM.STAGED_LR and NEW_LAYERS are not read.
+ExtrasLinearProbeMaPLe (``MultiModalPromptLearner``): each is its base method's declaration
+with the head. Their prompts learn at OPTIM.LR (the official BASE_LR_MULT of 1.0);
+OPTIM.STAGED_LR is refused and NEW_LAYERS is not read.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from typing import Any
@@ -27,13 +31,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from datasets.imagenet import CLASSNAMES_FILE, class_folders, read_classnames
-from engine import TRAINER_REGISTRY
-from engine.config import CN, register_config
-from trainers.base import PromptTrainer
+from engine.config import CN, register_alias, register_config
 from trainers.cocoop import CoCoOp
 from trainers.coop import CoOp
 from trainers.kgcoop import KgCoOp
 from trainers.maple import MaPLe
+from trainers.method import register_method
 from trainers.objective import HEAD_REGISTRY, ForwardOutput, Head, PartContext, Term
 from trainers.outputs import normalize
 
@@ -48,9 +51,12 @@ def add_dept_config(cfg: CN) -> None:
     cfg.TRAINER.LINEAR_PROBE.TYPE = "linear"  # DePT's head: 'linear' or 'similarity'
     cfg.TRAINER.LINEAR_PROBE.WEIGHT = 0.7  # weight of the head in the loss and the fusion
     cfg.TRAINER.LINEAR_PROBE.TEST_TIME_FUSION = True  # False: the head's logits alone
-    cfg.TRAINER.FILM = CN()
-    cfg.TRAINER.FILM.LINEAR_PROBE = True  # channel-wise transforms before the head
-    cfg.OPTIM.LR_EXP = 6.5  # DePT: the head learns at OPTIM.LR * LR_EXP
+    cfg.TRAINER.LINEAR_PROBE.FILM = True  # channel-wise transforms before the head
+    cfg.TRAINER.LINEAR_PROBE.LR_EXP = 6.5  # the head learns at OPTIM.LR * LR_EXP
+
+
+register_alias("TRAINER.FILM.LINEAR_PROBE", "TRAINER.LINEAR_PROBE.FILM")
+register_alias("OPTIM.LR_EXP", "TRAINER.LINEAR_PROBE.LR_EXP")
 
 
 class FiLM(nn.Module):
@@ -98,10 +104,10 @@ class DecoupledHead(Head):
             logger.info("DePT: the head does not apply to these classes (%s, %s): similarity "
                         "logits only", ctx.cfg.DATASET.NAME, ctx.cfg.DATASET.SUBSAMPLE_CLASSES)
             return None
-        probe, film = ctx.cfg.TRAINER.LINEAR_PROBE, ctx.cfg.TRAINER.FILM
+        probe = ctx.node
         return cls(ctx.clip_model.embed_dim, len(ctx.classnames), weight=probe.WEIGHT,
-                   kind=probe.TYPE, film=film.LINEAR_PROBE, fusion=probe.TEST_TIME_FUSION,
-                   lr_mult=ctx.cfg.OPTIM.LR_EXP)
+                   kind=probe.TYPE, film=probe.FILM, fusion=probe.TEST_TIME_FUSION,
+                   lr_mult=probe.LR_EXP)
 
     def transformed(self, out: ForwardOutput) -> tuple[torch.Tensor, torch.Tensor]:
         """(image embeddings [B, D], text embeddings [N, D] or [B, N, D]) through FiLM."""
@@ -176,19 +182,19 @@ class HeadCrossEntropy(Term):
         return F.cross_entropy(logits, labels)
 
 
-HEAD_REGISTRY.register(DecoupledHead, name="DePT")
+HEAD_REGISTRY.register(DecoupledHead, name="DePT", node="LINEAR_PROBE")
 
 
-def with_dept_head(base: type[PromptTrainer], model_name: str) -> type[PromptTrainer]:
-    """The trainer ``ExtrasLinearProbe<base>``: ``base`` with DePT's head, its registered
-    model named ``model_name`` (the official checkpoint folder)."""
-    return type(f"ExtrasLinearProbe{base.__name__}", (base,), {
-        "__doc__": f"{base.__name__} with DePT's head.", "__module__": __name__,
-        "model_name": model_name, "head_name": "DePT"})
+def with_dept_head(base: type, model_name: str) -> type:
+    """The trainer ``ExtrasLinearProbe<base>``: ``base``'s declaration with DePT's head, its
+    registered model named ``model_name`` (the official checkpoint folder)."""
+    name = f"ExtrasLinearProbe{base.declaration.name}"
+    return register_method(dataclasses.replace(
+        base.declaration, name=name, model_name=model_name, head="DePT",
+        doc=f"{base.declaration.name} with DePT's head."), module=__name__)
 
 
-ExtrasLinearProbeCoOp = TRAINER_REGISTRY.register(with_dept_head(CoOp, "PromptLearner"))
-ExtrasLinearProbeCoCoOp = TRAINER_REGISTRY.register(with_dept_head(CoCoOp, "PromptLearner"))
-ExtrasLinearProbeKgCoOp = TRAINER_REGISTRY.register(with_dept_head(KgCoOp, "PromptLearner"))
-ExtrasLinearProbeMaPLe = TRAINER_REGISTRY.register(
-    with_dept_head(MaPLe, "MultiModalPromptLearner"))
+ExtrasLinearProbeCoOp = with_dept_head(CoOp, "PromptLearner")
+ExtrasLinearProbeCoCoOp = with_dept_head(CoCoOp, "PromptLearner")
+ExtrasLinearProbeKgCoOp = with_dept_head(KgCoOp, "PromptLearner")
+ExtrasLinearProbeMaPLe = with_dept_head(MaPLe, "MultiModalPromptLearner")

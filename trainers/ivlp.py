@@ -20,17 +20,11 @@ import re
 import torch
 from torch import nn
 
-from engine import TRAINER_REGISTRY
 from engine.config import CN, register_config
-from trainers.base import (
-    ClassTokens,
-    PromptSchedule,
-    PromptTrainer,
-    embed_words,
-    prompt_text,
-    random_context,
-)
-from trainers.learners import register_learner
+from engine.errors import ConfigError
+from trainers.base import ClassTokens, PromptSchedule, embed_words, prompt_text, random_context
+from trainers.learners import official_learner_keys, register_learner
+from trainers.method import Method, register_method
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +90,28 @@ def ivlp_settings(node: CN) -> dict:
             "ctx_init": node.CTX_INIT}
 
 
-@register_learner("IVLP", node="IVLP", settings=ivlp_settings)
+_DEEP_VPT = re.compile(r"^(image|text)_encoder\.transformer\.resblocks\.(\d+)\.VPT_shallow$")
+
+
+def map_vpt_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The official IVLP / VPT key names (prompts stored inside the CLIP towers: the
+    ``VPT`` tensors of the official model's frozen modules) → the learner's; then the
+    learner's other official keys (trainers/learners.py's default map)."""
+    mapped = {}
+    for key, value in state_dict.items():
+        deep = _DEEP_VPT.match(key)
+        if key == "image_encoder.VPT":
+            key = "vision_prompts.0"
+        elif deep:
+            tower = "vision" if deep.group(1) == "image" else "text"
+            key = f"{tower}_prompts.{deep.group(2)}"
+        else:
+            key = key.removeprefix("prompt_learner.")
+        mapped[key] = value
+    return official_learner_keys(mapped)
+
+
+@register_learner("IVLP", node="IVLP", settings=ivlp_settings, official_keys=map_vpt_keys)
 class IVLPPromptLearner(nn.Module):
     """Independent prompts for the two towers.
 
@@ -142,41 +157,13 @@ class IVLPPromptLearner(nn.Module):
                               vision=self.vision_schedule())
 
 
-_DEEP_VPT = re.compile(r"^(image|text)_encoder\.transformer\.resblocks\.(\d+)\.VPT_shallow$")
+def check_ivlp(cfg) -> None:
+    if cfg.TRAINER.IVLP.PROMPT_DEPTH_TEXT < 1:
+        raise ConfigError("TRAINER.IVLP.PROMPT_DEPTH_TEXT must be >= 1 (the text context is "
+                          "always learned); to learn only vision prompts use the VPT trainer")
 
 
-def map_vpt_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The official IVLP / VPT key names (prompts stored inside the CLIP towers) → the
-    learner's; other keys lose a leading ``prompt_learner.`` and are kept as they are."""
-    mapped = {}
-    for key, value in state_dict.items():
-        deep = _DEEP_VPT.match(key)
-        if key == "image_encoder.VPT":
-            key = "vision_prompts.0"
-        elif deep:
-            tower = "vision" if deep.group(1) == "image" else "text"
-            key = f"{tower}_prompts.{deep.group(2)}"
-        else:
-            key = key.removeprefix("prompt_learner.")
-        mapped[key] = value
-    return mapped
-
-
-@TRAINER_REGISTRY.register()
-class IVLP(PromptTrainer):
-    """Independent vision-language prompting (deep language prompting with vision depth 0)."""
-
-    config_node = "IVLP"
-    model_name = "VLPromptLearner"
-    learner_name = "IVLP"
-
-    @classmethod
-    def check_cfg(cls, cfg) -> None:
-        super().check_cfg(cfg)
-        if cfg.TRAINER.IVLP.PROMPT_DEPTH_TEXT < 1:
-            raise ValueError("TRAINER.IVLP.PROMPT_DEPTH_TEXT must be >= 1 (the text context is "
-                             "always learned); to learn only vision prompts use the VPT trainer")
-
-    @classmethod
-    def map_official_state_dict(cls, state_dict):
-        return map_vpt_keys(state_dict)
+IVLP = register_method(Method(
+    "IVLP", node="IVLP", learner="IVLP", model_name="VLPromptLearner", check=check_ivlp,
+    doc="Independent vision-language prompting (deep language prompting with vision depth "
+        "0)."), module=__name__)

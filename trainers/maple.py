@@ -15,11 +15,11 @@ import re
 import torch
 from torch import nn
 
-from engine import TRAINER_REGISTRY
 from engine.config import CN, register_config
-from trainers.base import ClassTokens, PromptSchedule, PromptTrainer, prompt_text
+from trainers.base import ClassTokens, PromptSchedule, prompt_text
 from trainers.ivlp import check_depth, deep_prompts, text_context, vision_layers
-from trainers.learners import first_key, register_learner
+from trainers.learners import official_learner_keys, register_learner
+from trainers.method import Method, register_method
 
 logger = logging.getLogger(__name__)
 
@@ -34,14 +34,36 @@ def add_maple_config(cfg: CN) -> None:
 
 
 def maple_settings(node: CN) -> dict:
-    """MaPLe's learner from a config node: TRAINER.MAPLE's keys, or the text ones of a node
-    with IVLP's keys (PromptSRC on MaPLe)."""
-    return {"n_ctx": first_key(node, "N_CTX", "N_CTX_TEXT"),
-            "depth": first_key(node, "PROMPT_DEPTH", "PROMPT_DEPTH_TEXT"),
-            "ctx_init": node.CTX_INIT}
+    """MaPLe's learner from its node's keys."""
+    return {"n_ctx": node.N_CTX, "depth": node.PROMPT_DEPTH, "ctx_init": node.CTX_INIT}
 
 
-@register_learner("MaPLe", node="MAPLE", settings=maple_settings)
+_OFFICIAL = (
+    (re.compile(r"^prompt_learner\.proj\.(weight|bias)$"), lambda m: f"couplings.0.{m[1]}"),
+    (re.compile(r"^prompt_learner\.compound_prompts_text\.(\d+)$"),
+     lambda m: f"text_prompts.{int(m[1]) + 1}"),
+    (re.compile(r"^prompt_learner\.compound_prompt_projections\.(\d+)\.(weight|bias)$"),
+     lambda m: f"couplings.{int(m[1]) + 1}.{m[2]}"),
+)
+
+
+def map_maple_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The official MaPLe key names → the learner's: ``proj`` is the coupling of layer 0,
+    ``compound_prompts_text.k`` and ``compound_prompt_projections.k`` belong to layer k + 1."""
+    mapped = {}
+    for key, value in state_dict.items():
+        for pattern, rename in _OFFICIAL:
+            match = pattern.match(key)
+            if match:
+                key = rename(match)
+                break
+        else:
+            key = key.removeprefix("prompt_learner.")
+        mapped[key] = value
+    return official_learner_keys(mapped)
+
+
+@register_learner("MaPLe", node="MAPLE", settings=maple_settings, official_keys=map_maple_keys)
 class MaPLePromptLearner(nn.Module):
     """Parameters: ``ctx`` (text layer 0), ``text_prompts.{i}`` for text layers ``1 .. J-1``,
     and ``couplings.{i}`` (a Linear text width → vision width) for layers ``0 .. J-1``.
@@ -83,39 +105,6 @@ class MaPLePromptLearner(nn.Module):
         return PromptSchedule(tokens.embeddings, tokens.eot, text=text, vision=vision)
 
 
-_OFFICIAL = (
-    (re.compile(r"^prompt_learner\.proj\.(weight|bias)$"), lambda m: f"couplings.0.{m[1]}"),
-    (re.compile(r"^prompt_learner\.compound_prompts_text\.(\d+)$"),
-     lambda m: f"text_prompts.{int(m[1]) + 1}"),
-    (re.compile(r"^prompt_learner\.compound_prompt_projections\.(\d+)\.(weight|bias)$"),
-     lambda m: f"couplings.{int(m[1]) + 1}.{m[2]}"),
-)
-
-
-def map_maple_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The official MaPLe key names → the learner's: ``proj`` is the coupling of layer 0,
-    ``compound_prompts_text.k`` and ``compound_prompt_projections.k`` belong to layer k + 1."""
-    mapped = {}
-    for key, value in state_dict.items():
-        for pattern, rename in _OFFICIAL:
-            match = pattern.match(key)
-            if match:
-                key = rename(match)
-                break
-        else:
-            key = key.removeprefix("prompt_learner.")
-        mapped[key] = value
-    return mapped
-
-
-@TRAINER_REGISTRY.register()
-class MaPLe(PromptTrainer):
-    """Multi-modal Prompt Learning."""
-
-    config_node = "MAPLE"
-    model_name = "MultiModalPromptLearner"
-    learner_name = "MaPLe"
-
-    @classmethod
-    def map_official_state_dict(cls, state_dict):
-        return map_maple_keys(state_dict)
+MaPLe = register_method(Method("MaPLe", node="MAPLE", learner="MaPLe",
+                               model_name="MultiModalPromptLearner",
+                               doc="Multi-modal Prompt Learning."), module=__name__)

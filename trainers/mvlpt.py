@@ -32,7 +32,6 @@ from torch import nn
 from clip.model import Transformer
 from datasets.elevater import build_elevater_dataset, build_elevater_loaders, elevater_task_names
 from datasets.multitask import build_task_dataset
-from engine import TRAINER_REGISTRY
 from engine.config import CN, register_config
 from engine.data import DataManager
 from trainers.base import (
@@ -47,7 +46,8 @@ from trainers.base import (
 from trainers.cocoop import CoCoOpPromptLearner  # noqa: F401  (registers MCoCoOp's learner)
 from trainers.coop import CoOpPromptLearner, context_schedule, name_lengths
 from trainers.ivlp import vision_layers
-from trainers.learners import register_learner
+from trainers.learners import official_learner_keys, register_learner
+from trainers.method import Method, register_method
 from trainers.objective import TERM_REGISTRY, PartContext, Term
 from trainers.vpt import FIXED_PROMPT_PREFIX, FixedTextPromptedCLIP
 
@@ -79,7 +79,6 @@ def add_mvlpt_config(cfg: CN) -> None:
     cfg.TRAINER.MVLPT.COCOOP.CTX_INIT = ""  # initialization words (their count replaces N_CTX)
     cfg.TRAINER.MVLPT.COCOOP.PREC = "fp16"  # kept for the official configs; PREC above rules
     cfg.TRAINER.CUT_CONTEXTLEN = False  # accepted: the text tower always runs on cut sequences
-    cfg.TRAINER.ACT_CKPT = 1  # activation checkpointing segments of the text tower (1: off)
 
 
 def variant(node: CN) -> str:
@@ -146,7 +145,17 @@ def mvlpt_settings(node: CN) -> dict:
             "project_method": node.PROJECT_METHOD, "project_dim": node.PROJECT_DIM}
 
 
-@register_learner("MVLPT", node="MVLPT", settings=mvlpt_settings)
+def map_mvlpt_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The released UPT files' ``upt_proj`` is ``mvlpt_proj`` (the official loader renames it
+    too); then the default official map."""
+    mapped = {}
+    for key, value in state_dict.items():
+        key = key.removeprefix("prompt_learner.")
+        mapped["mvlpt_proj" + key[len("upt_proj"):] if key.startswith("upt_proj") else key] = value
+    return official_learner_keys(mapped)
+
+
+@register_learner("MVLPT", node="MVLPT", settings=mvlpt_settings, official_keys=map_mvlpt_keys)
 class MVLPTPromptLearner(nn.Module):
     """The prompts of MCoOp, MVPT and MUPT, under the official names.
 
@@ -183,12 +192,6 @@ class MVLPTPromptLearner(nn.Module):
         # the model that drives it (build_prompted_model): MVPT's text is fixed
         self.prompted_model = (MVLPTPromptedCLIP if self.ctx is not None
                                else FixedTextMVLPTPromptedCLIP)
-
-    @classmethod
-    def from_config(cls, node: CN, clip_model: nn.Module,
-                    classnames: list[str]) -> MVLPTPromptLearner:
-        """The learner of ``TRAINER.MVLPT``."""
-        return cls(clip_model, classnames, **mvlpt_settings(node))
 
     def _init_visual(self, clip_model: nn.Module, n_ctx: int, deep: bool, dropout: float,
                      project: int) -> None:
@@ -340,28 +343,9 @@ def multitask_terms(ctx: PartContext) -> list[Term]:
     return [MultitaskCrossEntropy(ctx.tasks, per_task_mask=per_task)]
 
 
-@TRAINER_REGISTRY.register()
-class MVLPT(PromptTrainer):
-    """Multitask Vision-Language Prompt Tuning (MCoOp, MVPT, MUPT, MCoCoOp)."""
-
-    config_node = "MVLPT"
-    model_name = "prompt_learner"
-    learner_name = "MVLPT"
-    term_names = ("MultitaskCE",)
-
-    @classmethod
-    def check_cfg(cls, cfg) -> None:
-        super().check_cfg(cfg)
-        check_node(cfg.TRAINER.MVLPT)
-        if cfg.TRAINER.MVLPT.COCOOP.PREC not in cls.precisions:
-            raise ValueError(f"TRAINER.MVLPT.COCOOP.PREC is '{cfg.TRAINER.MVLPT.COCOOP.PREC}'; "
-                             f"use one of {', '.join(cls.precisions)}")
-        if cfg.TRAINER.ACT_CKPT < 1:
-            raise ValueError(f"TRAINER.ACT_CKPT (--act-ckpt) must be >= 1 (1: off); got "
-                             f"{cfg.TRAINER.ACT_CKPT}")
-        if cfg.DATASET.MULTITASK_LABEL_PERTASK and not cfg.DATASET.MULTITASK:
-            raise ValueError("DATASET.MULTITASK_LABEL_PERTASK (--multi-task-label_pertask) "
-                             "needs DATASET.MULTITASK (--multi-task): the mask is per task")
+class MultitaskTrainer(PromptTrainer):
+    """The loop of a method over several tasks in one label space (MVLPT's data): the
+    multitask dataset, ELEVATER's loaders, and its 0/1 target vectors as labels."""
 
     def build_data_loader(self) -> None:
         """Several tasks (``DATASET.DATASET`` or ``DATASET.COOP``): one multitask dataset;
@@ -377,24 +361,6 @@ class MVLPT(PromptTrainer):
             return
         self.use_data_manager(DataManager(cfg, dataset=build_task_dataset(cfg)))
 
-    @classmethod
-    def default_learner(cls, cfg) -> str:
-        """MCoCoOp is CoCoOp's learner (built from TRAINER.MVLPT.COCOOP); the others MVLPT's."""
-        return "CoCoOp" if variant(cfg.TRAINER.MVLPT) == "MCoCoOp" else cls.learner_name
-
-    @classmethod
-    def learner_node(cls, cfg, name: str):
-        if name == "CoCoOp" and not cfg.TRAINER.PARTS.PROMPT_LEARNER:
-            return cfg.TRAINER.MVLPT.COCOOP
-        return super().learner_node(cfg, name)
-
-    @classmethod
-    def assemble(cls, cfg, clip_model, classnames, learner, param_dtype=None, tasks=None):
-        """The parts, with the text tower checkpointed in TRAINER.ACT_CKPT segments."""
-        logger.info("MVLPT variant: %s", variant(cfg.TRAINER.MVLPT))
-        clip_model.transformer.checkpoint_segments = cfg.TRAINER.ACT_CKPT
-        return super().assemble(cfg, clip_model, classnames, learner, param_dtype, tasks)
-
     def parse_batch_train(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Images and labels; ELEVATER batches carry their 0/1 ``target`` vectors instead
         (multi-label tasks), which the objective takes as soft targets."""
@@ -405,14 +371,32 @@ class MVLPT(PromptTrainer):
     def parse_batch_test(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         return self.parse_batch_train(batch)
 
-    @classmethod
-    def map_official_state_dict(cls, state_dict):
-        """Official names → ours: ``cocoop_ctx`` is CoCoOp's ``ctx``; the released UPT files'
-        ``upt_proj`` is ``mvlpt_proj`` (the official loader renames it too)."""
-        mapped = {}
-        for key, value in state_dict.items():
-            key = key.removeprefix("prompt_learner.")
-            if key.startswith("upt_proj"):
-                key = "mvlpt_proj" + key[len("upt_proj"):]
-            mapped["ctx" if key == "cocoop_ctx" else key] = value
-        return mapped
+
+def check_mvlpt(cfg) -> None:
+    check_node(cfg.TRAINER.MVLPT)
+    logger.info("MVLPT variant: %s", variant(cfg.TRAINER.MVLPT))
+    if cfg.TRAINER.MVLPT.COCOOP.PREC not in PromptTrainer.precisions:
+        raise ValueError(f"TRAINER.MVLPT.COCOOP.PREC is '{cfg.TRAINER.MVLPT.COCOOP.PREC}'; "
+                         f"use one of {', '.join(PromptTrainer.precisions)}")
+    if cfg.DATASET.MULTITASK_LABEL_PERTASK and not cfg.DATASET.MULTITASK:
+        raise ValueError("DATASET.MULTITASK_LABEL_PERTASK (--multi-task-label_pertask) "
+                         "needs DATASET.MULTITASK (--multi-task): the mask is per task")
+
+
+def mvlpt_learner(cfg) -> str:
+    """MCoCoOp is CoCoOp's learner (built from TRAINER.MVLPT.COCOOP); the others MVLPT's."""
+    return "CoCoOp" if variant(cfg.TRAINER.MVLPT) == "MCoCoOp" else "MVLPT"
+
+
+def rename_cocoop_ctx(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The official MCoCoOp context ``cocoop_ctx`` is CoCoOp's ``ctx``."""
+    return {("ctx" if k.removeprefix("prompt_learner.") == "cocoop_ctx" else k): v
+            for k, v in state_dict.items()}
+
+
+MVLPT = register_method(Method(
+    "MVLPT", node="MVLPT", learner="MVLPT", terms=("MultitaskCE",),
+    learner_nodes={"CoCoOp": "MVLPT.COCOOP"}, select_learner=mvlpt_learner,
+    official_keys=rename_cocoop_ctx, check=check_mvlpt,
+    doc="Multitask Vision-Language Prompt Tuning (MCoOp, MVPT, MUPT, MCoCoOp)."),
+    trainer=MultitaskTrainer, module=__name__)

@@ -6,11 +6,15 @@
   ``summed = True`` and logs every term (``loss_<name>``); a term with ``summed = False`` is
   computed and logged but only read by a step hook (ProGrad's general direction).
   ``TERM_REGISTRY`` maps a name to a factory ``(PartContext) -> list[Term]`` that reads the
-  term's weight (and anything else) from the config by its official key::
+  term's weight (and anything else) from its own node, ``ctx.node``::
 
-      @TERM_REGISTRY.register(name="KgCoOp")
+      @TERM_REGISTRY.register(name="KgCoOp", node="KGCOOP")
       def kgcoop_terms(ctx: PartContext) -> list[Term]:
-          return [KnowledgeGuidance(..., weight=ctx.cfg.TRAINER.COOP.W)]
+          return [KnowledgeGuidance(..., weight=ctx.node.W)]
+
+  A term reads the labelled batch's output (``batch = "labelled"``) or, in a method that
+  needs unlabelled images, the unlabelled batch's (``batch = "unlabelled"``; its label is
+  None).
 
 * **Step hooks.** A :class:`StepHook` replaces the plain ``backward(loss)`` of a training step
   by a rule over the gradients (ProGrad projects them); it may bring reference terms of its
@@ -21,15 +25,16 @@
   ``HEAD_REGISTRY`` maps a name to a :class:`Head` subclass; its ``from_context(ctx)`` builds
   it, or returns ``None`` where the head does not apply (DePT evaluated on new classes).
 
-A trainer declares its parts by name (``PromptTrainer.term_names``, ``step_hook_names``,
-``head_name``); ``TRAINER.PARTS`` adds more from a config file, so combinations need no code.
+A method's declaration (trainers/method.py) names its parts; ``TRAINER.PARTS`` adds more
+from a config file, so combinations need no code. Every part is built from one
+:class:`~trainers.parts.PartContext` (trainers/parts.py).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -37,30 +42,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.metrics import compute_accuracy
-from engine.registry import Registry
 from trainers.outputs import ForwardOutput, normalize
+from trainers.parts import PartContext, PartRegistry
 
 __all__ = ["PartContext", "Term", "CrossEntropy", "HandCraftedTerm", "Losses", "Objective",
            "StepHook", "Head", "TERM_REGISTRY", "STEP_HOOK_REGISTRY", "HEAD_REGISTRY",
            "hand_crafted_text_features", "build_objective", "build_step_hooks", "build_head",
            "run_backward"]
 
-TERM_REGISTRY = Registry("objective term")
-STEP_HOOK_REGISTRY = Registry("step hook")
-HEAD_REGISTRY = Registry("head")
-
-
-@dataclass(frozen=True)
-class PartContext:
-    """What a part's factory may read: the config, the frozen CLIP (fp32, on the training
-    device, before the precision policy casts it), the class names in label order and, for a
-    multitask label space, its tasks (each with ``name``, ``start``, ``end``: the labels
-    ``start .. end - 1``; None for one task)."""
-
-    cfg: Any
-    clip_model: nn.Module
-    classnames: list[str] = field(default_factory=list)
-    tasks: list | None = None
+TERM_REGISTRY = PartRegistry("objective term")
+STEP_HOOK_REGISTRY = PartRegistry("step hook")
+HEAD_REGISTRY = PartRegistry("head")
 
 
 # --------------------------------------------------------------------------- terms
@@ -69,12 +61,14 @@ class PartContext:
 class Term(nn.Module):
     """One named term of an objective: ``forward(out, label)`` returns the unweighted scalar.
 
-    Subclasses set ``name`` (unique in an objective; logged as ``loss_<name>``) and
-    ``needs_frozen_image`` when they read ``out.frozen_image_features``.
+    Subclasses set ``name`` (unique in an objective; logged as ``loss_<name>``),
+    ``needs_frozen_image`` when they read ``out.frozen_image_features``, and ``batch`` to
+    ``"unlabelled"`` when they read the unlabelled batch's output (label None).
     """
 
     name = ""
     needs_frozen_image = False
+    batch = "labelled"
 
     def __init__(self, weight: float = 1.0, summed: bool = True) -> None:
         super().__init__()
@@ -139,10 +133,11 @@ class Losses:
 
     total: torch.Tensor
     terms: dict[str, torch.Tensor]
-    accuracy: float
+    accuracy: float | None
 
     def figures(self) -> dict[str, float]:
-        return {"acc": self.accuracy, **{f"loss_{k}": v.item() for k, v in self.terms.items()}}
+        acc = {} if self.accuracy is None else {"acc": self.accuracy}
+        return {**acc, **{f"loss_{k}": v.item() for k, v in self.terms.items()}}
 
 
 class Objective(nn.Module):
@@ -172,17 +167,29 @@ class Objective(nn.Module):
                 return term
         raise KeyError(f"the objective has no term '{name}'; its terms: {self.names}")
 
-    def forward(self, out: ForwardOutput, label: torch.Tensor) -> Losses:
+    @property
+    def batches(self) -> set[str]:
+        """The batches the terms read: ``"labelled"`` and / or ``"unlabelled"``."""
+        return {term.batch for term in self.terms}
+
+    def forward(self, out: ForwardOutput | None, label: torch.Tensor | None,
+                unlabelled: ForwardOutput | None = None) -> Losses:
         values: dict[str, torch.Tensor] = {}
         total = None
         for term in self.terms:
-            value = term(out, label)
+            source = unlabelled if term.batch == "unlabelled" else out
+            if source is None:
+                raise RuntimeError(f"the term '{term.name}' reads the {term.batch} batch, "
+                                   "which this method's declaration does not ask for")
+            value = term(source, label if source is out else None)
             if term.summed:
                 value = value * term.weight
                 total = value if total is None else total + value
             values[term.name] = value
-        hard = label if label.dim() == 1 else label.argmax(dim=-1)  # soft targets: their top
-        accuracy = compute_accuracy(out.logits, hard)[0].item()
+        accuracy = None
+        if out is not None and label is not None:
+            hard = label if label.dim() == 1 else label.argmax(dim=-1)  # soft targets: top
+            accuracy = compute_accuracy(out.logits, hard)[0].item()
         return Losses(total, values, accuracy)
 
 
@@ -260,18 +267,18 @@ class Head(nn.Module):
 
 
 def build_step_hooks(names: Sequence[str], ctx: PartContext) -> list[StepHook]:
-    return [STEP_HOOK_REGISTRY.get(name)(ctx) for name in names]
+    return [STEP_HOOK_REGISTRY.build(name, ctx) for name in names]
 
 
 def build_head(name: str, ctx: PartContext) -> Head | None:
-    return HEAD_REGISTRY.get(name).from_context(ctx) if name else None
+    return HEAD_REGISTRY.build(name, ctx) if name else None
 
 
 def build_objective(term_names: Sequence[str], ctx: PartContext,
                     hooks: Sequence[StepHook] = (), head: Head | None = None) -> Objective:
     """The terms named (each factory's, in order), the hooks' reference terms, and the head's
     terms, with the cross-entropy scaled by the head's ``similarity_weight``."""
-    terms = [term for name in term_names for term in TERM_REGISTRY.get(name)(ctx)]
+    terms = [term for name in term_names for term in TERM_REGISTRY.build(name, ctx)]
     terms += [term for hook in hooks for term in hook.terms()]
     if head is not None:
         for term in terms:

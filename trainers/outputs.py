@@ -30,6 +30,7 @@ class ForwardOutput:
     text_embeddings: torch.Tensor
     logit_scale: torch.Tensor
     frozen_image_features: torch.Tensor | None = None
+    images: torch.Tensor | None = None  # the input batch (a teacher's terms run it)
 
     @property
     def conditional(self) -> bool:

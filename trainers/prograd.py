@@ -8,10 +8,12 @@ prompts as soft targets for the prompted logits ``z``); where the cross-entropy'
 along ``g``: ``d - λ (d · ĝ) ĝ``. Only the cross-entropy is minimised; the reference term is
 logged (``loss_prograd_kl``).
 
-Official config keys: TRAINER.COOP (as CoOp's), and the ``LOSS`` node (NAME must be
-"prograd"; T, LAMBDA; GM and ALPHA are read by nothing, there and here). ``CTX_INIT: True``
-starts the N_CTX context vectors at zero with the words of ProGrad's template of the dataset
-in the last ones.
+Official config keys: TRAINER.COOP (as CoOp's) for the learner; the hook's own node is
+``TRAINER.PROGRAD`` (NAME, T, LAMBDA), which the official ``LOSS.NAME``, ``LOSS.T`` and
+``LOSS.LAMBDA`` set (aliases); ``LOSS.GM`` and ``LOSS.ALPHA`` are read by nothing (the official
+code neither) and only their defaults are accepted. NAME must be "prograd". ``CTX_INIT: True``
+starts the N_CTX context vectors at zero with the words of ProGrad's template of the dataset in
+the last ones.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine import TRAINER_REGISTRY, distributed
-from engine.config import CN, register_config
-from trainers.coop import CoOp
+from engine import distributed
+from engine.config import CN, register_alias, register_config, register_unread
+from engine.errors import ConfigError
+from trainers.method import Method, register_method
 from trainers.objective import (
     STEP_HOOK_REGISTRY,
     HandCraftedTerm,
@@ -45,10 +48,17 @@ logger = logging.getLogger(__name__)
 def add_prograd_config(cfg: CN) -> None:
     cfg.LOSS = CN()
     cfg.LOSS.GM = False  # in the official ProGrad config; unused there too
-    cfg.LOSS.NAME = ""  # ProGrad: "prograd"
     cfg.LOSS.ALPHA = 0.0  # in the official ProGrad config; unused there too
-    cfg.LOSS.T = 1.0  # ProGrad: temperature of the distillation towards the zero-shot logits
-    cfg.LOSS.LAMBDA = 1.0  # ProGrad: how much of the conflicting component is removed
+    cfg.TRAINER.PROGRAD = CN()
+    cfg.TRAINER.PROGRAD.NAME = ""  # the ProGrad trainer: "prograd" (the official LOSS.NAME)
+    cfg.TRAINER.PROGRAD.T = 1.0  # temperature of the distillation towards the zero-shot logits
+    cfg.TRAINER.PROGRAD.LAMBDA = 1.0  # how much of the conflicting component is removed
+
+
+for _key in ("NAME", "T", "LAMBDA"):
+    register_alias(f"LOSS.{_key}", f"TRAINER.PROGRAD.{_key}")
+register_unread("LOSS.GM", "the official ProGrad code does not read it either")
+register_unread("LOSS.ALPHA", "the official ProGrad code does not read it either")
 
 
 class ZeroShotDistillation(HandCraftedTerm):
@@ -124,14 +134,14 @@ class ProGradHook(StepHook):
             param.grad = project_conflicting(param.grad, direction, self.lambda_)
 
 
-@STEP_HOOK_REGISTRY.register(name="ProGrad")
+@STEP_HOOK_REGISTRY.register(name="ProGrad", node="PROGRAD")
 def prograd_hook(ctx: PartContext) -> ProGradHook:
-    """ProGrad's rule with LOSS.LAMBDA, the teacher on ProGrad's template at LOSS.T."""
-    template = dataset_template(ctx.cfg.DATASET.NAME, PROGRAD_TEMPLATES)
-    logger.info("ProGrad: zero-shot prompts '%s' (T %s, lambda %s)", template, ctx.cfg.LOSS.T,
-                ctx.cfg.LOSS.LAMBDA)
+    """ProGrad's rule with its LAMBDA, the teacher on ProGrad's template at its T."""
+    template = ctx.template(PROGRAD_TEMPLATES)
+    logger.info("ProGrad: zero-shot prompts '%s' (T %s, lambda %s)", template, ctx.node.T,
+                ctx.node.LAMBDA)
     features = hand_crafted_text_features(ctx.clip_model, ctx.classnames, [template])
-    return ProGradHook(ZeroShotDistillation(features, ctx.cfg.LOSS.T), ctx.cfg.LOSS.LAMBDA)
+    return ProGradHook(ZeroShotDistillation(features, ctx.node.T), ctx.node.LAMBDA)
 
 
 def prograd_words(dataset_name: str) -> str:
@@ -139,22 +149,20 @@ def prograd_words(dataset_name: str) -> str:
     return dataset_template(dataset_name, PROGRAD_TEMPLATES).replace(" {}.", "")
 
 
-@TRAINER_REGISTRY.register()
-class ProGrad(CoOp):
-    """Projected gradient for few-shot CLIP."""
-
-    step_hook_names = ("ProGrad",)
-
-    @classmethod
-    def check_cfg(cls, cfg) -> None:
-        super().check_cfg(cfg)
-        if cfg.LOSS.NAME != "prograd":
-            raise ValueError(f"LOSS.NAME is '{cfg.LOSS.NAME}'; the ProGrad trainer needs "
-                             "'prograd' (as its official configs set it)")
-
-    @classmethod
-    def learner_settings(cls, cfg, name: str) -> dict:
-        settings = super().learner_settings(cfg, name)
-        if settings.get("ctx_init") is True:
-            settings.update(ctx_init=prograd_words(cfg.DATASET.NAME), words_last=True)
+def prograd_start(ctx: PartContext, settings: dict) -> dict:
+    """``CTX_INIT: True`` (the official configs): N_CTX vectors ending with ProGrad's words
+    of the dataset."""
+    if settings.get("ctx_init") is not True:
         return settings
+    return {**settings, "ctx_init": prograd_words(ctx.dataset_name), "words_last": True}
+
+
+def check_prograd(cfg) -> None:
+    if cfg.TRAINER.PROGRAD.NAME != "prograd":
+        raise ConfigError(f"LOSS.NAME is '{cfg.TRAINER.PROGRAD.NAME}'; the ProGrad trainer needs "
+                          "'prograd' (as its official configs set it)")
+
+
+ProGrad = register_method(Method(
+    "ProGrad", node="COOP", learner="CoOp", step_hooks=("ProGrad",), learner_init=prograd_start,
+    check=check_prograd, doc="Projected gradient for few-shot CLIP."), module=__name__)

@@ -31,7 +31,6 @@ import torch.nn.functional as F
 from torch import nn
 
 import clip
-from engine import TRAINER_REGISTRY
 from engine.checkpoint import load_checkpoint
 from engine.config import CN, register_config
 from engine.data import DataManager
@@ -41,9 +40,20 @@ from engine.data.transforms import build_transform
 from engine.errors import ConfigError
 from engine.optim import build_lr_scheduler, build_optimizer
 from engine.precision import Precision
-from trainers.base import PromptedCLIP, PromptTrainer, check_frozen_weights, load_clip_model
+from trainers.base import (
+    PromptedCLIP,
+    PromptMethod,
+    PromptTrainer,
+    check_frozen_weights,
+    load_clip_model,
+    unlabelled_loader,
+)
 from trainers.ivlp import IVLPPromptLearner, map_vpt_keys
-from trainers.outputs import normalize
+from trainers.learners import learner_entry
+from trainers.method import Method, learner_settings, register_method
+from trainers.objective import TERM_REGISTRY, Term, build_objective
+from trainers.outputs import ForwardOutput, normalize
+from trainers.parts import PartContext
 from trainers.promptsrc import PromptSRC
 
 logger = logging.getLogger(__name__)
@@ -144,6 +154,35 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor,
     return kl * temperature ** 2 / student.numel()
 
 
+class Distillation(Term):
+    """``kd``: PromptKD's term on the unlabelled batch: the student's logits (``out.logits``,
+    against the class vectors) against the teacher's on the same images (``out.images``)."""
+
+    name = "kd"
+    batch = "unlabelled"
+
+    def __init__(self, teacher: PromptedCLIP, weight: float, temperature: float) -> None:
+        super().__init__(weight)
+        self.teacher = [teacher]  # not a submodule: frozen, never saved with the objective
+        with torch.no_grad():
+            features = teacher.text_side().features.float()
+        self.register_buffer("class_vectors", features, persistent=False)
+        self.temperature = temperature
+
+    def forward(self, out: ForwardOutput, label: torch.Tensor | None) -> torch.Tensor:
+        teacher = teacher_outputs(self.teacher[0], out.images, self.class_vectors)
+        return distillation_loss(out.logits.float(), teacher, self.temperature)
+
+
+@TERM_REGISTRY.register(name="PromptKD", node="PROMPTKD")
+def promptkd_terms(ctx: PartContext) -> list[Term]:
+    """PromptKD's distillation from ``ctx.teacher`` (a prompted teacher), weighted by
+    KD_WEIGHT, at TEMPERATURE."""
+    if ctx.teacher is None:
+        raise ValueError("PromptKD's term distils from a teacher: the context has none")
+    return [Distillation(ctx.teacher, ctx.node.KD_WEIGHT, ctx.node.TEMPERATURE)]
+
+
 # --------------------------------------------------------------------------- the student
 
 
@@ -194,6 +233,14 @@ class DistilledCLIP(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.logits(self.features(image))
 
+    def output(self, image: torch.Tensor) -> ForwardOutput:
+        """What the objective reads: the logits against every class vector, the images."""
+        features = self.features(image)
+        text = self.student.teacher_text_features
+        return ForwardOutput(logits=self.logits(features, slice(None)), image_features=features,
+                             text_features=text, image_embeddings=features, text_embeddings=text,
+                             logit_scale=self.clip.logit_scale.exp(), images=image)
+
 
 # --------------------------------------------------------------------------- the trainer
 
@@ -203,35 +250,22 @@ def base_classes(n: int) -> int:
     return math.ceil(n / 2)
 
 
-@TRAINER_REGISTRY.register()
-class PromptKD(PromptTrainer):
-    """Unsupervised prompt distillation from a PromptSRC teacher."""
+def check_promptkd(cfg) -> None:
+    node = cfg.TRAINER.PROMPTKD
+    if cfg.TRAINER.MODAL not in MODALS:
+        raise ConfigError(f"TRAINER.MODAL is '{cfg.TRAINER.MODAL}'; use base2novel or cross")
+    if node.PROJECT_LAYER != 2 or node.CE_WEIGHT:
+        raise ConfigError("PromptKD's projector has two layers and its data no labels: "
+                          "TRAINER.PROMPTKD.PROJECT_LAYER must be 2 and CE_WEIGHT 0")
+    if cfg.TRAINER.MODAL == "base2novel" and cfg.DATASET.SUBSAMPLE_CLASSES != "all":
+        raise ConfigError("PromptKD's base2novel protocol trains on every class and "
+                          "evaluates the base half (val) and the new half (test) itself: "
+                          "leave DATASET.SUBSAMPLE_CLASSES all (or use TRAINER.MODAL cross)")
 
-    config_node = "PROMPTKD"
-    model_name = "VLPromptLearner"
-    learner_name = "VPT"
-    checkpoint_free_keys = ("PREC", "KD_WEIGHT", "TEMPERATURE", "CE_WEIGHT", "TEACHER_CKPT",
-                            "TEACHER_DIR", "N_CTX_TEXT", "PROMPT_DEPTH_TEXT", "CTX_INIT")
 
-    @classmethod
-    def learner_node(cls, cfg, name: str):
-        if cfg.TRAINER.PARTS.PROMPT_LEARNER:
-            return super().learner_node(cfg, name)
-        return cfg.TRAINER.PROMPTKD
-
-    @classmethod
-    def check_cfg(cls, cfg) -> None:
-        super().check_cfg(cfg)
-        node = cfg.TRAINER.PROMPTKD
-        if cfg.TRAINER.MODAL not in MODALS:
-            raise ConfigError(f"TRAINER.MODAL is '{cfg.TRAINER.MODAL}'; use base2novel or cross")
-        if node.PROJECT_LAYER != 2 or node.CE_WEIGHT:
-            raise ConfigError("PromptKD's projector has two layers and its data no labels: "
-                              "TRAINER.PROMPTKD.PROJECT_LAYER must be 2 and CE_WEIGHT 0")
-        if cfg.TRAINER.MODAL == "base2novel" and cfg.DATASET.SUBSAMPLE_CLASSES != "all":
-            raise ConfigError("PromptKD's base2novel protocol trains on every class and "
-                              "evaluates the base half (val) and the new half (test) itself: "
-                              "leave DATASET.SUBSAMPLE_CLASSES all (or use TRAINER.MODAL cross)")
+class DistillationTrainer(PromptTrainer):
+    """PromptKD's loop: the teacher's logits on each (unlabelled) training batch, the student
+    against the stored class vectors, evaluation on the halves of the classes."""
 
     # ------------------------------------------------------------------ data
     def build_data_loader(self) -> None:
@@ -258,13 +292,22 @@ class PromptKD(PromptTrainer):
         self.classnames = list(self.dm.dataset.classnames)
         clip_model = load_clip_model(cfg).to(self.device)
         teacher_width = clip.describe(self.node.TEACHER_NAME).arch.embed_dim
-        learner = self.build_prompt_learner(cfg, self.classnames, clip_model)
+        name = self.part_names(cfg).learner
+        settings, reads = learner_settings(self.declaration,
+                                           PartContext(cfg, clip_model, self.classnames), name)
+        learner = learner_entry(name).cls(clip_model, self.classnames, **settings)
         student = Student(learner, FeatureProjector(clip_model.embed_dim, teacher_width),
                           len(self.classnames))
         clip_model.to(dtype=self.precision.param_dtype)
         self.clip_model, self.student = clip_model, student
         self.model = DistilledCLIP(clip_model, student).to(self.device)
+        # what checkpoints record and the epoch hooks read (none): the learner and its keys
+        self.method = PromptMethod(self.model, student, None, learner_name=name,
+                                   learner_config={**reads, "TEACHER_WIDTH": teacher_width})
         self.teacher: PromptedCLIP | None = None
+        # the contract's unlabelled images (the training images; labels never read) are the
+        # epoch's batches
+        self.unlabelled_loader = self.train_loader_x = unlabelled_loader(cfg, self.dm)
         if cfg.MODEL.INIT_WEIGHTS:
             raise ConfigError("PromptKD starts from its teacher: leave MODEL.INIT_WEIGHTS empty")
         self.optim = build_optimizer(student, cfg.OPTIM)
@@ -276,33 +319,21 @@ class PromptKD(PromptTrainer):
         if self.teacher is not None:
             return
         self.teacher = load_teacher(self.cfg, self.classnames, self.device)
-        with torch.no_grad():
-            features = self.teacher.text_side().features.float()
-        self.student.teacher_text_features.copy_(features)
+        self.teacher.clip.to(dtype=self.precision.param_dtype)
+        ctx = PartContext(self.cfg, self.clip_model, self.classnames, teacher=self.teacher)
+        self.objective = build_objective(self.declaration.terms, ctx).to(self.device)
+        self.method.objective = self.objective
+        self.student.teacher_text_features.copy_(self.objective["kd"].class_vectors)
 
     def before_train(self) -> None:
         self.load_teacher()
         super().before_train()
 
     # ------------------------------------------------------------------ a step
-    def compute_loss(self, image: torch.Tensor, label: torch.Tensor):
-        """The distillation loss of one batch (the labels are not read)."""
-        node = self.node
-        text = self.student.teacher_text_features
-        teacher = teacher_outputs(self.teacher, image, text)
-        student = self.model.logits(self.model.features(image), slice(None))
-        loss = node.KD_WEIGHT * distillation_loss(student, teacher, node.TEMPERATURE)
-        agree = (student.argmax(1) == teacher.argmax(1)).float().mean().item() * 100
-        return loss, {"agree_with_teacher": agree}
-
-    def forward_backward(self, batch: dict) -> dict[str, float]:
-        image, label = self.parse_batch_train(batch)
-        with self.precision.autocast():
-            loss, figures = self.compute_loss(image, label)
-        self.model_backward_and_update(loss)
-        if (self.batch_idx + 1) == self.num_batches:
-            self.update_lr()
-        return {"loss": loss.item(), **figures}
+    def compute_losses(self, image, label, unlabelled: torch.Tensor | None = None):
+        """The objective on the unlabelled batch (the student's output; the teacher runs in
+        the term)."""
+        return self.objective(None, None, self.model.output(unlabelled))
 
     # ------------------------------------------------------------------ evaluation
     def test(self, split: str | None = None) -> float:
@@ -334,6 +365,14 @@ class PromptKD(PromptTrainer):
             self.load_teacher()
             mapped["teacher_text_features"] = self.student.teacher_text_features.clone()
         return mapped
+
+
+PromptKD = register_method(Method(
+    "PromptKD", node="PROMPTKD", learner="VPT", model_name="VLPromptLearner",
+    learner_nodes={"VPT": "PROMPTKD"}, terms=("PromptKD",), needs=("unlabelled", "teacher"),
+    check=check_promptkd,
+    doc="Unsupervised prompt distillation from a PromptSRC teacher."),
+    trainer=DistillationTrainer, module=__name__)
 
 
 _PROJECTOR = re.compile(r"^VPT_image_trans\.conv1\.(\d)\.(.+)$")

@@ -5,15 +5,19 @@ Both work on any prompt learner (a module whose ``forward()`` returns a
 :class:`~trainers.base.PromptSchedule`):
 
 * The objective terms ``scl_text``, ``scl_image`` and ``scl_logits`` (registered together as
-  ``"PromptSRC"`` in ``TERM_REGISTRY``): agreement of the prompted text features, image
-  features and logits with the frozen model's (text features averaged over
-  :data:`PROMPTSRC_TEMPLATES`, computed once; image features of the same CLIP run without
-  prompts, under ``no_grad``: no second copy of the image encoder). Weights:
-  TRAINER.PROMPTSRC.TEXT_LOSS_WEIGHT and IMAGE_LOSS_WEIGHT.
-* :class:`SelfRegulatedCLIP` and :func:`self_regulating_terms`: the same computation as a
-  model giving (prompted, frozen) outputs and a function of the two, for direct use.
-* :class:`GaussianPromptAggregation` accumulates the learner's tensors after every epoch with a
-  Gaussian weight of the epoch; its state goes into the checkpoints so a resumed run continues it.
+  ``"PromptSRC"`` in ``TERM_REGISTRY``, node ``TRAINER.PROMPTSRC``): agreement of the
+  prompted text features, image features and logits with the frozen model's (text features
+  averaged over :data:`PROMPTSRC_TEMPLATES`, computed once; image features of the same CLIP
+  run without prompts, under ``no_grad``: no second copy of the image encoder). Weights:
+  TEXT_LOSS_WEIGHT and IMAGE_LOSS_WEIGHT.
+* The epoch hook ``"GPA"`` (node ``TRAINER.GPA``: MEAN, STD; the official
+  ``TRAINER.PROMPTSRC.GPA_MEAN`` / ``GPA_STD`` set them): :class:`GaussianPromptAggregation`
+  accumulates what trains after every epoch with a Gaussian weight of the epoch and, after the
+  last, makes the aggregate the model; its state goes into the checkpoints, so a resumed run
+  continues it. On any learner: ``TRAINER.PARTS.EPOCH_HOOKS: ["GPA"]``.
+* :class:`SelfRegulatedCLIP` and :func:`self_regulating_terms` state the same agreement in
+  the official code's form (a model giving prompted and frozen outputs, a function of the
+  two), through the same two functions as the terms; the parity test checks both forms.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.config import CN, register_alias, register_config
 from trainers.base import PromptedCLIP, normalize
 from trainers.objective import (
     TERM_REGISTRY,
@@ -37,6 +42,7 @@ from trainers.objective import (
     Term,
     hand_crafted_text_features,
 )
+from trainers.parts import EPOCH_HOOK_REGISTRY, EpochHook
 from trainers.templates import IMAGENET_TEMPLATES
 
 logger = logging.getLogger(__name__)
@@ -173,10 +179,10 @@ class LogitsAgreement(HandCraftedTerm):
         return logits_agreement(out.logits, out.frozen_logits(self.hand_crafted))
 
 
-@TERM_REGISTRY.register(name="PromptSRC")
+@TERM_REGISTRY.register(name="PromptSRC", node="PROMPTSRC")
 def promptsrc_terms(ctx: PartContext) -> list[Term]:
-    """PromptSRC's three agreement terms, weighted by TRAINER.PROMPTSRC's loss weights."""
-    node = ctx.cfg.TRAINER.PROMPTSRC
+    """PromptSRC's three agreement terms, weighted by its node's loss weights."""
+    node = ctx.node
     # the official code computes them once, in fp32, on the device
     logger.info("Computing the frozen text features of %d classes", len(ctx.classnames))
     frozen = frozen_text_features(ctx.clip_model, ctx.classnames)
@@ -257,3 +263,43 @@ class GaussianPromptAggregation:
                 "with the settings of the interrupted run")
         self.last_epoch = int(state["last_epoch"])
         self.aggregate = {k: v.clone() for k, v in state["aggregate"].items()}
+
+
+@register_config
+def add_gpa_config(cfg: CN) -> None:
+    cfg.TRAINER.GPA = CN()
+    cfg.TRAINER.GPA.MEAN = 15  # mean (epoch) of the Gaussian prompt aggregation
+    cfg.TRAINER.GPA.STD = 1  # standard deviation (epochs) of the aggregation
+
+
+register_alias("TRAINER.PROMPTSRC.GPA_MEAN", "TRAINER.GPA.MEAN")
+register_alias("TRAINER.PROMPTSRC.GPA_STD", "TRAINER.GPA.STD")
+
+
+class GaussianAggregationHook(EpochHook):
+    """``GPA``: after epoch ``e``, add what trains with the weight of ``e``; after the last
+    epoch the aggregate becomes the model (before the last checkpoint and the final test, as
+    officially)."""
+
+    name = "GPA"
+
+    def __init__(self, mean: float, std: float, max_epoch: int) -> None:
+        self.gpa = GaussianPromptAggregation(mean, std, max_epoch)
+
+    def after_epoch(self, epoch: int, max_epoch: int, trained: nn.Module) -> None:
+        self.gpa.accumulate(epoch, trained.state_dict())
+        if self.gpa.complete:
+            logger.info("Using GPA model for final inference...")
+            trained.load_state_dict(self.gpa.aggregate)
+
+    def state_dict(self) -> dict:
+        return self.gpa.state_dict()
+
+    def load_state_dict(self, state) -> None:
+        self.gpa.load_state_dict(state)
+
+
+@EPOCH_HOOK_REGISTRY.register(name="GPA", node="GPA")
+def gpa_hook(ctx: PartContext) -> GaussianAggregationHook:
+    """PromptSRC's aggregation over OPTIM.MAX_EPOCH epochs with the node's MEAN and STD."""
+    return GaussianAggregationHook(ctx.node.MEAN, ctx.node.STD, ctx.cfg.OPTIM.MAX_EPOCH)

@@ -12,11 +12,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from engine import TRAINER_REGISTRY
 from engine.config import CN, register_config
-from trainers.base import PromptedCLIP, PromptTrainer, TextSide, normalize
+from engine.errors import ConfigError
+from trainers.base import PromptedCLIP, TextSide, normalize
 from trainers.ivlp import IVLPPromptLearner, map_vpt_keys
 from trainers.learners import register_learner
+from trainers.method import Method, register_method
 
 FIXED_PROMPT_PREFIX = "a photo of a"
 
@@ -54,7 +55,7 @@ def vpt_settings(node: CN) -> dict:
     return {"n_ctx": node.N_CTX_VISION, "depth": node.PROMPT_DEPTH_VISION}
 
 
-@register_learner("VPT", node="VPT", settings=vpt_settings)
+@register_learner("VPT", node="VPT", settings=vpt_settings, official_keys=map_vpt_keys)
 class VPTPromptLearner(IVLPPromptLearner):
     """``vision_prompts.{i}`` for vision layers ``0 .. depth - 1``; no text prompts."""
 
@@ -68,20 +69,12 @@ class VPTPromptLearner(IVLPPromptLearner):
                          depth_text=0, depth_vision=depth, ctx_init=FIXED_PROMPT_PREFIX)
 
 
-@TRAINER_REGISTRY.register()
-class VPT(PromptTrainer):
-    """Deep vision prompting with the fixed prompt "a photo of a {class}." on the text side."""
+def check_vpt(cfg) -> None:
+    if cfg.TRAINER.VPT.PROMPT_DEPTH_VISION < 1:
+        raise ConfigError("TRAINER.VPT.PROMPT_DEPTH_VISION must be >= 1")
 
-    config_node = "VPT"
-    model_name = "prompt_learner"
-    learner_name = "VPT"
 
-    @classmethod
-    def check_cfg(cls, cfg) -> None:
-        super().check_cfg(cfg)
-        if cfg.TRAINER.VPT.PROMPT_DEPTH_VISION < 1:
-            raise ValueError("TRAINER.VPT.PROMPT_DEPTH_VISION must be >= 1")
-
-    @classmethod
-    def map_official_state_dict(cls, state_dict):
-        return map_vpt_keys(state_dict)
+VPT = register_method(Method(
+    "VPT", node="VPT", learner="VPT", check=check_vpt,
+    doc='Deep vision prompting with the fixed prompt "a photo of a {class}." on the text side.'),
+    module=__name__)

@@ -16,14 +16,14 @@ last_accuracy() { grep -o '\* accuracy: [0-9.]*%' "$1/log.txt" | tail -n 1 | cut
 teacher=$(ls "$OUT"/PromptSRC/VLPromptLearner/model.pth.tar-* | sort -t- -k2 -n | tail -n 1)
 "${common[@]}" --trainer PromptKD --config-file configs/trainers/PromptKD/demo_tiny.yaml \
     --output-dir "$OUT/PromptKD" TRAINER.PROMPTKD.TEACHER_CKPT "$teacher"
-# the student's agreement with the teacher's predictions, mean of the first and the last epoch
-agreement() { grep -o "epoch \[$1/[0-9]*\].*agree_with_teacher [0-9.]* ([0-9.]*)" \
-    "$OUT/PromptKD/log.txt" | tail -n 1 | grep -o '([0-9.]*)$' | tr -d '()'; }
+# the distillation loss (student vs teacher), mean over the first and over the last epoch
+kd_loss() { grep -o "epoch \[$1/[0-9]*\].*loss_kd [0-9.e+-]* ([0-9.e+-]*)" \
+    "$OUT/PromptKD/log.txt" | tail -n 1 | grep -o '([0-9.e+-]*)$' | tr -d '()'; }
 epochs=$(grep -o 'epoch \[1/[0-9]*\]' "$OUT/PromptKD/log.txt" | head -n 1 | grep -o '/[0-9]*' | tr -d /)
 
 echo
-echo "Demo: the PromptKD student imitating its teacher (the tiny random CLIP's teacher is weak:"
+echo "Demo: the PromptKD student learning to imitate its teacher (the tiny random CLIP's teacher is weak:"
 echo "these accuracies show the protocol running; chance is 25.0%)"
 echo "  teacher, base classes:                 $(last_accuracy "$OUT/PromptSRC")"
-echo "  student agrees with the teacher:       $(agreement 1)% (epoch 1) -> $(agreement "$epochs")% (epoch $epochs)"
+echo "  distillation loss (x KD_WEIGHT):       $(kd_loss 1) (epoch 1) -> $(kd_loss "$epochs") (epoch $epochs)"
 echo "  student, new half of the classes:      $(last_accuracy "$OUT/PromptKD")"

@@ -525,8 +525,9 @@ def check_official_command_line(tmp_path, monkeypatch, caplog, trainer, root, of
     method = trainer.cfg.TRAINER.NAME
     monkeypatch.setenv("ENGINE_IMPORTS", "tests.engine.toy")
     cfg = engine_cfg(method, root, str(tmp_path / "cli"))
+    node = f"TRAINER.{trainer.declaration.node}"
     opts = [item for key in ("DATASET.NAME", "MODEL.BACKBONE.NAME", "INPUT.SIZE",
-                             "DATALOADER.NUM_WORKERS", "USE_CUDA", f"TRAINER.{trainer.config_node}")
+                             "DATALOADER.NUM_WORKERS", "USE_CUDA", node)
             for item in flatten_node(key, cfg)]
     caplog.clear()
     with caplog.at_level("INFO"):

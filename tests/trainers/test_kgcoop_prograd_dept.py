@@ -16,7 +16,7 @@ from engine.trainer import build_trainer
 from trainers.base import TrainedParts, build_prompted_model, embed_words
 from trainers.dept import DecoupledHead, ExtrasLinearProbeKgCoOp, ExtrasLinearProbeMaPLe
 from trainers.kgcoop import KgCoOp
-from trainers.objective import PartContext
+from trainers.objective import HEAD_REGISTRY, PartContext
 from trainers.prograd import ProGrad, project_conflicting
 from trainers.templates import KGCOOP_TEMPLATES, PROGRAD_TEMPLATES
 
@@ -223,7 +223,7 @@ def test_dept_head_serves_only_the_classes_it_learned(model):
     for subsample, name, applies in (("base", "OxfordPets", True), ("new", "OxfordPets", False),
                                      ("all", "OxfordPets", False), ("all", "ImageNetV2", True)):
         cfg = config("DATASET.SUBSAMPLE_CLASSES", subsample, "DATASET.NAME", name)
-        head = DecoupledHead.from_context(PartContext(cfg, model, CLASSNAMES))
+        head = HEAD_REGISTRY.build("DePT", PartContext(cfg, model, CLASSNAMES))
         assert (head is not None) == applies
     method = dept_method(model, "DATASET.SUBSAMPLE_CLASSES", "new")
     with torch.no_grad():

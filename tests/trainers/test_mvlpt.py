@@ -432,9 +432,9 @@ def test_class_specific_context_does_not_transfer_to_other_classes(tmp_path):
     other = build_trainer(task_cfg(tmp_path, "TRAINER.MVLPT.COOP.N_CTX", "0", tasks="EuroSAT"))
     mcoop.save_model(0, str(tmp_path / "mcoop"), is_best=True, model_name="model-best.pth.tar")
     # a file of another variant: its recorded prompt settings say so, before any tensor
-    with pytest.raises(ValueError, match=r"TRAINER.MVLPT.VPT.N_CTX is 0 in the checkpoint, 2 in "
-                                         r"this run; TRAINER.MVLPT.COOP.N_CTX is 2 in the "
-                                         r"checkpoint, 0 in this run"):
+    with pytest.raises(ValueError, match=r"TRAINER.MVLPT.COOP.N_CTX is 2 in the checkpoint, 0 in "
+                                         r"this run; TRAINER.MVLPT.VPT.N_CTX is 0 in the "
+                                         r"checkpoint, 2 in this run"):
         other.initialize_from(str(tmp_path / "mcoop"))
 
 

@@ -19,7 +19,7 @@ from trainers.cocoop import ConditionalPromptedCLIP
 from trainers.coop import CoOpPromptLearner
 from trainers.dept import DecoupledHead
 from trainers.ivlp import IVLPPromptLearner
-from trainers.learners import PROMPT_LEARNER_REGISTRY, build_prompt_learner
+from trainers.learners import PROMPT_LEARNER_REGISTRY, NodeView, build_prompt_learner
 from trainers.maple import MaPLePromptLearner
 from trainers.objective import CrossEntropy, Objective, StepHook, Term, run_backward
 from trainers.prograd import ProGradHook
@@ -76,8 +76,9 @@ def test_a_learner_built_by_name_and_keywords_is_the_one_built_by_hand(model):
 
 
 def test_settings_come_from_a_node_by_key_name(model):
-    """PromptSRC's node names MaPLe's settings N_CTX_TEXT / PROMPT_DEPTH_TEXT; MaPLe's own node
-    N_CTX / PROMPT_DEPTH: the same learner either way."""
+    """PromptSRC's node names MaPLe's settings N_CTX_TEXT / PROMPT_DEPTH_TEXT (read through a
+    renaming view, as PromptSRC's declaration does); MaPLe's own node N_CTX / PROMPT_DEPTH:
+    the same learner either way."""
     cfg = get_cfg_default()
     cfg.merge_from_list(["TRAINER.MAPLE.N_CTX", "3", "TRAINER.MAPLE.PROMPT_DEPTH", "2",
                          "TRAINER.PROMPTSRC.N_CTX_TEXT", "3",
@@ -85,7 +86,8 @@ def test_settings_come_from_a_node_by_key_name(model):
     torch.manual_seed(0)
     own = build_prompt_learner("MaPLe", model, CLASSNAMES, cfg.TRAINER.MAPLE)
     torch.manual_seed(0)
-    other = build_prompt_learner("MaPLe", model, CLASSNAMES, cfg.TRAINER.PROMPTSRC)
+    other = build_prompt_learner("MaPLe", model, CLASSNAMES, NodeView(
+        cfg.TRAINER.PROMPTSRC, {"N_CTX": "N_CTX_TEXT", "PROMPT_DEPTH": "PROMPT_DEPTH_TEXT"}))
     assert isinstance(own, MaPLePromptLearner) and own.depth == 2 and own.ctx.shape[0] == 3
     for key, value in own.state_dict().items():
         assert torch.equal(other.state_dict()[key], value)

@@ -324,6 +324,8 @@ def test_official_files_with_gpa_rounded_frozen_weights_are_accepted(tmp_path, m
 
 
 def test_promptsrc_on_maple_files_map_too(model):
+    """PromptSRC on MaPLe's prompts: MaPLe's official key names, through the map MaPLe's
+    learner owns."""
     learner = learner_of("MaPLe", model)
     state = {"prompt_learner.ctx": learner.ctx.detach(),
              "prompt_learner.proj.weight": learner.couplings["0"].weight.detach(),
@@ -335,9 +337,10 @@ def test_promptsrc_on_maple_files_map_too(model):
             learner.couplings[i].weight.detach())
         state[f"prompt_learner.compound_prompt_projections.{j}.bias"] = (
             learner.couplings[i].bias.detach())
-    mapped = PromptSRC.learner_state_dict(state)
+    mapped = PromptSRC.learner_state_dict(state, "MaPLe")
     assert mapped.keys() == learner.state_dict().keys()
-    assert PromptSRC.learner_state_dict(learner.state_dict()).keys() == learner.state_dict().keys()
+    own = PromptSRC.learner_state_dict(learner.state_dict(), "MaPLe")
+    assert own.keys() == learner.state_dict().keys()
 
 
 # --------------------------------------------------------------------------- configs
@@ -347,8 +350,10 @@ def test_config_node_has_the_official_defaults_and_the_learner_key():
     node = get_cfg_default().TRAINER.PROMPTSRC
     assert dict(node) == {"N_CTX_VISION": 4, "N_CTX_TEXT": 4, "CTX_INIT": "a photo of a",
                           "PREC": "fp16", "PROMPT_DEPTH_VISION": 9, "PROMPT_DEPTH_TEXT": 9,
-                          "TEXT_LOSS_WEIGHT": 25, "IMAGE_LOSS_WEIGHT": 10, "GPA_MEAN": 15,
-                          "GPA_STD": 1, "PROMPT_LEARNER": "IVLP"}
+                          "TEXT_LOSS_WEIGHT": 25, "IMAGE_LOSS_WEIGHT": 10,
+                          "PROMPT_LEARNER": "IVLP"}
+    # the aggregation's keys belong to its epoch hook; the official names set them
+    assert dict(get_cfg_default().TRAINER.GPA) == {"MEAN": 15, "STD": 1}
 
 
 @pytest.mark.parametrize("name, epochs, depth, mean, std", [
@@ -363,8 +368,8 @@ def test_official_config_files_merge(name, epochs, depth, mean, std):
     assert (node.PROMPT_DEPTH_VISION, node.PROMPT_DEPTH_TEXT) == (depth, depth)
     assert (node.N_CTX_VISION, node.N_CTX_TEXT, node.CTX_INIT, node.PREC) == (
         4, 4, "a photo of a", "fp16")
-    assert (node.TEXT_LOSS_WEIGHT, node.IMAGE_LOSS_WEIGHT, node.GPA_MEAN, node.GPA_STD) == (
-        25, 10, mean, std)
+    assert (node.TEXT_LOSS_WEIGHT, node.IMAGE_LOSS_WEIGHT, cfg.TRAINER.GPA.MEAN,
+            cfg.TRAINER.GPA.STD) == (25, 10, mean, std)
     assert (cfg.OPTIM.LR, cfg.OPTIM.MAX_EPOCH, cfg.OPTIM.WARMUP_CONS_LR) == (0.0025, epochs, 1e-5)
     assert cfg.DATALOADER.TRAIN_X.BATCH_SIZE == 4 and cfg.MODEL.BACKBONE.NAME == "ViT-B/16"
 
@@ -417,18 +422,19 @@ def recording(trainer, stop_after: int | None = None) -> list[dict[str, torch.Te
     """Record the learner after each epoch (before aggregation); optionally stop the run once
     the checkpoint of epoch ``stop_after`` (1-based) is written."""
     seen: list[dict[str, torch.Tensor]] = []
-    aggregate, after_epoch = trainer.aggregate_prompts, trainer.after_epoch
+    (hook,) = trainer.method.epoch_hooks
+    aggregate, after_epoch = hook.after_epoch, trainer.after_epoch
 
-    def record():
+    def record(*args):
         seen.append({k: v.clone() for k, v in trainer.model.prompt_learner.state_dict().items()})
-        aggregate()
+        aggregate(*args)
 
     def maybe_stop():
         after_epoch()
         if stop_after is not None and trainer.epoch + 1 == stop_after:
             raise Interrupted
 
-    trainer.aggregate_prompts, trainer.after_epoch = record, maybe_stop
+    hook.after_epoch, trainer.after_epoch = record, maybe_stop
     return seen
 
 
@@ -451,7 +457,7 @@ def test_training_ends_on_the_aggregate_and_a_resumed_run_continues_it(tmp_path)
     last = load_checkpoint(str(tmp_path / "full" / "VLPromptLearner" / "model.pth.tar-3"))
     assert last["state_dict"].keys() == learner.keys()  # only what trains
     assert all(torch.equal(last["state_dict"][k], v) for k, v in learner.items())
-    assert last["extras"]["gpa"]["last_epoch"] == 3
+    assert last["extras"]["epoch_hooks"]["GPA"]["last_epoch"] == 3
 
     interrupted = build_trainer(engine_cfg(root, str(tmp_path / "resumed")))
     recording(interrupted, stop_after=2)
