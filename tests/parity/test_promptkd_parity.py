@@ -134,12 +134,18 @@ def test_reproduces_official_teacher_student_logits_loss_and_gradients(
     assert sorted(whole | summaries) == sorted(ours)
     scale = max(g.abs().max().item() for g in whole.values())
     for key, grad in whole.items():
+        if key == "projector.layers.0.bias":
+            # the bias before BatchNorm has no gradient in exact arithmetic (train-mode BN
+            # removes the batch mean): on both sides rounding noise, far below the others
+            assert max(ours[key].abs().max().item(), grad.abs().max().item()) < 1e-3 * scale
+            continue
         torch.testing.assert_close(ours[key], grad, atol=TOL * scale, rtol=1e-3)
-    # as officially run, each image's prompt gradient passes the blocks' .half() cast: 4 images
-    # of fp16 rounding (2 ** -11 relative) each
+    # as officially run, each image's prompt gradient passes the blocks' .half() cast and is
+    # rounded to fp16 before the 4 images' sum: within a few fp16 steps (2 ** -7 relative) of
+    # the largest gradient (per image, before the sum; 1.7e-3 of 0.86 here)
     for key, grad in map_student_keys(expected["grads_official_fp16_cast"]).items():
         if key.startswith("prompt_learner."):
-            bound = 4 * 2 ** -11 * grad.abs().max().item()
+            bound = 2 ** -7 * grad.abs().max().item()
             assert (ours[key] - grad).abs().max().item() <= bound
     for key, summary in summaries.items():
         sample = ours[key].flatten()[::summary["step"]][:summary["sample"].numel()]
