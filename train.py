@@ -71,7 +71,7 @@ def reset_cfg(cfg: CfgNode, args: argparse.Namespace) -> None:
              ("source_domains", "DATASET.SOURCE_DOMAINS"),
              ("target_domains", "DATASET.TARGET_DOMAINS"), ("transforms", "INPUT.TRANSFORMS"),
              ("trainer", "TRAINER.NAME"), ("backbone", "MODEL.BACKBONE.NAME"),
-             ("head", "MODEL.HEAD.NAME")]
+             ("head", "TRAINER.PARTS.HEAD")]
     for attr, key in flags:
         value = getattr(args, attr)
         if value:
@@ -291,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="path to config file for dataset setup")
     p.add_argument("--trainer", type=str, default="", help="name of trainer")
     p.add_argument("--backbone", type=str, default="", help="name of CNN backbone")
-    p.add_argument("--head", type=str, default="", help="name of head")
+    p.add_argument("--head", type=str, default="",
+                   help="a registered head on the prompt method (TRAINER.PARTS.HEAD), e.g. DePT")
     p.add_argument("--eval-only", action="store_true", help="evaluation only")
     p.add_argument("--model-dir", type=str, default="",
                    help="load model from this directory (eval-only: to evaluate; otherwise: to "

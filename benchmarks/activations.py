@@ -81,8 +81,9 @@ def saved_bytes(forward: Callable[[], object], parameters: set[int]) -> int:
 
 def saved_activation_bytes(trainer, image: torch.Tensor, label: torch.Tensor,
                            parameters: set[int]) -> int:
-    """Bytes of the distinct non-parameter storages the forward of ``compute_loss`` saves."""
-    return saved_bytes(lambda: trainer.compute_loss(image, label), parameters)
+    """Bytes of the distinct non-parameter storages the forward of the method's objective
+    saves."""
+    return saved_bytes(lambda: trainer.method.losses(image, label).total, parameters)
 
 
 def _trainer(name: str, scale: Scale, clip_model, classes: int):

@@ -115,22 +115,17 @@ class MethodRun:
     def model(self) -> nn.Module:
         return self.method.model
 
-    def compute_loss(self, image: torch.Tensor,
-                     label: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        losses = self.method.losses(image, label)
-        return losses.total, losses.figures()
-
 
 def build_trainer(name: str, cfg, clip_model: nn.Module, classnames: list[str],
                   device: torch.device) -> MethodRun:
     """The method of trainer ``name`` on ``clip_model`` for ``classnames``, with its optimizer
     (no dataset, no data loaders)."""
     from engine import TRAINER_REGISTRY
+    from trainers.method import assemble, trainer_node
 
-    cls = TRAINER_REGISTRY.get(name)
-    precision = Precision(cfg.TRAINER[cls.config_node].PREC, device)
-    learner = cls.make_prompt_learner(cfg, classnames, clip_model)
-    method = cls.assemble(cfg, clip_model, classnames, learner)
+    declaration = TRAINER_REGISTRY.get(name).declaration
+    precision = Precision(trainer_node(cfg, declaration.node).PREC, device)
+    method = assemble(declaration, cfg, clip_model, classnames)
     method.model.to(device)
     method.objective.to(device)
     optim = build_optimizer(method.trained, cfg.OPTIM, method.param_groups(cfg.OPTIM.LR))

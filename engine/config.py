@@ -66,8 +66,8 @@ def _rename_aliases(other: dict) -> None:
         node = other
         for part in parents:
             node = node.get(part) if isinstance(node, dict) else None
-        if not isinstance(node, dict) or leaf not in node:
-            continue
+        if not isinstance(node, dict) or leaf not in node or isinstance(node[leaf], dict):
+            continue  # (a node of that name here, e.g. TRAINER.DISTILL's: not the official leaf)
         value = node.pop(leaf)
         _drop_empty(other, official.split(".")[:-1])
         *parents, leaf = key.split(".")

@@ -5,6 +5,7 @@ from trainers import (  # noqa: F401  (registration)
     coop,
     coprompt,
     dept,
+    distill,
     ivlp,
     kgcoop,
     maple,

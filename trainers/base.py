@@ -36,19 +36,21 @@ from engine.errors import ConfigError
 from engine.optim import build_lr_scheduler, build_optimizer
 from engine.precision import Precision
 from engine.utils import load_pretrained_weights
-from trainers.learners import build_prompt_learner, learner_entry, official_learner_keys
+from trainers.learners import build_prompt_learner, official_learner_keys
 from trainers.method import (
     Method,
     PartNames,
     assemble,
     build_learner,
+    check_parts,
     method_parts,
     official_state_map,
+    split_trained_parts,
     trainer_node,
 )
 from trainers.objective import Head, Losses, Objective, StepHook, run_backward
 from trainers.outputs import ForwardOutput, normalize
-from trainers.parts import EpochHook, PartContext, part_registries
+from trainers.parts import EpochHook, PartContext
 
 __all__ = ["PromptSchedule", "ClassTokens", "PromptedCLIP", "PromptTrainer", "PromptMethod",
            "TrainedParts", "TextSide", "build_prompted_model", "load_clip_model", "embed_words",
@@ -226,7 +228,7 @@ class PromptedCLIP(nn.Module):
             logits=self.logits(image_features, text.features), image_features=image_features,
             text_features=text.features, image_embeddings=image_embeddings,
             text_embeddings=text.embeddings, logit_scale=self.clip.logit_scale.exp(),
-            frozen_image_features=frozen_features)
+            frozen_image_features=frozen_features, images=image)
 
     @torch.no_grad()
     def frozen_image_features(self, image: torch.Tensor) -> torch.Tensor:
@@ -468,15 +470,7 @@ class PromptTrainer(TrainerX):
         if cfg.TRAINER.ACT_CKPT < 1:
             raise ConfigError(f"TRAINER.ACT_CKPT (--act-ckpt) must be >= 1 (1: off); got "
                               f"{cfg.TRAINER.ACT_CKPT}")
-        names = cls.part_names(cfg)
-        learner_entry(names.learner)
-        for kind, listed in (("term", names.terms), ("step hook", names.step_hooks),
-                             ("epoch hook", names.epoch_hooks),
-                             ("head", [names.head] if names.head else [])):
-            for name in listed:
-                part_registries()[kind].get(name)
-        if cls.declaration.check:
-            cls.declaration.check(cfg)
+        check_parts(cls.declaration, cfg)
 
     def build_model(self) -> None:
         cfg, needs = self.cfg, self.declaration.needs
@@ -642,17 +636,9 @@ class PromptTrainer(TrainerX):
     def trained_parts_state_dict(cls, state_dict: dict[str, torch.Tensor],
                                  trained: TrainedParts,
                                  learner: str = "") -> dict[str, torch.Tensor]:
-        """The state dict of ``trained`` from a checkpoint of a method with a head (ours, or an
-        official whole-model file): the learner's keys through :meth:`learner_state_dict`
-        under ``prompt_learner.``, the head's as they are (dropped when the head does not
-        apply to these classes)."""
-        head_keys = {k for k in state_dict if k.split(".", 1)[0] in trained.module_names}
-        own = cls.learner_state_dict({k: v for k, v in state_dict.items()
-                                      if k not in head_keys}, learner)
-        mapped = {f"prompt_learner.{k}": v for k, v in own.items()}
-        mapped.update({k: state_dict[k] for k in head_keys
-                       if k.split(".", 1)[0] in trained.head_names})
-        return mapped
+        """:func:`trainers.method.split_trained_parts` through :meth:`learner_state_dict`."""
+        return split_trained_parts(state_dict, trained,
+                                   lambda own: cls.learner_state_dict(own, learner))
 
 
 def frozen_reference(clip_model: nn.Module) -> dict[str, torch.Tensor]:

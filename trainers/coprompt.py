@@ -12,7 +12,8 @@ mean squared error (``TRAINER.DISTILL``).
 
 The descriptions are the JSON files CoPrompt distributes (``gpt_file/<dataset>_prompt.json``:
 class name → sentences), read from ``TRAINER.CoPrompt.GPT_DIR``. Official keys:
-``TRAINER.CoPrompt`` (N_CTX, CTX_INIT, PREC, PROMPT_DEPTH), ``TRAINER.W``, ``TRAINER.DISTILL``;
+``TRAINER.CoPrompt`` (N_CTX, CTX_INIT, PREC, PROMPT_DEPTH), ``TRAINER.W`` and
+``TRAINER.DISTILL`` (aliases of the node's ``W`` and ``DISTILL``);
 the official per-dataset settings (its ``trainers/constants.py``: depth, context length, W,
 Food101's epochs) override the config as officially, unless ``DATASET_SETTINGS`` is False.
 """
@@ -28,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.config import CN, register_config
+from engine.config import CN, register_alias, register_config
 from engine.errors import ConfigError
 from trainers.base import PromptedCLIP, PromptSchedule, PromptTrainer
 from trainers.learners import register_learner
@@ -70,8 +71,15 @@ def add_coprompt_config(cfg: CN) -> None:
     # ours: apply the official per-dataset settings (they override the config and the command
     # line, as in the official train.py); False: the config's values
     cfg.TRAINER.CoPrompt.DATASET_SETTINGS = True
-    cfg.TRAINER.W = 8.0  # CoPrompt: weight of the consistency terms
-    cfg.TRAINER.DISTILL = "cosine"  # CoPrompt: consistency distance, cosine or mse
+    cfg.TRAINER.CoPrompt.W = 8.0  # weight of the consistency terms (official: TRAINER.W)
+    # consistency distance, cosine or mse (official: TRAINER.DISTILL)
+    cfg.TRAINER.CoPrompt.DISTILL = "cosine"
+
+
+# the official keys of the two settings above (TRAINER.DISTILL also names a node of ours:
+# only a value moves)
+register_alias("TRAINER.W", "TRAINER.CoPrompt.W")
+register_alias("TRAINER.DISTILL", "TRAINER.CoPrompt.DISTILL")
 
 
 def with_dataset_settings(cfg):
@@ -81,7 +89,8 @@ def with_dataset_settings(cfg):
     if values is None or not cfg.TRAINER.CoPrompt.DATASET_SETTINGS:
         return cfg
     opts = ["TRAINER.CoPrompt.PROMPT_DEPTH", values[0], "TRAINER.CoPrompt.N_CTX", values[1],
-            "TRAINER.W", values[2]] + (["OPTIM.MAX_EPOCH", values[3]] if len(values) > 3 else [])
+            "TRAINER.CoPrompt.W", values[2]]
+    opts += ["OPTIM.MAX_EPOCH", values[3]] if len(values) > 3 else []
     logger.info("CoPrompt: the official settings for %s: %s (TRAINER.CoPrompt.DATASET_SETTINGS "
                 "False keeps the config's)", cfg.DATASET.NAME, " ".join(map(str, opts)))
     cfg = cfg.clone()
@@ -179,16 +188,16 @@ class ImageConsistency(Term):
         return distance(self.kind, out.image_features.float(), out.require_frozen().float())
 
 
-@TERM_REGISTRY.register(name="CoPrompt")
+@TERM_REGISTRY.register(name="CoPrompt", node="CoPrompt")
 def coprompt_terms(ctx: PartContext) -> list[Term]:
-    """CoPrompt's consistency terms, each weighted by TRAINER.W."""
-    cfg = ctx.cfg
-    path = description_file(cfg)
+    """CoPrompt's consistency terms, each weighted by its W, the descriptions of the
+    dataset's classes from its GPT_DIR."""
+    node, path = ctx.node, description_file(ctx.cfg)
     features = description_features(ctx.clip_model, read_descriptions(path, ctx.classnames))
     logger.info("CoPrompt: %d descriptions per class from %s; %s consistency, weight %s",
-                features.shape[0], path, cfg.TRAINER.DISTILL, cfg.TRAINER.W)
-    return [DescriptionConsistency(features, cfg.TRAINER.DISTILL, cfg.TRAINER.W),
-            ImageConsistency(cfg.TRAINER.DISTILL, cfg.TRAINER.W)]
+                features.shape[0], path, node.DISTILL, node.W)
+    return [DescriptionConsistency(features, node.DISTILL, node.W),
+            ImageConsistency(node.DISTILL, node.W)]
 
 
 # --------------------------------------------------------------------------- adapters
@@ -265,8 +274,9 @@ class TwoViewTrainer(PromptTrainer):
 
 
 def check_coprompt(cfg) -> None:
-    if cfg.TRAINER.DISTILL not in DISTANCES:
-        raise ConfigError(f"TRAINER.DISTILL is '{cfg.TRAINER.DISTILL}'; use cosine or mse")
+    if cfg.TRAINER.CoPrompt.DISTILL not in DISTANCES:
+        raise ConfigError(f"TRAINER.DISTILL (TRAINER.CoPrompt.DISTILL) is "
+                          f"'{cfg.TRAINER.CoPrompt.DISTILL}'; use cosine or mse")
 
 
 CoPrompt = register_method(Method(

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from engine.errors import ConfigError
 from engine.registry import Registry
 from trainers.learners import AttributeMapping, NodeView, learner_entry
 from trainers.parts import EPOCH_HOOK_REGISTRY, PartContext
@@ -164,13 +165,19 @@ class RecordingNode(AttributeMapping):
         return len(self._node)
 
 
+def learner_node_name(method: Method, cfg: Any, name: str) -> tuple[str, Mapping[str, str]]:
+    """(the node the learner ``name`` is built from, its key renames): the method's choice
+    (a learner named by TRAINER.PARTS.PROMPT_LEARNER: always its own node)."""
+    choice = None if cfg.TRAINER.PARTS.PROMPT_LEARNER else method.learner_nodes.get(name)
+    return ((learner_entry(name).node, {}) if choice is None else
+            (choice, {}) if isinstance(choice, str) else choice)
+
+
 def learner_node(method: Method, cfg: Any, name: str,
                  reads: dict[str, Any] | None = None) -> Any:
-    """The node the learner ``name`` is built from: the method's choice (a learner named by
-    TRAINER.PARTS.PROMPT_LEARNER: always its own); with ``reads``, recording the keys read."""
-    choice = None if cfg.TRAINER.PARTS.PROMPT_LEARNER else method.learner_nodes.get(name)
-    node_name, renames = ((learner_entry(name).node, {}) if choice is None else
-                          (choice, {}) if isinstance(choice, str) else choice)
+    """The node the learner ``name`` is built from (:func:`learner_node_name`); with
+    ``reads``, recording the keys read."""
+    node_name, renames = learner_node_name(method, cfg, name)
     node = trainer_node(cfg, node_name)
     if reads is not None:
         node = RecordingNode(node, f"TRAINER.{node_name}", reads)
@@ -196,6 +203,42 @@ def build_learner(method: Method, ctx: PartContext,
     name = name or method_parts(method, ctx.cfg).learner
     settings = learner_settings(method, ctx, name)[0]
     return learner_entry(name).cls(ctx.clip_model, list(ctx.classnames), **settings), settings
+
+
+def check_parts(method: Method, cfg: Any) -> None:
+    """Every part a run names is registered (an unknown name lists the registered ones), and
+    the method's own checks pass."""
+    from trainers.parts import part_registries
+
+    names = method_parts(method, cfg)
+    registries = part_registries()
+    for kind, listed in (("learner", [names.learner]), ("term", names.terms),
+                         ("step hook", names.step_hooks), ("epoch hook", names.epoch_hooks),
+                         ("head", [names.head] if names.head else [])):
+        for name in listed:
+            registries[kind].get(name)
+    node_name, renames = learner_node_name(method, cfg, names.learner)
+    node, n_ctx = trainer_node(cfg, node_name), renames.get("N_CTX", "N_CTX")
+    if n_ctx in node and node[n_ctx] < 1 and not node.get("CTX_INIT"):
+        raise ConfigError(f"TRAINER.{node_name}.{n_ctx} is {node[n_ctx]} and CTX_INIT is empty: "
+                          f"the prompt would have no context to learn; set {n_ctx} >= 1 or "
+                          "CTX_INIT words")
+    if method.check:
+        method.check(cfg)
+
+
+def split_trained_parts(state_dict: dict[str, torch.Tensor], trained: nn.Module,
+                        learner_map: StateMap) -> dict[str, torch.Tensor]:
+    """The state dict of ``trained`` (a learner and a head) from a checkpoint of a method
+    with a head (ours, or an official whole-model file): the learner's keys through
+    ``learner_map`` under ``prompt_learner.``, the head's as they are (dropped when the head
+    does not apply to these classes)."""
+    head_keys = {k for k in state_dict if k.split(".", 1)[0] in trained.module_names}
+    own = learner_map({k: v for k, v in state_dict.items() if k not in head_keys})
+    mapped = {f"prompt_learner.{k}": v for k, v in own.items()}
+    mapped.update({k: state_dict[k] for k in head_keys
+                   if k.split(".", 1)[0] in trained.head_names})
+    return mapped
 
 
 def official_state_map(method: Method, learner: str) -> StateMap:

@@ -151,7 +151,7 @@ def listing(cfg: Any) -> Iterable[str]:
             node = registry.node_of(name)
             keys = node_keys(cfg, node)
             where = f"TRAINER.{node}" if node else "(no node)"
-            yield f"{kind:<10} {name:<14} {where:<22} {' '.join(k.lstrip('.') for k in keys)}"
+            yield f"{kind:<10} {name:<24} {where:<22} {' '.join(k.lstrip('.') for k in keys)}"
 
 
 def detached(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -49,8 +49,9 @@ def official_config(spec: dict, descriptions_dir) -> object:
     cfg.freeze()
     cfg = with_dataset_settings(cfg)  # the official per-dataset values
     node = config["TRAINER.CoPrompt"]
-    assert (cfg.TRAINER.CoPrompt.N_CTX, cfg.TRAINER.CoPrompt.PROMPT_DEPTH, cfg.TRAINER.W) == (
-        node["N_CTX"], node["PROMPT_DEPTH"], config["TRAINER.W"])
+    ours = cfg.TRAINER.CoPrompt
+    assert (ours.N_CTX, ours.PROMPT_DEPTH, ours.W) == (node["N_CTX"], node["PROMPT_DEPTH"],
+                                                       config["TRAINER.W"])
     return cfg
 
 

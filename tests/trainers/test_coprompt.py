@@ -115,7 +115,7 @@ def test_missing_or_wrong_description_files_are_one_line_errors(model, tmp_path)
     with pytest.raises(ConfigError, match="different numbers of descriptions"):
         method_of(model, config(tmp_path))
     cfg = config(tmp_path, "TRAINER.DISTILL", "l1")
-    with pytest.raises(ConfigError, match="TRAINER.DISTILL"):
+    with pytest.raises(ConfigError, match=r"TRAINER.DISTILL \(TRAINER.CoPrompt.DISTILL\) is 'l1"):
         CoPrompt.check_cfg(cfg)
 
 
@@ -125,9 +125,9 @@ def test_official_per_dataset_settings_override_the_config_unless_switched_off(t
     cfg.freeze()
     applied = with_dataset_settings(cfg)
     node = applied.TRAINER.CoPrompt
-    assert (node.PROMPT_DEPTH, node.N_CTX, applied.TRAINER.W, applied.OPTIM.MAX_EPOCH) == (
+    assert (node.PROMPT_DEPTH, node.N_CTX, applied.TRAINER.CoPrompt.W, applied.OPTIM.MAX_EPOCH) == (
         9, 4, 0.5, 5)
-    assert applied.is_frozen() and cfg.TRAINER.W == 1.0
+    assert applied.is_frozen() and cfg.TRAINER.CoPrompt.W == 1.0
     cfg.defrost()
     cfg.TRAINER.CoPrompt.DATASET_SETTINGS = False
     assert with_dataset_settings(cfg) is cfg
