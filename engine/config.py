@@ -298,13 +298,13 @@ def _defaults() -> CfgNode:
 for _key in ("INPUT.CUTOUT_N", "INPUT.CUTOUT_LEN", "INPUT.GN_MEAN", "INPUT.GN_STD",
              "INPUT.RANDAUGMENT_N", "INPUT.RANDAUGMENT_M", "DATASET.NUM_LABELED",
              "DATASET.VAL_PERCENT", "DATASET.STL10_FOLD", "DATASET.CIFAR_C_TYPE",
-             "DATASET.CIFAR_C_LEVEL", "DATASET.ALL_AS_UNLABELED", "DATALOADER.RETURN_IMG0",
-             "DATALOADER.TRAIN_X.N_DOMAIN", "DATALOADER.TRAIN_X.N_INS",
-             "DATALOADER.TRAIN_U.N_DOMAIN",
-             "DATALOADER.TRAIN_U.N_INS", "MODEL.BACKBONE.PRETRAINED", "MODEL.HEAD.NAME",
+             "DATASET.CIFAR_C_LEVEL", "DATASET.ALL_AS_UNLABELED", "DATALOADER.TRAIN_X.N_DOMAIN",
+             "DATALOADER.TRAIN_X.N_INS", "DATALOADER.TRAIN_U.N_DOMAIN",
+             "DATALOADER.TRAIN_U.N_INS", "MODEL.BACKBONE.PRETRAINED",
              "MODEL.HEAD.HIDDEN_LAYERS", "MODEL.HEAD.ACTIVATION", "MODEL.HEAD.BN",
-             "MODEL.HEAD.DROPOUT", "OPTIM.NEW_LAYERS", "OPTIM.BASE_LR_MULT", "TRAIN.COUNT_ITER"):
+             "MODEL.HEAD.DROPOUT", "TRAIN.COUNT_ITER"):
     register_unread(_key)
+register_unread("MODEL.HEAD.NAME", "a prompt method's head is TRAINER.PARTS.HEAD (--head)")
 
 
 def _add_input(_C: CfgNode) -> None:
@@ -396,8 +396,8 @@ def _add_optim(_C: CfgNode) -> None:
     _C.OPTIM.ADAM_BETA1 = 0.9  # beta1 of adam-like optimizers
     _C.OPTIM.ADAM_BETA2 = 0.999  # beta2 of adam-like optimizers
     _C.OPTIM.STAGED_LR = False  # different lr for new layers (not supported here)
-    _C.OPTIM.NEW_LAYERS = ()  # names of new layers for STAGED_LR
-    _C.OPTIM.BASE_LR_MULT = 0.1  # lr multiplier of base layers for STAGED_LR
+    _C.OPTIM.NEW_LAYERS = ()  # names of new layers for STAGED_LR (only with it, as in Dassl)
+    _C.OPTIM.BASE_LR_MULT = 0.1  # lr multiplier of base layers (only with STAGED_LR, as in Dassl)
     _C.OPTIM.LR_SCHEDULER = "single_step"  # single_step, multi_step or cosine
     _C.OPTIM.STEPSIZE = (-1,)  # step size(s) in epochs; -1 or 0: MAX_EPOCH
     _C.OPTIM.GAMMA = 0.1  # decay factor of the step schedulers

@@ -478,7 +478,6 @@ class PromptTrainer(TrainerX):
         classnames = list(self.dm.dataset.classnames)
         logger.info("Loading CLIP (backbone: %s)", cfg.MODEL.BACKBONE.NAME)
         clip_model = load_clip_model(cfg)
-        clip_model.transformer.checkpoint_segments = cfg.TRAINER.ACT_CKPT  # a run option
         teacher = None
         if "teacher" in needs:
             teacher = (self.declaration.teacher or load_teacher)(cfg).to(self.device)
@@ -538,7 +537,8 @@ class PromptTrainer(TrainerX):
         else:  # the epoch's loader is the unlabelled one
             image, label, unlabelled = None, None, batch["img"].to(self.device)
         with self.precision.autocast():
-            losses = self.compute_losses(image, label, unlabelled)
+            losses = (self.compute_losses(image, label) if unlabelled is None
+                      else self.compute_losses(image, label, unlabelled))
         self.model_zero_grad()
         self.method.backward(losses, self.model_backward)
         self.model_update()

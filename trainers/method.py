@@ -258,11 +258,14 @@ def assemble(method: Method, cfg: Any, clip_model: nn.Module, classnames: Sequen
              unlabelled: Any = None):
     """Build ``method``: its learner (unless given), every part from one context, the
     prompted model and what trains. The parts read the frozen ``clip_model`` in fp32; it is
-    cast to ``param_dtype`` after. Returns a :class:`~trainers.base.PromptMethod`."""
+    cast to ``param_dtype`` after; its text tower runs in TRAINER.ACT_CKPT activation
+    checkpointing segments (a run option of every method). Returns a
+    :class:`~trainers.base.PromptMethod`."""
     from trainers.base import PromptMethod, TrainedParts, build_prompted_model
     from trainers.objective import HEAD_REGISTRY, build_head, build_objective, build_step_hooks
 
     names = method_parts(method, cfg)
+    clip_model.transformer.checkpoint_segments = cfg.TRAINER.ACT_CKPT  # a run option
     ctx = PartContext(cfg, clip_model, list(classnames), list(tasks) if tasks else None,
                       teacher=teacher, unlabelled=unlabelled)
     settings, reads = learner_settings(method, ctx, names.learner)

@@ -76,12 +76,18 @@ class PartRegistry(Registry):
     def __init__(self, kind: str) -> None:
         super().__init__(kind)
         self.nodes: dict[str, str] = {}
+        self.keys: dict[str, tuple[str, ...]] = {}
 
-    def register(self, obj: Any = None, name: str | None = None, node: str = "") -> Any:
+    def register(self, obj: Any = None, name: str | None = None, node: str = "",
+                 keys: tuple[str, ...] = ()) -> Any:
+        """``keys``: the keys of ``node`` the part reads, where it shares the node with
+        another part (PromptSRC's terms and its learner's settings); default: all."""
+
         def add(item: Any) -> Any:
             key = name or item.__name__
             Registry.register(self, item, name=key)
             self.nodes[key] = node or self.nodes.get(key, "")
+            self.keys[key] = tuple(keys)
             return item
 
         return add if obj is None else add(obj)
@@ -135,13 +141,25 @@ def part_registries() -> dict[str, PartRegistry]:
             "head": HEAD_REGISTRY}
 
 
-def node_keys(cfg: Any, node_name: str) -> list[str]:
-    """``KEY=default`` for each key of ``TRAINER.<node_name>`` (nested nodes dotted)."""
-    if not node_name:
-        return []
+def part_keys(cfg: Any, kind: str, name: str) -> dict[str, Any]:
+    """The keys the part reads with their defaults: a learner's, those its settings function
+    reads from its node; another part's, those registered with it, or its whole node."""
     from engine.checkpoint_checks import flat_config
+    from trainers.learners import learner_entry
+    from trainers.method import RecordingNode
 
-    return [f"{k}={v!r}" for k, v in flat_config(cfg.TRAINER[node_name], "").items()]
+    registry = part_registries()[kind]
+    node = registry.node_of(name)
+    if not node:
+        return {}
+    if kind == "learner":
+        reads: dict[str, Any] = {}
+        learner_entry(name).resolve(RecordingNode(cfg.TRAINER[node], "", reads),
+                                    PartContext(cfg, None, []))
+        return {k.lstrip("."): v for k, v in reads.items()}
+    every = {k.lstrip("."): v for k, v in flat_config(cfg.TRAINER[node], "").items()}
+    wanted = registry.keys.get(name) or tuple(every)
+    return {k: every[k] for k in wanted}
 
 
 def listing(cfg: Any) -> Iterable[str]:
@@ -149,9 +167,9 @@ def listing(cfg: Any) -> Iterable[str]:
     for kind, registry in part_registries().items():
         for name in registry:
             node = registry.node_of(name)
-            keys = node_keys(cfg, node)
+            keys = " ".join(f"{k}={v!r}" for k, v in part_keys(cfg, kind, name).items())
             where = f"TRAINER.{node}" if node else "(no node)"
-            yield f"{kind:<10} {name:<24} {where:<22} {' '.join(k.lstrip('.') for k in keys)}"
+            yield f"{kind:<10} {name:<24} {where:<22} {keys}"
 
 
 def detached(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

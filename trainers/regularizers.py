@@ -179,7 +179,8 @@ class LogitsAgreement(HandCraftedTerm):
         return logits_agreement(out.logits, out.frozen_logits(self.hand_crafted))
 
 
-@TERM_REGISTRY.register(name="PromptSRC", node="PROMPTSRC")
+@TERM_REGISTRY.register(name="PromptSRC", node="PROMPTSRC",
+                        keys=("TEXT_LOSS_WEIGHT", "IMAGE_LOSS_WEIGHT"))
 def promptsrc_terms(ctx: PartContext) -> list[Term]:
     """PromptSRC's three agreement terms, weighted by its node's loss weights."""
     node = ctx.node

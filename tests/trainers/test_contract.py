@@ -136,7 +136,7 @@ def test_a_key_nothing_reads_is_refused_at_any_value_but_its_default():
 
     cfg = get_cfg_default()
     cfg.merge_from_list(["DATASET.NAME", "Demo", "LOSS.GM", "False", "TRAINER.COOP.ALPHA", "1.0",
-                         "OPTIM.NEW_LAYERS", "()"])
+                         "INPUT.CUTOUT_N", "1"])
     check_values(cfg)  # the official configs' values (the defaults) load
     for key, value in (("LOSS.GM", "True"), ("TRAINER.COOP.ALPHA", "0.5"),
                        ("INPUT.CUTOUT_N", "3"), ("MODEL.HEAD.NAME", "mlp")):
