@@ -67,8 +67,8 @@ def _rename_aliases(other: dict) -> None:
         node = other
         for part in parents:
             node = node.get(part) if isinstance(node, dict) else None
-        if not isinstance(node, dict) or leaf not in node:
-            continue
+        if not isinstance(node, dict) or leaf not in node or isinstance(node[leaf], dict):
+            continue  # (a node of that name here, e.g. TRAINER.DISTILL's: not the official leaf)
         value = node.pop(leaf)
         _drop_empty(other, official.split(".")[:-1])
         *parents, leaf = key.split(".")
@@ -371,7 +371,7 @@ def _add_dataset(_C: CfgNode) -> None:
 def _add_dataloader(_C: CfgNode) -> None:
     _C.DATALOADER = CN()
     _C.DATALOADER.NUM_WORKERS = 4  # loader worker processes
-    _C.DATALOADER.K_TRANSFORMS = 1  # augmentations per image (only 1 is supported here)
+    _C.DATALOADER.K_TRANSFORMS = 1  # augmentations per training image (above 1: a list)
     _C.DATALOADER.RETURN_IMG0 = False  # also return the un-augmented image as img0
     _C.DATALOADER.TRAIN_X = CN()
     _C.DATALOADER.TRAIN_X.SAMPLER = "RandomSampler"  # RandomSampler or SequentialSampler

@@ -16,6 +16,8 @@ OUT=${OUT:-output/demo}
 TRAINER=${TRAINER:-CoOp}
 case $TRAINER in
     ZeroshotCLIP*) CONFIG=configs/trainers/CoOp/demo_tiny.yaml ;;  # CLIP's settings, as upstream
+    PromptKD) echo "error: PromptKD's demo trains its teacher first: bash scripts/promptkd/demo.sh" >&2
+              exit 2 ;;
     *) CONFIG=configs/trainers/$TRAINER/demo_tiny.yaml ;;
 esac
 if [ ! -f "$CONFIG" ]; then

@@ -99,6 +99,7 @@ METHODS = {
                         "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets",
                         "vit_b16_c2_ep50_batch4_4+4ctx_few_shot"),
     "kgcoop": Method("KgCoOp", "vit_b16_ep100_ctxv1_w8", None, "vit_b16_ep100_ctxv1_w8"),
+    "coprompt": Method("CoPrompt", "coprompt", None, None),
     # ProGrad's base-to-novel runs use 4 shots (scripts/prograd/): its few-shot setting here
     "prograd": Method("ProGrad", None, None, "rn50_ep50"),
     "coop_dept": Method("ExtrasLinearProbeCoOp", *["vit_b16_ep10_bs4_lr35"] * 2, None),

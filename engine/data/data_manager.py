@@ -49,8 +49,11 @@ class DatasetWrapper(Dataset):
         self.transform = transform
         self.is_train = is_train
         self.return_img0 = cfg.DATALOADER.RETURN_IMG0
-        if is_train and cfg.DATALOADER.K_TRANSFORMS != 1:
-            raise ValueError("DATALOADER.K_TRANSFORMS other than 1 is not supported")
+        # Dassl's K_TRANSFORMS: training items hold that many independent augmentations of
+        # the image, as a list (batches: a list of K image tensors), when it is above 1
+        self.k_transforms = cfg.DATALOADER.K_TRANSFORMS if is_train else 1
+        if self.k_transforms < 1:
+            raise ValueError(f"DATALOADER.K_TRANSFORMS is {self.k_transforms}; it must be >= 1")
         self.to_tensor = build_transform(cfg, is_train=False) if self.return_img0 else None
         self.item_seeds: tuple[int, ...] | None = None  # set by RankSeededLoader
 
@@ -65,10 +68,18 @@ class DatasetWrapper(Dataset):
         if hasattr(item, "target_vector"):
             output["target"] = item.target_vector()
         with self.random_state(idx):
-            output["img"] = self.transform(img0) if self.transform is not None else img0
+            output["img"] = self.transformed(img0)
         if self.to_tensor is not None:
             output["img0"] = self.to_tensor(img0)
         return output
+
+    def transformed(self, img0: Any) -> Any:
+        """The transformed image, or a list of ``K_TRANSFORMS`` independent transforms."""
+        if self.transform is None:
+            return img0
+        if self.k_transforms == 1:
+            return self.transform(img0)
+        return [self.transform(img0) for _ in range(self.k_transforms)]
 
     def random_state(self, idx: int) -> contextlib.AbstractContextManager:
         """The generators the transform draws from: the process's own (Dassl's behaviour), or

@@ -133,3 +133,42 @@ def lora_trainable_tensors(spec: list) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(11)
     return {name: (torch.randn(shape, generator=g, dtype=torch.float32)
                    * shape[1] ** -0.5).half().float() for name, shape in spec}
+
+
+# PromptKD's teacher: a small CLIP with ViT-L/14's embedding width (768, what the official
+# student's projector maps to), 2 layers per tower, patch 32 on 224 pixels; drawn like the
+# ViT-B/16 above (same key order and std rules, its own seed).
+TEACHER = {"embed_dim": 768, "width": 256, "layers": 2, "patch": 32, "seed": 20261124}
+
+
+def teacher_keys() -> list[tuple[str, tuple[int, ...]]]:
+    w, embed, grid = TEACHER["width"], TEACHER["embed_dim"], 224 // TEACHER["patch"]
+    keys: list[tuple[str, tuple[int, ...]]] = [
+        ("positional_embedding", (CONTEXT, w)), ("text_projection", (w, embed)),
+        ("logit_scale", ()), ("visual.class_embedding", (w,)),
+        ("visual.positional_embedding", (grid * grid + 1, w)), ("visual.proj", (w, embed)),
+        ("visual.conv1.weight", (w, 3, TEACHER["patch"], TEACHER["patch"])),
+        ("visual.ln_pre.weight", (w,)), ("visual.ln_pre.bias", (w,))]
+    for i in range(TEACHER["layers"]):
+        keys += [(f"visual.transformer.resblocks.{i}.{n}", s) for n, s in _block_shapes(w)]
+    keys += [("visual.ln_post.weight", (w,)), ("visual.ln_post.bias", (w,)),
+             ("token_embedding.weight", (VOCAB, w))]
+    for i in range(TEACHER["layers"]):
+        keys += [(f"transformer.resblocks.{i}.{n}", s) for n, s in _block_shapes(w)]
+    return keys + [("ln_final.weight", (w,)), ("ln_final.bias", (w,))]
+
+
+def teacher_state_dict() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(TEACHER["seed"])
+    state: dict[str, torch.Tensor] = {}
+    for name, shape in teacher_keys():
+        if name == "logit_scale":
+            state[name] = torch.tensor(math.log(100.0))
+            continue
+        std = (3 * TEACHER["patch"] ** 2) ** -0.5 if name == "visual.conv1.weight" \
+            else _std(name, shape)
+        t = torch.randn(shape, generator=g, dtype=torch.float32) * std
+        if "ln_" in name and name.endswith(".weight"):
+            t = t + 1
+        state[name] = t.half().float()
+    return state

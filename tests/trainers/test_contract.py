@@ -8,6 +8,7 @@ what checkpoints record, epoch hooks resumed mid-run, the listing."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,7 @@ CLASSNAMES = ["face", "leopard", "sea_lion", "airplane"]
 TINY = {"CoOp": ["TRAINER.COOP.N_CTX", "2"], "CoCoOp": ["TRAINER.COCOOP.N_CTX", "2"],
         "IVLP": ["TRAINER.IVLP.PROMPT_DEPTH_TEXT", "2", "TRAINER.IVLP.PROMPT_DEPTH_VISION", "2"],
         "MaPLe": ["TRAINER.MAPLE.PROMPT_DEPTH", "2"],
+        "CoPrompt": ["TRAINER.CoPrompt.PROMPT_DEPTH", "2"],
         "MVLPT": ["TRAINER.MVLPT.COOP.N_CTX", "2", "TRAINER.MVLPT.VPT.N_CTX", "2",
                   "TRAINER.MVLPT.PROJECT_DIM", "16"],
         "TCP": ["TRAINER.COOP.N_CTX", "4", "TRAINER.TCP.LAYER", "1"],
@@ -42,7 +44,9 @@ TINY = {"CoOp": ["TRAINER.COOP.N_CTX", "2"], "CoCoOp": ["TRAINER.COCOOP.N_CTX", 
 
 def pairs() -> list[tuple[str, str, str]]:
     """(learner, kind, part) for every learner alone and with every other part."""
-    parts = [("term", name) for name in TERM_REGISTRY if name != "CE"]
+    # PromptKD's term distils from a PromptSRC-prompted teacher read from its checkpoint:
+    # tests/trainers/test_promptkd.py runs it (and on MaPLe's prompts)
+    parts = [("term", name) for name in TERM_REGISTRY if name not in ("CE", "PromptKD")]
     parts += [("step hook", name) for name in STEP_HOOK_REGISTRY]
     parts += [("epoch hook", name) for name in EPOCH_HOOK_REGISTRY]
     parts += [("head", name) for name in HEAD_REGISTRY]
@@ -69,13 +73,24 @@ def images(n: int, seed: int) -> torch.Tensor:
     return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
 
 
+@pytest.fixture(scope="module")
+def descriptions(tmp_path_factory) -> list[str]:
+    """CoPrompt's class descriptions for CLASSNAMES (OxfordPets' file name), two per class."""
+    folder = tmp_path_factory.mktemp("gpt_file")
+    text = {n.replace("_", " "): [f"A photo of a {n}.", f"A {n} seen closely."]
+            for n in CLASSNAMES}
+    (folder / "oxford_pets_prompt.json").write_text(json.dumps(text))
+    return ["TRAINER.CoPrompt.GPT_DIR", str(folder)]
+
+
 @pytest.mark.parametrize("learner, kind, part", pairs())
 def test_every_learner_with_every_part_builds_trains_a_step_and_evaluates(backbone, learner,
-                                                                           kind, part):
+                                                                           kind, part,
+                                                                           descriptions):
     cfg = get_cfg_default()
     cfg.merge_from_list([*TINY.get(learner, []), "DATASET.NAME", "OxfordPets",
                          "DATASET.SUBSAMPLE_CLASSES", "base", "OPTIM.MAX_EPOCH", "1",
-                         "TRAINER.GPA.MEAN", "1"])
+                         "TRAINER.GPA.MEAN", "1", *descriptions])
     declared = declaration(learner, kind, part)
     teacher = clip.tiny_clip(seed=7).requires_grad_(False) if "teacher" in declared.needs \
         else None

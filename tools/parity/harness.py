@@ -16,6 +16,7 @@ root on ``sys.path``: the recipe is loaded from its file.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.machinery
 import importlib.util
 import inspect
@@ -24,7 +25,7 @@ import logging
 import sys
 import tempfile
 import types
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
@@ -127,6 +128,19 @@ def clip_loader(official_clip: ModuleType, state_dict: dict[str, torch.Tensor]) 
         return official_clip.build_model(dict(state_dict))
 
     return load_clip_to_cpu
+
+
+@contextlib.contextmanager
+def without_fp16_rounding() -> Iterator[None]:
+    """The official blocks round the deeper prompts with ``.half()`` even in fp32; inside this
+    context ``Tensor.half`` returns the tensor unchanged (what a fp32 re-implementation
+    computes)."""
+    half = torch.Tensor.half
+    torch.Tensor.half = lambda self, *args, **kwargs: self  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        torch.Tensor.half = half  # type: ignore[method-assign]
 
 
 def fake_data_manager(classnames: list[str], **extra) -> SimpleNamespace:
