@@ -330,7 +330,7 @@ def _add_input(_C: CfgNode) -> None:
     _C.INPUT.INTERPOLATION = "bilinear"  # resize interpolation: bilinear, bicubic or nearest
     # ours: how test images (and train images without a crop) reach INPUT.SIZE: "shortest"
     # (Dassl's: the short side, then a center crop) or "squash" (both sides: SigLIP's)
-    _C.INPUT.RESIZE_MODE = "shortest"
+    _C.INPUT.RESIZE_MODE = "shortest"  # "shortest" or "squash" (above)
     _C.INPUT.TRANSFORMS = ()  # training augmentations, e.g. random_resized_crop random_flip
     _C.INPUT.NO_TRANSFORM = False  # True: loaders apply no transform at all
     _C.INPUT.PIXEL_MEAN = [0.485, 0.456, 0.406]  # normalisation mean (ImageNet's by default)

@@ -74,4 +74,4 @@ def serve(root: Path):
     finally:
         server.httpd.shutdown()
         server.httpd.server_close()
-        thread.join(timeout=10)
+        thread.join(timeout=1800)

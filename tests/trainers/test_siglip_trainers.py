@@ -76,8 +76,10 @@ def test_every_trainer_builds_and_steps_on_tiny_siglip(trainer, demo_root, tmp_p
         assert all(torch.isfinite(torch.tensor(v)) for v in summary.values())
     t.set_model_mode("eval")
     with torch.no_grad():
-        logits = t.model_inference(batch["img"])
-    assert torch.isfinite(logits).all() and logits.shape[0] == len(batch["img"])
+        images = batch["img"]  # CoPrompt's training batches hold two views of each image
+        images = images[0] if isinstance(images, list) else images
+        logits = t.model_inference(images)
+    assert torch.isfinite(logits).all() and logits.shape[0] == len(images)
 
 
 def test_zero_shot_predicts_what_the_sigmoid_model_predicts(demo_root, tmp_path):
