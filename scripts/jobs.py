@@ -12,6 +12,10 @@ failed or still to do; every launcher and ``--status`` ask it.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # a module, not a command
+    raise SystemExit("scripts/jobs.py is a module of the sweep runner; "
+                     "run python scripts/sweep.py --help")
+
 import errno
 import json
 import os

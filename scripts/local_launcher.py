@@ -9,6 +9,10 @@ a second time.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # a module, not a command
+    raise SystemExit("scripts/local_launcher.py is a module of the sweep runner; "
+                     "run python scripts/sweep.py --help")
+
 import os
 import signal
 import subprocess

@@ -20,6 +20,10 @@ submitit is imported only by these launchers.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # a module, not a command
+    raise SystemExit("scripts/slurm.py is a module of the sweep runner; "
+                     "run python scripts/sweep.py --help")
+
 import contextlib
 import fnmatch
 import getpass
