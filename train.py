@@ -139,7 +139,9 @@ def _similar_files(path: str) -> str:
     folder = os.path.dirname(path) or "."
     if not os.path.isdir(folder):
         return f" (the folder {folder} does not exist either)"
-    close = difflib.get_close_matches(os.path.basename(path), os.listdir(folder), n=3)
+    stem, ext = os.path.splitext(os.path.basename(path))
+    names = {os.path.splitext(n)[0]: n for n in os.listdir(folder) if n.endswith(ext)}
+    close = [names[c] for c in difflib.get_close_matches(stem, list(names), n=3, cutoff=0.7)]
     return f" (did you mean {', '.join(os.path.join(folder, c) for c in close)}?)" if close else ""
 
 
@@ -181,7 +183,8 @@ def main(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace, cfg: CfgNode) -> None:
     logger.info("Run: trainer %s, dataset %s, backbone %s, seed %s, output %s (pid %d on %s)",
-                cfg.TRAINER.NAME or "-", cfg.DATASET.NAME or "-", cfg.MODEL.BACKBONE.NAME or "-",
+                cfg.TRAINER.NAME or "-", cfg.DATASET.NAME or cfg.DATASET.get("DATASET") or "-",
+                cfg.MODEL.BACKBONE.NAME or "-",
                 cfg.SEED, cfg.OUTPUT_DIR, os.getpid(), socket.gethostname())
     if cfg.SEED >= 0:
         logger.info("Setting fixed seed: %d", cfg.SEED)

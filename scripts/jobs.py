@@ -29,6 +29,8 @@ from scripts.logparse import Signal, is_finished
 
 # What job_status says about a job.
 TODO, PENDING, RUNNING, DONE, FAILED = "todo", "pending", "running", "done", "failed"
+INTERRUPTED = "interrupted"  # stopped with its sweep (Ctrl-C, SIGTERM, ...): rerun to resume
+STOPPED_WITH_SWEEP = "stopped with the sweep"  # how the local launcher records such a stop
 
 
 @dataclass
@@ -145,7 +147,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 @dataclass(frozen=True)
 class Status:
-    state: str  # TODO, PENDING, RUNNING, DONE or FAILED
+    state: str  # TODO, PENDING, RUNNING, DONE, FAILED or INTERRUPTED
     detail: str = ""  # the scheduler's word, or why the job failed
 
 
@@ -198,6 +200,8 @@ def job_status(job: Job, record: Record | None, scheduler: Scheduler) -> Status:
     live = scheduler(record) if record.launcher == "slurm" else process_status(record)
     if live is not None and live.state != DONE:
         return live
+    if live is None and record.ended == STOPPED_WITH_SWEEP:
+        return Status(INTERRUPTED, "stopped with the sweep; the same command resumes it")
     if live is None and record.ended != "ok":
         return Status(FAILED, record.ended or "ended without saying why (killed?)")
     if job.run_dir is None:  # ended without error, and there is no log to check

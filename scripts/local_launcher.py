@@ -25,6 +25,7 @@ from scripts.jobs import (
     DONE,
     PENDING,
     RUNNING,
+    STOPPED_WITH_SWEEP,
     Job,
     Record,
     Records,
@@ -192,7 +193,7 @@ class Sweep:
                 pass
         for name, (proc, _slot, _started) in self.running.items():
             stop_group(proc)
-            self.records.end(name, "stopped with the sweep")
+            self.records.end(name, STOPPED_WITH_SWEEP)
         self.running.clear()
 
     def _sort(self) -> list[Job]:

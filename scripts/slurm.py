@@ -43,6 +43,7 @@ import yaml
 from scripts.jobs import (
     DONE,
     FAILED,
+    INTERRUPTED,
     PENDING,
     RUNNING,
     TODO,
@@ -413,7 +414,8 @@ class SubmititLauncher:
         (for submitit-local: only for jobs done). Gives up the jobs whose dependency failed."""
         ready: dict[str, Job] = {}
         for job in sorted(self.jobs, key=lambda job: self.depth[job.name]):
-            if job.name in self.attempted or status[job.name].state not in (TODO, FAILED):
+            if job.name in self.attempted \
+                    or status[job.name].state not in (TODO, FAILED, INTERRUPTED):
                 continue
             failed = [d for d in job.after if d in self.attempted and status[d].state == FAILED]
             if failed:
@@ -566,7 +568,7 @@ def print_status(jobs: list[Job], log_dir: Path,
         print(f"{state:8} {job_id:{width}} {name}" + (f"  ({detail})" if detail else ""))
         for path in filter(None, (log, scheduler_log)):
             print(f"{'':8} {'':{width}}   {path}")
-    order = (DONE, RUNNING, PENDING, FAILED, TODO)
+    order = (DONE, RUNNING, PENDING, FAILED, INTERRUPTED, TODO)
     print(f"{len(jobs)} jobs: " + ", ".join(f"{counts[s]} {s}" for s in order if counts[s]),
           flush=True)
     sys.stdout.flush()
