@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from datasets.reader import ProtocolDataset, dataset_root
-from datasets.splits import read_split
+from datasets.splits import Datum, read_split
 from engine.data.datasets import DATASET_REGISTRY
 
 logger = logging.getLogger(__name__)
@@ -85,3 +85,34 @@ class Demo(ProtocolDataset):
     def read_splits(self):
         splits = read_split(os.path.join(self.dataset_dir, SPLIT_FILE), self.image_dir)
         return splits["train"], splits["val"], splits["test"]
+
+
+class _DemoPart(Demo):
+    """Some colours of the Demo dataset as a dataset of their own (labels from 0), to try
+    several datasets at once (MVLPT's multitask source) without a download."""
+
+    colours: tuple[str, ...] = ()
+
+    def read_splits(self):
+        # its own few-shot selections (the images folder is the Demo dataset's)
+        self.split_fewshot_dir = os.path.join(self.dataset_dir,
+                                              f"split_fewshot_{type(self).__name__}")
+        keep = {name: label for label, name in enumerate(self.colours)}
+        return tuple([Datum(impath=item.impath, label=keep[item.classname],
+                            classname=item.classname)
+                      for item in items if item.classname in keep]
+                     for items in super().read_splits())
+
+
+@DATASET_REGISTRY.register()
+class DemoWarm(_DemoPart):
+    """The warm colours of the Demo dataset: red, orange, yellow, purple."""
+
+    colours = ("red", "orange", "yellow", "purple")
+
+
+@DATASET_REGISTRY.register()
+class DemoCool(_DemoPart):
+    """The cool colours of the Demo dataset: green, blue, cyan, gray."""
+
+    colours = ("green", "blue", "cyan", "gray")
