@@ -38,6 +38,7 @@ from engine.checkpoint import remove_stale_temporaries
 from engine.config import CfgNode, get_cfg_default
 from engine.errors import ConfigError, RunLocked, exit_status, is_own_error
 from engine.lock import RunLock, describe_holder
+from engine.preflight import check_inputs, foreign_trainer_nodes
 from engine.trainer import build_trainer
 from engine.utils import collect_env_info, log_to_file, set_random_seed, setup_logger
 
@@ -191,6 +192,10 @@ def run(args: argparse.Namespace, cfg: CfgNode) -> None:
         set_random_seed(cfg.SEED)
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
+    check_inputs(cfg)  # input mistakes stop here, before the config dump
+    warning = foreign_trainer_nodes(cfg, args.config_file)
+    if warning:
+        logger.warning("Warning: %s", warning)
     print_args(args, cfg)
     logger.info("Collecting env info ...")
     logger.info("** System info **\n%s\n", collect_env_info())

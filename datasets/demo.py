@@ -79,6 +79,10 @@ class Demo(ProtocolDataset):
     dataset_dir = "demo"
     image_folder = "images"
 
+    @classmethod
+    def check_folder(cls, cfg) -> None:
+        """Nothing to check: the folder is generated when missing."""
+
     def locate(self, cfg) -> str:
         return str(generate(dataset_root(cfg)))
 
