@@ -432,7 +432,7 @@ class SlurmQueue:
         return Status(FAILED, why or "no longer in the queue, and ended without a word")
 
 
-LISTING_DELAY = 300.0  # seconds a just-submitted job may be absent from squeue and sacct
+LISTING_DELAY = 60.0  # seconds a just-submitted job may be absent from squeue and sacct
 NEVER = "DependencyNeverSatisfied"  # a job it waits for failed: Slurm drops it, never runs it
 
 
