@@ -184,8 +184,7 @@ def main(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace, cfg: CfgNode) -> None:
     logger.info("Run: trainer %s, dataset %s, backbone %s, seed %s, output %s (pid %d on %s)",
-                cfg.TRAINER.NAME or "-", cfg.DATASET.NAME or cfg.DATASET.get("DATASET") or "-",
-                cfg.MODEL.BACKBONE.NAME or "-",
+                cfg.TRAINER.NAME or "-", run_datasets(cfg), cfg.MODEL.BACKBONE.NAME or "-",
                 cfg.SEED, cfg.OUTPUT_DIR, os.getpid(), socket.gethostname())
     if cfg.SEED >= 0:
         logger.info("Setting fixed seed: %d", cfg.SEED)
@@ -209,6 +208,12 @@ def run(args: argparse.Namespace, cfg: CfgNode) -> None:
         trainer.initialize_from(args.model_dir, epoch=args.load_epoch)
     if not args.no_train:
         trainer.train()
+
+
+def run_datasets(cfg: CfgNode) -> str:
+    """The dataset of a run for its first log line: DATASET.NAME, or the tasks of --dataset
+    (ELEVATER's tasks, MVLPT's multitask runs)."""
+    return cfg.DATASET.NAME or cfg.DATASET.get("DATASET") or "-"
 
 
 @contextlib.contextmanager

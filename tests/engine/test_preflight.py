@@ -11,6 +11,7 @@ import train
 from engine.preflight import foreign_trainer_nodes
 
 REPO = Path(__file__).resolve().parents[2]
+MVLPT_DEMO = "configs/trainers/MVLPT/demo_tiny.yaml"
 
 
 def cfg_of(trainer: str, config: str):
@@ -58,3 +59,11 @@ def test_a_missing_dataset_folder_stops_before_the_config_dump(tmp_path: Path, c
     assert "Caltech101 folder not found" in captured.err
     assert "** Config **" not in captured.out + captured.err
     assert "** Config **" not in (tmp_path / "out" / "log.txt").read_text()
+
+
+def test_the_first_log_line_names_elevater_tasks() -> None:
+    train.import_plugins()
+    args = train.build_parser().parse_args(["--trainer", "MVLPT", "--dataset", "cifar-10",
+                                            "--config-file", str(REPO / MVLPT_DEMO)])
+    assert train.run_datasets(train.setup_cfg(args)) == "cifar-10"
+    assert train.run_datasets(cfg_of("CoOp", "configs/trainers/CoOp/demo_tiny.yaml")) == "Demo"
