@@ -120,7 +120,8 @@ def test_the_demo_sweep_on_slurm(cluster, tmp_path: Path) -> None:
     out = tmp_path / "out"
     first = sweep(out, ["1"], "--wait")  # --wait right after submitting
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "base2new/test_new/CoOp, afterok:" in first.stdout and "All jobs finished" in first.stdout
+    assert "base2new/test_new/CoOp, afterok:" in first.stdout
+    assert "All jobs finished" in first.stdout
     status = sweep(out, ["1"], "--status")
     assert "2 jobs: 2 done" in status.stdout, status.stdout
 
