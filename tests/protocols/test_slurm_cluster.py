@@ -68,6 +68,12 @@ def cluster():
                         f"{STATE}/log/slurmctld.log and slurmd.log")
         yield
     finally:
+        if started:  # our cluster: end its jobs before its daemons
+            _run("scancel", "-u", "root")
+            for _ in range(30):
+                if not _run("squeue", "-h").stdout.strip():
+                    break
+                time.sleep(2)
         for proc in reversed(started):
             proc.terminate()
             try:
@@ -78,6 +84,7 @@ def cluster():
 
 def _start_daemons() -> list[subprocess.Popen]:
     host = socket.gethostname().split(".")[0]
+    shutil.rmtree(STATE / "spool", ignore_errors=True)  # no job of an earlier cluster comes back
     for sub in ("spool/ctld", "spool/d", "run", "log"):
         (STATE / sub).mkdir(parents=True, exist_ok=True)
     Path("/etc/slurm").mkdir(exist_ok=True)
