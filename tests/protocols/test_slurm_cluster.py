@@ -10,6 +10,7 @@ a requeued job eligible again about two minutes after its requeue.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -134,9 +135,13 @@ def test_the_demo_sweep_on_slurm(cluster, tmp_path: Path) -> None:
 
     # seeds 2 and 3: cancel seed 2's training before it runs, requeue seed 3's once it runs
     train = "base2new/train_base/CoOp/vit_b16_ep50_ctxv1/demo/seed{}"
-    assert sweep(out, ["2", "3"], "--max-running", "1").returncode == 0
+    submitted = sweep(out, ["2", "3"], "--sbatch", "begin=now+90")  # none starts for 90 s
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     cancelled, requeued = slurm_id(out, train.format(2)), slurm_id(out, train.format(3))
     _run("scancel", cancelled)
+    status = sweep(out, ["2", "3"], "--status")
+    assert re.search(r"pending +\S+ +base2new/train_base/\S+/seed3 +\(PENDING \(BeginTime\)\)",
+                     status.stdout), status.stdout
     for _ in range(POLLS):
         if queue_state(requeued) == "RUNNING":
             break
