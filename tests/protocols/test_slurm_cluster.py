@@ -151,7 +151,11 @@ def test_the_demo_sweep_on_slurm(cluster, tmp_path: Path) -> None:
     assert again.returncode == 0, again.stdout + again.stderr
     assert "base2new/train_base/CoOp" in again.stdout
     assert "base2new/test_new/CoOp, afterok:" in again.stdout
-    status = sweep(out, ["2", "3"], "--status")
+    for _ in range(POLLS // 6):  # the requeued training, eligible again ~2 min after
+        status = sweep(out, ["2", "3"], "--status")  # its requeue, is not this sweep's to wait for
+        if "4 jobs: 4 done" in status.stdout:
+            break
+        time.sleep(30)
     assert "4 jobs: 4 done" in status.stdout, status.stdout
     log = (out / train.format(3) / "log.txt").read_text()
     assert "Finish training" in log
