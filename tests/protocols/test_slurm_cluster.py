@@ -139,9 +139,13 @@ def test_the_demo_sweep_on_slurm(cluster, tmp_path: Path) -> None:
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     cancelled, requeued = slurm_id(out, train.format(2)), slurm_id(out, train.format(3))
     _run("scancel", cancelled)
-    status = sweep(out, ["2", "3"], "--status")
-    assert re.search(r"pending +\S+ +base2new/train_base/\S+/seed3 +\(PENDING \(BeginTime\)\)",
-                     status.stdout), status.stdout
+    begin = r"pending +\S+ +base2new/train_base/\S+/seed3 +\(PENDING \(BeginTime\)\)"
+    for _ in range(6):  # squeue gives the reason once the scheduler has looked at the job
+        status = sweep(out, ["2", "3"], "--status")
+        if re.search(begin, status.stdout):
+            break
+        time.sleep(5)
+    assert re.search(begin, status.stdout), status.stdout
     for _ in range(POLLS):
         if queue_state(requeued) == "RUNNING":
             break
