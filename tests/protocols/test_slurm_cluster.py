@@ -161,5 +161,5 @@ def test_the_demo_sweep_on_slurm(cluster, tmp_path: Path) -> None:
             break
         time.sleep(30)
     assert "4 jobs: 4 done" in status.stdout, status.stdout
-    log = (out / train.format(3) / "log.txt").read_text()
-    assert "Finish training" in log
+    (run,) = (out / "base2new" / "train_base" / "demo").glob("shots_*/CoOp/*/seed3")
+    assert "Finish training" in (run / "log.txt").read_text()
