@@ -39,6 +39,7 @@ from engine.config import CfgNode, get_cfg_default
 from engine.errors import ConfigError, RunLocked, exit_status, is_own_error
 from engine.interrupt import EXIT_INTERRUPTED, interrupted_message
 from engine.lock import RunLock, describe_holder
+from engine.preflight import check_inputs, foreign_trainer_nodes
 from engine.trainer import build_trainer
 from engine.utils import collect_env_info, log_to_file, set_random_seed, setup_logger
 
@@ -140,7 +141,9 @@ def _similar_files(path: str) -> str:
     folder = os.path.dirname(path) or "."
     if not os.path.isdir(folder):
         return f" (the folder {folder} does not exist either)"
-    close = difflib.get_close_matches(os.path.basename(path), os.listdir(folder), n=3)
+    stem, ext = os.path.splitext(os.path.basename(path))
+    names = {os.path.splitext(n)[0]: n for n in os.listdir(folder) if n.endswith(ext)}
+    close = [names[c] for c in difflib.get_close_matches(stem, list(names), n=3, cutoff=0.7)]
     return f" (did you mean {', '.join(os.path.join(folder, c) for c in close)}?)" if close else ""
 
 
@@ -182,13 +185,17 @@ def main(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace, cfg: CfgNode) -> None:
     logger.info("Run: trainer %s, dataset %s, backbone %s, seed %s, output %s (pid %d on %s)",
-                cfg.TRAINER.NAME or "-", cfg.DATASET.NAME or "-", cfg.MODEL.BACKBONE.NAME or "-",
+                cfg.TRAINER.NAME or "-", run_datasets(cfg), cfg.MODEL.BACKBONE.NAME or "-",
                 cfg.SEED, cfg.OUTPUT_DIR, os.getpid(), socket.gethostname())
     if cfg.SEED >= 0:
         logger.info("Setting fixed seed: %d", cfg.SEED)
         set_random_seed(cfg.SEED)
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
+    check_inputs(cfg)  # input mistakes stop here, before the config dump
+    warning = foreign_trainer_nodes(cfg, args.config_file)
+    if warning:
+        logger.warning("Warning: %s", warning)
     print_args(args, cfg)
     logger.info("Collecting env info ...")
     logger.info("** System info **\n%s\n", collect_env_info())
@@ -202,6 +209,12 @@ def run(args: argparse.Namespace, cfg: CfgNode) -> None:
         trainer.initialize_from(args.model_dir, epoch=args.load_epoch)
     if not args.no_train:
         trainer.train()
+
+
+def run_datasets(cfg: CfgNode) -> str:
+    """The dataset of a run for its first log line: DATASET.NAME, or the tasks of --dataset
+    (ELEVATER's tasks, MVLPT's multitask runs)."""
+    return cfg.DATASET.NAME or cfg.DATASET.get("DATASET") or "-"
 
 
 @contextlib.contextmanager

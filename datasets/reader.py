@@ -48,6 +48,13 @@ class ProtocolDataset(DatasetBase):
                                              subsample=cfg.DATASET.SUBSAMPLE_CLASSES)
         super().__init__(train_x=train, val=val, test=test)
 
+    @classmethod
+    def check_folder(cls, cfg: Any) -> None:
+        """The error of a missing dataset folder, before any work (train.py's check)."""
+        reader = cls.__new__(cls)
+        require_path(reader.locate(cfg), f"{cls.__name__} folder",
+                     f"{reader.folder_setting(cfg)} {reader.fix_hint()}")
+
     def locate(self, cfg: Any) -> str:
         """The dataset folder: ``dataset_dir`` under ``DATASET.ROOT``."""
         return os.path.join(dataset_root(cfg), type(self).dataset_dir)

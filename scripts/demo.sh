@@ -39,7 +39,9 @@ echo
 echo "Demo: base-class test accuracy (4 classes, chance 25.0%)"
 case $TRAINER in
     ZeroshotCLIP*)
-        echo "  $TRAINER:  $(last_accuracy "$OUT/untrained_$TRAINER")" ;;
+        echo "  $TRAINER:  $(last_accuracy "$OUT/untrained_$TRAINER")"
+        echo "  (zero-shot on a random tiny CLIP: its class-name prompts know no colours, so"
+        echo "  chance is what to expect; with OpenAI's weights this is CLIP's zero-shot score)" ;;
     *)
         echo "  untrained prompts:  $(last_accuracy "$OUT/untrained_$TRAINER")"
         echo "  after $TRAINER:$(printf '%*s' $((13 - ${#TRAINER})) '')$(last_accuracy "$OUT/$TRAINER")" ;;

@@ -8,19 +8,29 @@ is the task's metric (accuracy, mean-per-class accuracy or 11-point mAP, in %) a
 seeds; the Average column is the mean over the 20 tasks (over those present, marked, when
 some are missing). MVLPT's published numbers (``scripts/elevater_published.csv``) are shown in
 the rows beside ours.
+
+    python scripts/elevater_results.py OUTPUT     # the ELEVATER tables of OUTPUT, as Markdown
+
+(scripts/results.py prints them with every other table and writes them to results.md/.csv.)
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import re
 import statistics
+import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from scripts.logparse import log_files
-from scripts.results import Stat, Table, _csv, fmt, seed_folders
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scripts.logparse import log_files  # noqa: E402
+from scripts.tables import Stat, Table, fmt, seed_folders  # noqa: E402
+from scripts.tables import csv_row as _csv  # noqa: E402
 
 TASKS = (  # ELEVATER's 20 tasks (datasets/elevater_tasks.py), the columns of the table
     "caltech-101", "cifar-10", "cifar-100", "country211", "dtd", "eurosat_clip", "fer-2013",
@@ -219,3 +229,23 @@ def plot_elevater(tables: list[Table], path: Path) -> bool:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the ELEVATER tables of an output tree."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("root", nargs="?", type=Path, default=Path("output"), help="output root")
+    args = parser.parse_args(argv)
+    if not args.root.is_dir():
+        raise SystemExit(f"error: {args.root} is not a directory (give the output root)")
+    tables = elevater_tables(args.root)
+    if not tables:
+        raise SystemExit(f"error: no finished ELEVATER run under {args.root} (folders seed<N> "
+                         "whose log.txt holds '* task: NAME' result blocks after training)")
+    print("\n".join(table.markdown() for table in tables))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,6 +12,10 @@ failed or still to do; every launcher and ``--status`` ask it.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # a module, not a command
+    raise SystemExit("scripts/jobs.py is a module of the sweep runner; "
+                     "run python scripts/sweep.py --help")
+
 import errno
 import json
 import os
@@ -26,6 +30,8 @@ from scripts.logparse import Signal, is_finished
 
 # What job_status says about a job.
 TODO, PENDING, RUNNING, DONE, FAILED = "todo", "pending", "running", "done", "failed"
+INTERRUPTED = "interrupted"  # stopped with its sweep (Ctrl-C, SIGTERM, ...): rerun to resume
+STOPPED_WITH_SWEEP = "stopped with the sweep"  # how the local launcher records such a stop
 
 
 @dataclass
@@ -157,7 +163,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 @dataclass(frozen=True)
 class Status:
-    state: str  # TODO, PENDING, RUNNING, DONE or FAILED
+    state: str  # TODO, PENDING, RUNNING, DONE, FAILED or INTERRUPTED
     detail: str = ""  # the scheduler's word, or why the job failed
 
 
@@ -215,6 +221,8 @@ def job_status(job: Job, record: Record | None, scheduler: Scheduler,
         return Status(RUNNING, f"claimed by {claimed}")
     if record is None:
         return Status(TODO)
+    if live is None and record.ended == STOPPED_WITH_SWEEP:
+        return Status(INTERRUPTED, "stopped with the sweep; the same command resumes it")
     if live is None and record.ended != "ok":
         return Status(FAILED, record.ended or "ended without saying why (killed?)")
     if job.run_dir is None:  # ended without error, and there is no log to check

@@ -16,6 +16,10 @@
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # a module, not a command
+    raise SystemExit("scripts/layout.py is a module of the sweep runner and the table readers; "
+                     "run python scripts/sweep.py --help, python scripts/results.py --help")
+
 from pathlib import Path
 
 # The benchmarks of the papers, in the order of their tables.

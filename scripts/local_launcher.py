@@ -9,6 +9,10 @@ a second time.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # a module, not a command
+    raise SystemExit("scripts/local_launcher.py is a module of the sweep runner; "
+                     "run python scripts/sweep.py --help")
+
 import os
 import signal
 import subprocess
@@ -21,6 +25,7 @@ from scripts.jobs import (
     DONE,
     PENDING,
     RUNNING,
+    STOPPED_WITH_SWEEP,
     Claim,
     Job,
     Record,
@@ -219,7 +224,7 @@ class Sweep:
                 pass
         for name, (proc, _slot, _started) in self.running.items():
             stop_group(proc)
-            self.records.end(name, "stopped with the sweep")
+            self.records.end(name, STOPPED_WITH_SWEEP)
         self.running.clear()
         for claim in self.claims.values():
             claim.release()

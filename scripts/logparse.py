@@ -8,6 +8,10 @@ evaluation-only runs, after ``=> result``: the rule of the official ``parse_test
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # a module, not a command
+    raise SystemExit("scripts/logparse.py is a module of the sweep runner and the table readers; "
+                     "run python scripts/sweep.py --help, python scripts/results.py --help")
+
 import re
 from collections.abc import Iterator
 from pathlib import Path

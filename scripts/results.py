@@ -28,20 +28,29 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import os
 import re
 import statistics
 import sys
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from scripts.elevater_results import elevater_tables, is_elevater_log, plot_elevater  # noqa: E402
 from scripts.layout import BASE2NEW_DATASETS, DG_TARGETS, display_name  # noqa: E402
 from scripts.logparse import TEST_END, TRAIN_END, parse_task_accuracies, run_result  # noqa: E402
+from scripts.tables import (  # noqa: E402
+    Stat,
+    Table,
+    fmt,
+    harmonic_mean,
+    seed_folders,
+    seeds_text,
+    usual_seeds,
+)
+from scripts.tables import csv_row as _csv  # noqa: E402
 from scripts.zoo.catalogue import published_base2new  # noqa: E402
 
 # Base / Novel / HM averaged over the 11 datasets, as published (CoCoOp paper for CLIP, CoOp
@@ -53,7 +62,6 @@ PUBLISHED_BASE2NEW = {
     "MaPLe": (82.28, 75.14, 78.55),
     "PromptSRC": (84.26, 76.10, 79.97),
 }
-_SEED = re.compile(r"seed(\d+)$")
 _SHOTS_DIR = re.compile(r"(.+)_(\d+)shots$")
 
 
@@ -91,16 +99,6 @@ def _classify(parts: tuple[str, ...]) -> tuple[str, str, str, int] | None:
     if match is None:
         return None
     return kind, dataset, "/".join((trainer, match.group(1), *tag)), int(match.group(2))
-
-
-def seed_folders(root: Path) -> Iterator[tuple[str, int, tuple[str, ...]]]:
-    """(folder, seed, its path parts below ``root``) of every run folder (named seed<N>; the
-    walk does not enter them)."""
-    for dirpath, dirnames, _files in os.walk(root):
-        seed = _SEED.match(os.path.basename(dirpath))
-        if seed is not None:
-            dirnames[:] = []
-            yield dirpath, int(seed.group(1)), Path(dirpath).relative_to(root).parts
 
 
 def scan(root: str | Path) -> list[Record]:
@@ -145,75 +143,6 @@ def _names_folder(text: str, folder: Path, root: Path) -> bool:
     return re.search(rf"(?:^|[\s\"'/=]){relative}(?=$|[\s\"'/])", text, re.MULTILINE) is not None
 
 
-# ---------------------------------------------------------------- statistics
-
-
-@dataclass
-class Stat:
-    """Accuracies of one cell, by seed."""
-
-    by_seed: dict[int, float] = field(default_factory=dict)
-
-    @property
-    def mean(self) -> float:
-        return statistics.fmean(self.by_seed.values())
-
-    @property
-    def std(self) -> float:
-        return statistics.pstdev(self.by_seed.values())
-
-    @property
-    def n(self) -> int:
-        return len(self.by_seed)
-
-    @property
-    def seeds(self) -> tuple[int, ...]:
-        return tuple(sorted(self.by_seed))
-
-    def __bool__(self) -> bool:
-        return bool(self.by_seed)
-
-
-def harmonic_mean(a: float, b: float) -> float:
-    """Harmonic mean of two accuracies (0 when both are 0)."""
-    return 0.0 if a + b == 0 else 2 * a * b / (a + b)
-
-
-def seeds_text(seeds: Iterable[int]) -> str:
-    return " ".join(map(str, seeds))
-
-
-def fmt(stat: Stat | float | None, usual: tuple[int, ...] | None = None) -> str:
-    """'mean ± std' (2+ seeds), 'mean' (one seed or a plain number), '–' (missing); a Stat
-    whose seeds are not ``usual`` (the table's) says which seeds it averages."""
-    if stat is None or (isinstance(stat, Stat) and not stat):
-        return "–"
-    if not isinstance(stat, Stat):
-        return f"{stat:.2f}"
-    text = f"{stat.mean:.2f} ± {stat.std:.2f}" if stat.n > 1 else f"{stat.mean:.2f}"
-    if usual is None or stat.seeds == usual:
-        return text
-    return f"{text} (seeds {seeds_text(stat.seeds)})"
-
-
-def usual_seeds(stats: Iterable[Stat]) -> tuple[int, ...] | None:
-    """The seed set most cells average (the first such set on a tie), None without cells."""
-    counts = Counter(stat.seeds for stat in stats if stat)
-    return counts.most_common(1)[0][0] if counts else None
-
-
-def seed_note(stats: list[Stat]) -> tuple[str, str | None]:
-    """A table's note on the seeds of its cells, and a warning when they differ."""
-    usual = usual_seeds(stats)
-    if usual is None:
-        return "", None
-    if all(stat.seeds == usual for stat in stats if stat):
-        return f"Seeds: {seeds_text(usual)} (every cell).", None
-    warning = (f"cells average different seeds: {seeds_text(usual)}, except those marked "
-               f"(seeds ...)")
-    return f"**Warning**: {warning}.", warning
-
-
 def method_label(method: str, shots: int) -> str:
     """A method in a table; the shots when they are not the protocols' 16."""
     return method if shots == 16 else f"{method} ({shots} shots)"
@@ -233,45 +162,6 @@ def _cells(records: list[Record]) -> dict[tuple, Stat]:
 
 
 # ---------------------------------------------------------------- tables
-
-
-@dataclass
-class Table:
-    """One table: a title, column names, rows of cells (str), and long-format CSV rows."""
-
-    title: str
-    columns: list[str]
-    rows: list[list[str]]
-    csv_rows: list[dict] = field(default_factory=list)
-    note: str = ""
-    warnings: list[str] = field(default_factory=list)
-
-    def markdown(self) -> str:
-        lines = [f"### {self.title}", ""]
-        if self.note:
-            lines += [self.note, ""]
-        lines.append("| " + " | ".join(self.columns) + " |")
-        lines.append("|" + "|".join([":---"] + ["---:"] * (len(self.columns) - 1)) + "|")
-        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
-        return "\n".join(lines) + "\n"
-
-    def add_seed_note(self, stats: list[Stat]) -> None:
-        note, warning = seed_note(stats)
-        self.note = " ".join(filter(None, [self.note, note]))
-        if warning:
-            self.warnings.append(f"{self.title}: {warning}")
-
-
-def _csv(table: str, method: str, dataset: str, metric: str, shots: int,
-         stat: Stat | float) -> dict:
-    if isinstance(stat, Stat):
-        mean, std, n = stat.mean, stat.std, stat.n
-        seeds = seeds_text(stat.seeds)
-    else:
-        mean, std, n, seeds = stat, "", "", ""
-    return {"table": table, "method": method, "dataset": dataset, "metric": metric,
-            "shots": shots, "mean": round(mean, 4), "std": std if std == "" else round(std, 4),
-            "n_seeds": n, "seeds": seeds}
 
 
 @dataclass
@@ -590,8 +480,6 @@ def write_outputs(tables: dict[str, list[Table]], records: list[Record], out: Pa
         written.append(out / "base2new.png")
     if plot_few_shot(few_shot_tables(records, source)[1], out / "few_shot.png"):
         written.append(out / "few_shot.png")
-    from scripts.elevater_results import plot_elevater
-
     if plot_elevater(tables.get("elevater", []), out / "elevater.png"):
         written.append(out / "elevater.png")
     return written
@@ -624,8 +512,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.root.is_dir():
         raise SystemExit(f"error: {args.root} is not a directory (give the output root)")
-    from scripts.elevater_results import elevater_tables, is_elevater_log  # ELEVATER (MVLPT)
-
     records = [record for record in scan(args.root) if not is_elevater_log(record.log)]
     elevater = elevater_tables(args.root)
     if not records and not elevater:

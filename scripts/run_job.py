@@ -7,6 +7,10 @@ submitit only when called).
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # a module, not a command
+    raise SystemExit("scripts/run_job.py is a module of the sweep runner; "
+                     "run python scripts/sweep.py --help")
+
 import os
 import shlex
 import signal

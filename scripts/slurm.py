@@ -20,6 +20,10 @@ submitit is imported only by these launchers.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # a module, not a command
+    raise SystemExit("scripts/slurm.py is a module of the sweep runner; "
+                     "run python scripts/sweep.py --help")
+
 import contextlib
 import fnmatch
 import getpass
@@ -39,6 +43,7 @@ import yaml
 from scripts.jobs import (
     DONE,
     FAILED,
+    INTERRUPTED,
     PENDING,
     RUNNING,
     TODO,
@@ -89,7 +94,9 @@ class Resources:
     partition: str | None = None
     account: str | None = None
     qos: str | None = None
-    gpus_per_node: int = 1  # GPUs of each job on each node; torchrun runs one process each
+    # GPUs of each job on each node (torchrun runs one process each); None: 1 where the
+    # partition has GPUs (sinfo's GRES), else 0
+    gpus_per_node: int | None = None
     cpus_per_task: int | None = None  # CPUs of each job on each node
     mem: str | None = None  # memory per node, e.g. 64G
     time: str = "24:00:00"  # time limit of one run (a job hitting it is requeued)
@@ -121,6 +128,31 @@ class Resources:
         if self.gpus_per_node:
             params["gpus_per_node"] = self.gpus_per_node
         return params
+
+    def describe(self) -> str:
+        """What these resources ask sbatch for, for an error message."""
+        names = {"gpus_per_node": "gpus per node", "cpus_per_task": "cpus per task"}
+        asked = [f"{names.get(key, key)} {getattr(self, key)}"
+                 for key in ("partition", "account", "qos", "nodes", "gpus_per_node",
+                             "cpus_per_task", "mem", "time") if getattr(self, key) is not None]
+        asked += [f"--{key}={value}" for key, value in self.sbatch.items()]
+        return ", ".join(asked)
+
+
+def partition_gpus(partition: str | None) -> int:
+    """1 when the nodes of ``partition`` (None: the default partition) have GPUs in their
+    GRES (``sinfo``), else 0."""
+    command = ["sinfo", "-h", "-o", "%G"] + (["-p", partition] if partition else [])
+    try:
+        text = subprocess.run(command, capture_output=True, text=True, check=True,
+                              timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return int(any("gpu" in line for line in text.splitlines()))
+
+
+class SubmissionRefused(Exception):
+    """sbatch refused a submission (the message says what it asked for and sbatch's word)."""
 
 
 RESOURCE_KEYS = [f.name for f in fields(Resources)]
@@ -232,11 +264,14 @@ class SlurmSubmitter:
     dependencies = True
 
     def __init__(self, folder: Path, resources: Resources):
+        if resources.gpus_per_node is None:
+            resources = replace(resources, gpus_per_node=partition_gpus(resources.partition))
         self.folder, self.resources = folder, resources
 
     def submit(self, sub: Submission, calls: list[RunJob]) -> list[tuple[str, str]]:
         submitit = require_submitit()
         resources = self.resources.for_stage(sub.stage)
+        before = set(self.folder.rglob("*")) if self.folder.exists() else set()
         executor = submitit.SlurmExecutor(self.folder / "%j", max_num_timeout=TIMEOUT_REQUEUES)
         params = resources.executor_parameters(sub.stage)
         if sub.dependency:
@@ -247,9 +282,13 @@ class SlurmSubmitter:
             with repository_importable(), executor.batch():
                 handles = [executor.submit(call) for call in calls]
         except (RuntimeError, OSError) as err:  # submitit's errors carry sbatch's message
-            raise SystemExit(f"error: sbatch refused the jobs of {sub.stage}: {err}\nFix the "
-                             "settings (--partition, --account, --slurm-config, ...) and run "
-                             "the same command again; what was submitted is recorded.") from err
+            if self.folder.exists():  # the job files submitit wrote for the refused jobs
+                for path in sorted(set(self.folder.rglob("*")) - before, reverse=True):
+                    path.unlink() if path.is_file() else path.rmdir()
+            raise SubmissionRefused(
+                f"sbatch refused the jobs of {sub.stage}: {str(err).strip()}\nAsked for: "
+                f"{resources.describe()} (flags, --slurm-config). Change what sbatch "
+                "rejects and run the same command again.") from err
         return [(handle.job_id, str(handle.paths.stdout)) for handle in handles]
 
 
@@ -346,33 +385,64 @@ class SlurmQueue:
         self._queue: dict[str, str] | None = None
         self._accounting: dict[str, str] | None = None
 
-    def queue(self) -> dict[str, str]:
+    def queue(self) -> dict[str, tuple[str, str]]:
+        """Job id -> (state, reason) of our queued and running jobs."""
         if self._queue is None:
-            text = _run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T"])
-            self._queue = dict(line.split("|", 1) for line in text.splitlines() if "|" in line)
+            text = _run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T|%r"])
+            self._queue = {}
+            for line in text.splitlines():
+                parts = line.strip().split("|")
+                if len(parts) >= 2:
+                    self._queue[parts[0]] = (parts[1], parts[2] if len(parts) > 2 else "")
         return self._queue
 
-    def accounting(self) -> dict[str, str]:
+    def accounting(self, job_id: str) -> str:
+        """sacct's state of ``job_id`` ("" when unknown), asked by job id (a job cancelled
+        before it started has no start time for a time window to find), once per array."""
+        array = job_id.split("_", 1)[0]
         if self._accounting is None:
+            self._accounting = {}
+        if array not in self._accounting:
             try:
-                text = _run(["sacct", "-n", "-P", "-X", "-u", getpass.getuser(),
-                             "-S", "now-30days", "-o", "JobID,State"])
+                text = _run(["sacct", "-n", "-P", "-X", "-j", array, "-o", "JobID,State"])
             except SystemExit:  # accounting may be off on this cluster
                 text = ""
-            self._accounting = dict(line.split("|", 1) for line in text.splitlines()
-                                    if "|" in line)
-        return self._accounting
+            self._accounting[array] = text
+        states = dict(line.strip().split("|", 1) for line in self._accounting[array].splitlines()
+                      if "|" in line)
+        return states.get(job_id, "").strip()
+
+    def cancel(self, job_id: str) -> None:
+        """scancel ``job_id`` (a queued job that is submitted again)."""
+        _run(["scancel", job_id])
 
     def __call__(self, record: Record) -> Status | None:
-        state = self.queue().get(record.job_id)
+        state, reason = self.queue().get(record.job_id, ("", ""))
         if state:
-            return Status(PENDING if state in PENDING_STATES else RUNNING, state)
-        if record.ended:
+            return queued_status(state, reason)
+        if record.ended == "ok":
             return None
-        why = self.accounting().get(record.job_id, "").strip()
+        why = self.accounting(record.job_id)
+        if record.ended:  # the job's own word, with Slurm's where it has one (CANCELLED ...)
+            return Status(FAILED, f"{why}, {record.ended}") if why and why != "FAILED" else None
         if why == "COMPLETED":
             return Status(DONE)
+        if not why and time.time() - record.started < LISTING_DELAY:
+            return Status(PENDING, "submitted; not listed by squeue yet")
         return Status(FAILED, why or "no longer in the queue, and ended without a word")
+
+
+LISTING_DELAY = 60.0  # seconds a just-submitted job may be absent from squeue and sacct
+NEVER = "DependencyNeverSatisfied"  # a job it waits for failed: Slurm drops it, never runs it
+
+
+def queued_status(state: str, reason: str) -> Status:
+    """PENDING or RUNNING with squeue's state and reason (PartitionNodeLimit, BeginTime,
+    ...); a job whose dependency can never be satisfied is FAILED: it will never run."""
+    if reason == NEVER:
+        return Status(FAILED, f"not run: a job it waits for failed or was cancelled ({NEVER})")
+    detail = f"{state} ({reason})" if reason and reason != "None" else state
+    return Status(PENDING if state in PENDING_STATES else RUNNING, detail)
 
 
 # ---------------------------------------------------------------- the launcher
@@ -401,7 +471,7 @@ class SubmititLauncher:
         if isinstance(self.submitter, LocalSubmitter):
             return run
         resources = self.submitter.resources.for_stage(job.stage)
-        return replace(run, nodes=resources.nodes, gpus_per_node=resources.gpus_per_node)
+        return replace(run, nodes=resources.nodes, gpus_per_node=resources.gpus_per_node or 0)
 
     def _ready(self, status: dict[str, Status]) -> list[Job]:
         """The jobs to submit now, in dependency order: not done, not queued, not submitted by
@@ -409,7 +479,12 @@ class SubmititLauncher:
         (for submitit-local: only for jobs done). Gives up the jobs whose dependency failed."""
         ready: dict[str, Job] = {}
         for job in sorted(self.jobs, key=lambda job: self.depth[job.name]):
-            if job.name in self.attempted or status[job.name].state not in (TODO, FAILED):
+            # a job queued behind one submitted again (its old dependency failed or was
+            # cancelled) is submitted again with it
+            behind = status[job.name].state == PENDING and self._in_slurm(job.name, status) \
+                and any(d in ready for d in job.after)
+            if job.name in self.attempted \
+                    or (status[job.name].state not in (TODO, FAILED, INTERRUPTED) and not behind):
                 continue
             failed = [d for d in job.after if d in self.attempted and status[d].state == FAILED]
             if failed:
@@ -459,9 +534,16 @@ class SubmititLauncher:
         record = self.submitter.name != "dry-run"
         for job in sub.jobs:
             if record:
+                self._drop_queued(job)
                 self.records.starting(job.name)
         calls = [self.call(job) for job in sub.jobs]
-        submitted = self.submitter.submit(sub, calls, **where)
+        try:
+            submitted = self.submitter.submit(sub, calls, **where)
+        except SubmissionRefused as err:
+            before = sum(len(ids) for _sub, ids in self.submissions)
+            raise SystemExit(f"error: {err}\n" + (
+                f"{before} job(s) submitted before it are recorded (see --status); the same "
+                "command submits the rest." if before else "Nothing was submitted.")) from err
         for job, call, (job_id, scheduler_log) in zip(sub.jobs, calls, submitted, strict=True):
             self.attempted.add(job.name)
             if not record:
@@ -474,12 +556,21 @@ class SubmititLauncher:
         self.submissions.append((sub, ids))
         return ids
 
+    def _drop_queued(self, job: Job) -> None:
+        """scancel the queued Slurm job of ``job`` before it is submitted again."""
+        old = self.records.get(job.name)
+        cancel = getattr(self.scheduler, "cancel", None)
+        if old is not None and old.launcher == "slurm" and cancel is not None \
+                and old.job_id in self.scheduler.queue():
+            cancel(old.job_id)
+
     def run(self, wait: bool) -> list[Failure]:
         """Submit; with ``wait`` (always for submitit-local) stay until every job ended."""
         if not self.submitter.dependencies:
             return self._run_local()
         self.submit(statuses(self.jobs, self.records, self.scheduler))
         self.describe()
+        getattr(self.scheduler, "refresh", lambda: None)()  # ask again: what was just submitted
         if wait:
             self._wait_all()
         return list(self.failures.values())
@@ -562,7 +653,7 @@ def print_status(jobs: list[Job], log_dir: Path,
         print(f"{state:8} {job_id:{width}} {name}" + (f"  ({detail})" if detail else ""))
         for path in filter(None, (log, scheduler_log)):
             print(f"{'':8} {'':{width}}   {path}")
-    order = (DONE, RUNNING, PENDING, FAILED, TODO)
+    order = (DONE, RUNNING, PENDING, FAILED, INTERRUPTED, TODO)
     print(f"{len(jobs)} jobs: " + ", ".join(f"{counts[s]} {s}" for s in order if counts[s]),
           flush=True)
     sys.stdout.flush()

@@ -389,7 +389,8 @@ def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--account")
     group.add_argument("--qos")
     group.add_argument("--gpus-per-node", type=int, help="GPUs of each job on each node "
-                       "(default 1; several: train.py runs under torchrun, one process each)")
+                       "(default: 1 where the partition has GPUs, else 0; several: "
+                       "train.py runs under torchrun, one process each)")
     group.add_argument("--cpus-per-task", type=int, help="CPUs of each job on each node")
     group.add_argument("--mem", help="memory of each job on each node, e.g. 64G")
     group.add_argument("--time", help="time limit of each run (MINUTES or HH:MM:SS; default "

@@ -15,9 +15,6 @@ Both work on any prompt learner (a module whose ``forward()`` returns a
   accumulates what trains after every epoch with a Gaussian weight of the epoch and, after the
   last, makes the aggregate the model; its state goes into the checkpoints, so a resumed run
   continues it. On any learner: ``TRAINER.PARTS.EPOCH_HOOKS: ["GPA"]``.
-* :class:`SelfRegulatedCLIP` and :func:`self_regulating_terms` state the same agreement in
-  the official code's form (a model giving prompted and frozen outputs, a function of the
-  two), through the same two functions as the terms; the parity test checks both forms.
 """
 
 from __future__ import annotations
@@ -25,15 +22,12 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from engine.config import CN, register_alias, register_config
-from trainers.base import PromptedCLIP, normalize
 from trainers.objective import (
     TERM_REGISTRY,
     ForwardOutput,
@@ -64,63 +58,7 @@ def frozen_text_features(clip_model: nn.Module, classnames: Sequence[str],
     return hand_crafted_text_features(clip_model, classnames, templates, max_batch)
 
 
-class Outputs(NamedTuple):
-    """What a CLIP computes for a batch: ``logits`` ``[B, N]``, normalised ``image_features``
-    ``[B, D]`` and normalised class ``text_features`` ``[N, D]``."""
-
-    logits: torch.Tensor
-    image_features: torch.Tensor
-    text_features: torch.Tensor
-
-
-class SelfRegulatedCLIP(PromptedCLIP):
-    """A :class:`PromptedCLIP` that also gives the frozen model's outputs for training.
-
-    ``frozen_text`` (a non-persistent buffer, so checkpoints never carry it) holds the frozen
-    class text features from :func:`frozen_text_features`; the frozen image features come from
-    the same CLIP run without prompts.
-    """
-
-    def __init__(self, clip_model: nn.Module, prompt_learner: nn.Module,
-                 frozen_text: torch.Tensor) -> None:
-        super().__init__(clip_model, prompt_learner)
-        n_cls = len(prompt_learner.class_tokens)
-        if frozen_text.dim() != 2 or frozen_text.shape[0] != n_cls:
-            raise ValueError(f"frozen text features must be [{n_cls}, D] (one per class); "
-                             f"got {tuple(frozen_text.shape)}")
-        self.register_buffer("frozen_text", frozen_text.float(), persistent=False)
-
-    def prompted_outputs(self, image: torch.Tensor) -> Outputs:
-        image_features, text_features = self.features(image)
-        return Outputs(self.logits(image_features, text_features), image_features, text_features)
-
-    @torch.no_grad()
-    def frozen_outputs(self, image: torch.Tensor) -> Outputs:
-        """The frozen CLIP's outputs (no prompts, no gradient)."""
-        image_features = normalize(self.clip.encode_image(image))
-        text_features = normalize(self.frozen_text)
-        logits = self.logits(image_features, text_features.to(image_features.dtype))
-        return Outputs(logits, image_features, text_features)
-
-
 # --------------------------------------------------------------------------- the objective
-
-
-@dataclass
-class SelfRegulatingTerms:
-    """The weighted agreement terms of PromptSRC's objective (each a scalar tensor)."""
-
-    text: torch.Tensor  # L1 between prompted and frozen text features x TEXT_LOSS_WEIGHT
-    image: torch.Tensor  # L1 between prompted and frozen image features x IMAGE_LOSS_WEIGHT
-    logits: torch.Tensor  # KL divergence of the prompted logits from the frozen ones
-
-    @property
-    def total(self) -> torch.Tensor:
-        return self.logits + self.text + self.image
-
-    def figures(self) -> dict[str, float]:
-        return {"loss_scl_text": self.text.item(), "loss_scl_image": self.image.item(),
-                "loss_scl_logits": self.logits.item()}
 
 
 def logits_agreement(logits: torch.Tensor, frozen_logits: torch.Tensor) -> torch.Tensor:
@@ -135,19 +73,6 @@ def logits_agreement(logits: torch.Tensor, frozen_logits: torch.Tensor) -> torch
 def feature_agreement(features: torch.Tensor, frozen: torch.Tensor) -> torch.Tensor:
     """Mean absolute difference of prompted and frozen features (both normalised)."""
     return F.l1_loss(features.float(), frozen.float())
-
-
-def self_regulating_terms(prompted: Outputs, frozen: Outputs, text_weight: float,
-                          image_weight: float) -> SelfRegulatingTerms:
-    """PromptSRC's agreement terms between the prompted and the frozen model's outputs (both
-    with normalised features)."""
-    if prompted.logits.shape != frozen.logits.shape:
-        raise ValueError(f"prompted logits {tuple(prompted.logits.shape)} and frozen logits "
-                         f"{tuple(frozen.logits.shape)} differ in shape")
-    text = feature_agreement(prompted.text_features, frozen.text_features)
-    image = feature_agreement(prompted.image_features, frozen.image_features)
-    return SelfRegulatingTerms(text=text * text_weight, image=image * image_weight,
-                               logits=logits_agreement(prompted.logits, frozen.logits))
 
 
 class TextAgreement(HandCraftedTerm):

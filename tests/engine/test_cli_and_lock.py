@@ -94,6 +94,8 @@ def _cli(tmp_path, *argv: str) -> list[str]:
     (["--trainer", "ToyTrainer", "--config-file", "configs/trainers/CoOp/vit_b16_ep5.yaml"],
      "--config-file configs/trainers/CoOp/vit_b16_ep5.yaml: no such file \\(did you mean "
      "configs/trainers/CoOp/vit_b16_ep50.yaml"),
+    (["--trainer", "ToyTrainer", "--config-file", "configs/trainers/CoOp/nope.yaml"],
+     "CoOp/nope\\.yaml: no such file$"),  # no unrelated names (rn50.yaml) suggested
     (["--trainer", "ToyTrainer"], "No dataset: pass --dataset-config-file"),
     (["--trainer", "ToyTrainer", "DATASET.NAME", "ToyFolder", "OPTIM.MAX_EPOCH", "0"],
      "OPTIM.MAX_EPOCH is 0"),

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.parity import recipe
+from tests.promptsrc_official_form import Outputs, SelfRegulatedCLIP, self_regulating_terms
 from trainers.base import normalize
 from trainers.ivlp import IVLPPromptLearner
 from trainers.objective import CrossEntropy, Objective
@@ -21,11 +22,8 @@ from trainers.promptsrc import PromptSRC
 from trainers.regularizers import (
     ImageAgreement,
     LogitsAgreement,
-    Outputs,
-    SelfRegulatedCLIP,
     TextAgreement,
     frozen_text_features,
-    self_regulating_terms,
 )
 
 

@@ -30,6 +30,8 @@ def test_what_decides_the_state(tmp_path: Path) -> None:
     records.put("plain", dead)
     assert job_status(plain, records.get("plain"), no_cluster) == Status(
         jobs.FAILED, "ended without saying why (killed?)")
+    records.end("plain", jobs.STOPPED_WITH_SWEEP)  # Ctrl-C of the sweep: not a failure
+    assert job_status(plain, records.get("plain"), no_cluster).state == jobs.INTERRUPTED
     records.end("plain", "exit status 3")
     assert job_status(plain, records.get("plain"), no_cluster).detail == "exit status 3"
     records.end("plain", "ok")

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 import clip
 from engine.checkpoint import load_checkpoint
 from engine.config import get_cfg_default
+from tests.promptsrc_official_form import Outputs, SelfRegulatedCLIP, self_regulating_terms
 from trainers.coop import CoOpPromptLearner
 from trainers.ivlp import IVLPPromptLearner
 from trainers.maple import MaPLePromptLearner
@@ -21,12 +22,9 @@ from trainers.promptsrc import PromptSRC, check_learner_settings
 from trainers.regularizers import (
     PROMPTSRC_TEMPLATES,
     GaussianPromptAggregation,
-    Outputs,
-    SelfRegulatedCLIP,
     frozen_text_features,
     gaussian_epoch_weights,
     logits_agreement,
-    self_regulating_terms,
 )
 from trainers.templates import IMAGENET_TEMPLATES
 

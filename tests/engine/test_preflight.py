@@ -1,0 +1,69 @@
+"""train.py's checks before the config dump: input mistakes stop the run first, and a config
+file written for another method is pointed out in one warning line (also in log.txt)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import train
+from engine.preflight import foreign_trainer_nodes
+
+REPO = Path(__file__).resolve().parents[2]
+MVLPT_DEMO = "configs/trainers/MVLPT/demo_tiny.yaml"
+
+
+def cfg_of(trainer: str, config: str):
+    train.import_plugins()
+    args = train.build_parser().parse_args([
+        "--trainer", trainer, "--config-file", str(REPO / config),
+        "--dataset-config-file", str(REPO / "configs/datasets/demo.yaml")])
+    return train.setup_cfg(args)
+
+
+@pytest.mark.parametrize("trainer, config, foreign", [
+    ("CoOp", "configs/trainers/MaPLe/demo_tiny.yaml", "TRAINER.MAPLE"),
+    ("MaPLe", "configs/trainers/VPT/demo_tiny.yaml", "TRAINER.VPT"),
+    ("CoOp", "configs/trainers/CoOp/demo_tiny.yaml", None),
+    ("KgCoOp", "configs/trainers/KgCoOp/demo_tiny.yaml", None),  # KgCoOp's node is COOP
+    ("ZeroshotCLIP", "configs/trainers/CoOp/vit_b16.yaml", None),  # CLIP reads CoOp's
+    ("MaPLe", "configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx_kgcoop.yaml", None),
+    ("MVLPT", "configs/trainers/MVLPT/vit_b16.yaml", None),
+])
+def test_another_methods_config_is_pointed_out(trainer, config, foreign) -> None:
+    warning = foreign_trainer_nodes(cfg_of(trainer, config), str(REPO / config))
+    if foreign is None:
+        assert warning is None
+    else:
+        assert f"sets {foreign}, which {trainer} does not read" in warning
+
+
+def test_the_warning_is_one_line_of_log_txt(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    train.cli(["--root", str(tmp_path / "data"), "--trainer", "CoOp", "--output-dir", str(out),
+               "--dataset-config-file", str(REPO / "configs/datasets/demo.yaml"),
+               "--config-file", str(REPO / "configs/trainers/MaPLe/demo_tiny.yaml"),
+               "--eval-only", "DATASET.SUBSAMPLE_CLASSES", "base"])
+    lines = [line for line in (out / "log.txt").read_text().splitlines() if "Warning" in line]
+    assert len(lines) == 1 and "TRAINER.MAPLE, which CoOp does not read" in lines[0]
+
+
+def test_a_missing_dataset_folder_stops_before_the_config_dump(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit):
+        train.cli(["--root", str(tmp_path / "nowhere"), "--trainer", "CoOp",
+                   "--output-dir", str(tmp_path / "out"),
+                   "--dataset-config-file", str(REPO / "configs/datasets/caltech101.yaml"),
+                   "--config-file", str(REPO / "configs/trainers/CoOp/demo_tiny.yaml")])
+    captured = capsys.readouterr()
+    assert "Caltech101 folder not found" in captured.err
+    assert "** Config **" not in captured.out + captured.err
+    assert "** Config **" not in (tmp_path / "out" / "log.txt").read_text()
+
+
+def test_the_first_log_line_names_elevater_tasks() -> None:
+    train.import_plugins()
+    args = train.build_parser().parse_args(["--trainer", "MVLPT", "--dataset", "cifar-10",
+                                            "--config-file", str(REPO / MVLPT_DEMO)])
+    assert train.run_datasets(train.setup_cfg(args)) == "cifar-10"
+    assert train.run_datasets(cfg_of("CoOp", "configs/trainers/CoOp/demo_tiny.yaml")) == "Demo"

@@ -1,0 +1,115 @@
+"""The Slurm launcher where the cluster's word lags or is terse: --wait right after a
+submission, a CPU-only cluster, a cancelled training's evaluation, and the reasons --status
+gives. sbatch, squeue, sacct, sinfo and scancel are stand-ins (tests/protocols/
+test_sweep_slurm.py); tests/protocols/test_slurm_cluster.py runs a real one-node cluster."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from scripts import slurm, sweep
+from scripts.jobs import Job, Records
+from tests.protocols.test_sweep_slurm import base2new, fake_slurm, sbatch_options  # noqa: F401
+
+pytest.importorskip("submitit")
+
+
+def tool(folder: Path, name: str, body: str) -> None:
+    (folder / name).write_text("#!/bin/bash\n" + body)
+    (folder / name).chmod(0o755)
+
+
+def test_wait_right_after_submitting_does_not_call_new_jobs_failed(
+        tmp_path: Path, fake_slurm: Path) -> None:  # noqa: F811
+    """A re-run reads the queue before it submits; the jobs it submits are not in that
+    reading, and squeue may not list them yet: they are pending, not failed."""
+    log_dir = tmp_path / "logs"
+    jobs = [Job("a", "true", stage="s"), Job("b", "true", stage="s")]
+    Records(log_dir).put("a", slurm.Record("slurm", "99", "log"))  # an earlier run's job
+    (fake_slurm / "sacct.txt").write_text("99|FAILED\n")
+    # squeue: empty at first (before and just after the submission), then both listed,
+    # then none, with both ended well
+    tool(fake_slurm, "squeue", f"""n=$(cat "$FAKE_SLURM/calls" 2>/dev/null || echo 0)
+echo $((n + 1)) > "$FAKE_SLURM/calls"
+case $n in
+  0|1) ;;
+  2) printf '100_0|PENDING|Priority\\n100_1|PENDING|Priority\\n' ;;
+  *) echo ok > {log_dir}/state/a.ended; echo ok > {log_dir}/state/b.ended ;;
+esac
+""")
+    launcher = slurm.SubmititLauncher(jobs, log_dir, slurm.SlurmSubmitter(
+        log_dir / "submitit", slurm.Resources()), slurm.SlurmQueue(), poll=0.01)
+    assert launcher.run(wait=True) == []
+    assert int((fake_slurm / "calls").read_text()) >= 4
+
+
+def test_a_cpu_only_cluster_gets_no_gpu_request(tmp_path: Path, fake_slurm: Path) -> None:  # noqa: F811
+    tool(fake_slurm, "sinfo", 'echo "(null)"\n')  # the partition's nodes have no GRES
+    assert sweep.main(base2new(tmp_path / "out")) == 0
+    assert not any("gpu" in key for key in sbatch_options(fake_slurm / "sbatch_100.sh"))
+    tool(fake_slurm, "sinfo", 'echo "gpu:4(S:0-1)"\n')
+    assert sweep.main(base2new(tmp_path / "out2")) == 0
+    assert sbatch_options(fake_slurm / "sbatch_102.sh")["gpus-per-node"] == "1"
+
+
+def test_a_refused_submission_names_what_was_asked_and_leaves_nothing(
+        tmp_path: Path, fake_slurm: Path) -> None:  # noqa: F811
+    message = "sbatch: error: Invalid generic resource (gres) specification"
+    tool(fake_slurm, "sbatch", f"echo '{message}' >&2\nexit 1\n")
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as stop:
+        sweep.main(base2new(out, "--partition", "debug", "--gpus-per-node", "1"))
+    text = str(stop.value)
+    assert "Invalid generic resource" in text and "Nothing was submitted." in text
+    assert "Asked for: partition debug, nodes 1, gpus per node 1" in text
+    assert "recorded" not in text
+    submitit_dir = out / "sweep_logs" / "submitit"
+    assert not [p for p in submitit_dir.rglob("*") if p.is_file()] if submitit_dir.exists() \
+        else True
+    assert not list((out / "sweep_logs" / "state").glob("*.json"))
+
+
+def test_status_gives_slurms_reasons(tmp_path: Path, fake_slurm: Path,  # noqa: F811
+                                     capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    assert sweep.main(base2new(out)) == 0  # trainings 100_0, 100_1; evaluations 101_0, 101_1
+    (fake_slurm / "squeue.txt").write_text(
+        "100_0|PENDING|PartitionNodeLimit\n101_0|PENDING|Dependency\n"
+        "101_1|PENDING|DependencyNeverSatisfied\n")
+    # sacct answers only when asked by job id (a job cancelled before it started has no
+    # start time for a time window to find)
+    tool(fake_slurm, "sacct", 'case "$*" in *"-j 100"*) echo "100_1|CANCELLED by 0" ;; esac\n')
+    capsys.readouterr()
+    assert sweep.main(base2new(out, "--status")) == 0
+    status = capsys.readouterr().out
+    assert re.search(r"pending +100_0 .*\(PENDING \(PartitionNodeLimit\)\)", status)
+    assert re.search(r"failed +100_1 .*\(CANCELLED by 0\)", status)
+    assert re.search(r"failed +101_1 .*not run: a job it waits for failed or was cancelled",
+                     status)
+    # a job that ran and was cancelled: Slurm's word beside the job's own
+    Records(out / "sweep_logs").end(
+        "base2new/train_base/MaPLe/vit_b16_c2_ep5_batch4_2ctx/eurosat/seed1", "exit status -15")
+    assert sweep.main(base2new(out, "--status")) == 0
+    assert re.search(r"failed +100_1 .*\(CANCELLED by 0, exit status -15\)",
+                     capsys.readouterr().out)
+
+
+def test_a_rerun_after_a_cancelled_training_submits_its_evaluation_too(
+        tmp_path: Path, fake_slurm: Path, capsys: pytest.CaptureFixture) -> None:  # noqa: F811
+    out = tmp_path / "out"
+    assert sweep.main(base2new(out)) == 0
+    # eurosat's training (100_1) was cancelled; its evaluation 101_1 still waits in the queue
+    # (Slurm has not dropped it yet); dtd's pair runs on
+    (fake_slurm / "squeue.txt").write_text("100_0|RUNNING|None\n101_0|PENDING|Dependency\n"
+                                           "101_1|PENDING|Dependency\n")
+    (fake_slurm / "sacct.txt").write_text("100_1|CANCELLED by 0\n")
+    tool(fake_slurm, "scancel", 'echo "$@" >> "$FAKE_SLURM/scancelled"\n')
+    capsys.readouterr()
+    assert sweep.main(base2new(out)) == 0
+    printed = capsys.readouterr().out
+    assert "job 102: base2new/train_base/MaPLe" in printed
+    assert "job 103: base2new/test_new/MaPLe, afterok:102" in printed
+    assert (fake_slurm / "scancelled").read_text().split() == ["101_1"]
