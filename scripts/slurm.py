@@ -61,6 +61,8 @@ from scripts.jobs import (
 from scripts.local_launcher import STOP_SIGNALS, Failure, Interrupted
 from scripts.run_job import RunJob, require_submitit
 
+SUBMITTING = ".submitting"  # the claim a sweep holds while it reads the records and submits
+
 SCRIPTS = Path(__file__).resolve().parent
 REPO = SCRIPTS.parent
 MAX_ARRAY = 1000  # tasks per array (Slurm's default MaxArraySize is 1001)
@@ -568,12 +570,33 @@ class SubmititLauncher:
         """Submit; with ``wait`` (always for submitit-local) stay until every job ended."""
         if not self.submitter.dependencies:
             return self._run_local()
-        self.submit(statuses(self.jobs, self.records, self.scheduler))
+        with self._submitting():
+            getattr(self.scheduler, "refresh", lambda: None)()  # what another sweep submitted
+            self.submit(statuses(self.jobs, self.records, self.scheduler))
         self.describe()
         getattr(self.scheduler, "refresh", lambda: None)()  # ask again: what was just submitted
         if wait:
             self._wait_all()
         return list(self.failures.values())
+
+    @contextlib.contextmanager
+    def _submitting(self) -> Iterator[None]:
+        """One sweep at a time reads the records and submits (a :class:`scripts.jobs.Claim` on
+        ``LOG_DIR/state/.submitting.claim``): a second sweep over the same jobs waits here, then
+        finds them queued instead of submitting them again."""
+        if self.submitter.name == "dry-run":
+            yield
+            return
+        claim = self.records.claim(SUBMITTING)
+        if not claim.acquire():
+            print(f"{self.records.claimed(SUBMITTING)} is submitting these jobs; waiting for it "
+                  "to finish", flush=True)
+            while not claim.acquire():
+                time.sleep(self.poll)
+        try:
+            yield
+        finally:
+            claim.release()
 
     def _run_local(self) -> list[Failure]:
         """submitit's local executor: start jobs as their dependencies end, one per slot."""

@@ -113,3 +113,27 @@ def test_a_rerun_after_a_cancelled_training_submits_its_evaluation_too(
     assert "job 102: base2new/train_base/MaPLe" in printed
     assert "job 103: base2new/test_new/MaPLe, afterok:102" in printed
     assert (fake_slurm / "scancelled").read_text().split() == ["101_1"]
+
+
+def test_two_sweeps_submitting_together_submit_each_job_once(
+        tmp_path: Path, fake_slurm: Path) -> None:  # noqa: F811
+    """Two sweeps over the same jobs started at once: one reads the records and submits while
+    the other waits for its claim, then finds the jobs queued (sbatch is slowed down so that,
+    without the claim, both would read the records before either wrote them)."""
+    import os
+    import subprocess
+    import sys
+
+    tool(fake_slurm, "sbatch", 'sleep 1\nn=$(cat "$FAKE_SLURM/next" 2>/dev/null || echo 100)\n'
+         'cp "$1" "$FAKE_SLURM/sbatch_$n.sh"\necho $((n + 1)) > "$FAKE_SLURM/next"\n'
+         'echo "Submitted batch job $n"\n')
+    repo = Path(__file__).resolve().parents[2]
+    command = [sys.executable, str(repo / "scripts" / "sweep.py"),
+               *base2new(tmp_path / "out")]
+    sweeps = [subprocess.Popen(command, cwd=tmp_path, env=os.environ.copy(), text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+              for _ in range(2)]
+    outputs = [proc.communicate(timeout=1800)[0] for proc in sweeps]
+    assert [proc.returncode for proc in sweeps] == [0, 0], outputs
+    assert sorted(p.name for p in fake_slurm.glob("sbatch_*.sh")) == [
+        "sbatch_100.sh", "sbatch_101.sh"], outputs  # one array per stage, submitted once
