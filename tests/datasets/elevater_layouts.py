@@ -10,12 +10,17 @@ from PIL import Image
 from datasets.elevater_demo import image_labels, png_bytes
 from datasets.elevater_demo import write_task as _write_task
 
-__all__ = ["colour_of", "image_labels", "write_task"]
+__all__ = ["colour_of", "image_labels", "png", "write_task"]
 
 
 def colour_of(split: str, index: int) -> tuple[int, int, int]:
     """A distinct colour per image of a split."""
     return (index % 251, (index // 251) % 251, 100 if split == "train" else 200)
+
+
+def png(colour: tuple[int, int, int], size: int = 8) -> bytes:
+    """A plain PNG of one colour."""
+    return png_bytes(Image.new("RGB", (size, size), colour))
 
 
 def _paint_by_index(split: str, index: int, _labels: tuple[int, ...]) -> bytes:
