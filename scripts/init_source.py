@@ -108,8 +108,11 @@ def main(argv: list[str]) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
         return 0
-    print("usage: init_source.py suffix MODEL_DIR DEFAULT | claim RUN_DIR MODEL_DIR",
-          file=sys.stderr)
+    usage = "usage: init_source.py suffix MODEL_DIR DEFAULT | claim RUN_DIR MODEL_DIR"
+    if argv in (["--help"], ["-h"]):
+        print(usage)
+        return 0
+    print(usage, file=sys.stderr)
     return 2
 
 

@@ -533,7 +533,8 @@ class PromptTrainer(TrainerX):
         return self.batch_images(batch), batch["label"].to(self.device)
 
     def parse_batch_test(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.parse_batch_train(batch)
+        # its own, as Dassl's: a trainer's parse_batch_train may return training views
+        return self.batch_images(batch), batch["label"].to(self.device)
 
     def batch_images(self, batch: dict):
         """The batch's images, or their cached features (trainers/feature_cache.py)."""

@@ -22,10 +22,15 @@ KNOWN_FAILURES = {  # trainer -> why its demo does not learn yet (strict: a fix 
                  "class) from the second epoch, whatever the learning rate, loss weights or "
                  "learner (IVLP, MaPLe); MaPLe alone learns on the same prompts",
 }
+# PromptKD's demo is scripts/promptkd/demo.sh: a PromptSRC teacher trained first, then the
+# student on all classes (it refuses a base-class run); on the random tiny CLIP that teacher
+# stays at chance, so the student does too (README).
+NOT_HERE = {"PromptKD"}
 DEMOS = [pytest.param(name, marks=pytest.mark.xfail(reason=KNOWN_FAILURES[name], strict=True))
          if name in KNOWN_FAILURES else name
          for name in sorted(p.parent.name
-                            for p in (REPO / "configs" / "trainers").glob("*/demo_tiny.yaml"))]
+                            for p in (REPO / "configs" / "trainers").glob("*/demo_tiny.yaml"))
+         if name not in NOT_HERE]
 CHANCE = 25.0  # 4 base classes
 MARGIN = 15.0  # points above the untrained prompts, and above chance
 
