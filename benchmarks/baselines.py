@@ -124,3 +124,50 @@ def trained_numbers(method) -> tuple[int, int]:
     trained = sum(p.numel() for p in method.trained.parameters() if p.requires_grad)
     saved = sum(t.numel() * t.element_size() for t in method.trained.state_dict().values())
     return trained, saved
+
+
+def teacher_memory(scale, classes: int = 10, batches: tuple[int, int] = (1, 2),
+                   batch: int = 8) -> dict:
+    """PromptKD's teacher at ``scale`` (ViT-L/14 at full size), counted apart from the
+    student: its weights, and what its image forward on ``batch`` images would save for a
+    backward pass (counted on two small batches, taken to ``batch`` on their line: linear in
+    the batch). It runs without gradients, so a step holds only one layer's share of that at a
+    time; the count bounds it."""
+    from benchmarks.activations import saved_bytes
+    from benchmarks.workload import class_names, trainer_config
+
+    cfg = trainer_config("PromptKD", scale, "fp32")
+    teacher = build_teacher(scale, class_names(classes), cfg)
+    shape = teacher_scale(scale)
+    parameters = {t.untyped_storage().data_ptr() for t in teacher.state_dict().values()}
+
+    def count(n: int) -> int:
+        image = torch.randn(n, 3, shape.image_resolution, shape.image_resolution,
+                            requires_grad=True)  # frozen weights: a graph only from the input
+        schedule = teacher.prompt_learner()
+        with torch.enable_grad():
+            return saved_bytes(lambda: teacher.clip.encode_image(image, schedule.vision),
+                               parameters)
+
+    small, large = (count(n) for n in batches)
+    per_image = (large - small) / (batches[1] - batches[0])
+    return {"teacher": shape.name, "embed_dim": shape.embed_dim,
+            "vision_width": shape.vision_width, "vision_layers": shape.vision_layers,
+            "weight_bytes": teacher_bytes(teacher), "batch": batch,
+            "forward_saved_bytes_bound": round(large + per_image * (batch - batches[1])),
+            "counted_batches": {str(n): b for n, b in zip(batches, (small, large), strict=True)}}
+
+
+if __name__ == "__main__":
+    import argparse
+
+    from benchmarks.workload import SCALES
+
+    parser = argparse.ArgumentParser(description="PromptKD's teacher memory, counted")
+    parser.add_argument("--scale", choices=sorted(SCALES), default="full")
+    parser.add_argument("--out", default="")
+    args = parser.parse_args()
+    result = teacher_memory(SCALES[args.scale])
+    print(json.dumps(result, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
