@@ -4,7 +4,7 @@ import torch
 
 from benchmarks import baselines, measure
 from benchmarks.activations import saved_activation_bytes
-from benchmarks.workload import FULL, TINY, class_names, trainer_config
+from benchmarks.workload import CPU, FULL, TINY, class_names, trainer_config
 
 
 def test_teacher_has_vit_l14_shape_at_full_size():
@@ -49,3 +49,15 @@ def test_coprompt_reads_the_descriptions_the_benchmark_writes():
     assert features.shape[:2] == (baselines.DESCRIPTIONS, len(names))
     trained, saved = baselines.trained_numbers(run.method)
     assert trained > 0 and saved >= trained * 4
+
+
+def test_side_by_side_runs_the_official_mma_blocks_and_reads_the_last_json_line():
+    from benchmarks import side_by_side
+
+    cfg = trainer_config("MultiModalAdapter", CPU, "fp32")
+    node = cfg.TRAINER.MMADAPTER
+    # the blocks the official step is given are the ones our CPU-scale step adapts
+    assert (node.ADAPTER_START, node.ADAPTER_END) == side_by_side.BLOCKS
+    assert cfg.DATALOADER.TRAIN_X.BATCH_SIZE == side_by_side.BATCH
+    text = 'log line\n{"side": "x", "step_s": 1}\nmore\n{"side": "official", "step_s": 2}\n'
+    assert side_by_side._last_json(text) == {"side": "official", "step_s": 2}
