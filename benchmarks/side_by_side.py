@@ -97,8 +97,8 @@ def compare(args: argparse.Namespace) -> dict:
             "step_rss_growth_mib_median": statistics.median(
                 r["peak_rss_mib"] - r["peak_rss_mib_before"] for r in mine_runs),
             "trained": mine_runs[0]["trained"]}
-    return {"command": "python -m benchmarks.side_by_side " + " ".join(
-                a for a in sys.argv[1:] if not a.startswith("/")),
+    return {"command": "python -m benchmarks.side_by_side --official <MMA> --dassl <Dassl> "
+                       f"--rounds {args.rounds} --repeat {args.repeat} --threads {args.threads}",
             "method": "MultiModalAdapter", "scale": "cpu", "classes": CLASSES, "batch": BATCH,
             "adapter_blocks": list(BLOCKS), "precision": "fp32", "threads": args.threads,
             "summary": summary, "runs": runs}
