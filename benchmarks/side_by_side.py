@@ -1,12 +1,13 @@
 """Our training step next to the official code's, on the same weights and batch, in turns.
 
-    python -m benchmarks.side_by_side --official <MMA work tree> --dassl <Dassl work tree> \
-        --rounds 3 --out side.json
+    python -m benchmarks.side_by_side --method mma --official <MMA work tree> \
+        --dassl <Dassl work tree> --rounds 3 --out side.json
 
-MMA (MultiModalAdapter) at the CPU scale of benchmarks.run (ViT-B/16 narrowed 4x, 2 layers;
-adapters on block 2, the official blocks 5-12 capped there), fp32, batch 16 (official), 10
-ImageNet class names. The same random CLIP is written to a file for the official side
-(tools/parity/mma_step.py runs the official trainer from the outside); each round runs the
+MMA (MultiModalAdapter; adapters on block 2, the official blocks 5-12 capped there) at the
+CPU scale of
+benchmarks.run (ViT-B/16 narrowed 4x, 2 layers), fp32, the official batch, 10 ImageNet class
+names. The same random CLIP is written to a file for the official side
+(tools/parity/baseline_step.py runs the official trainer from the outside); each round runs the
 official step and ours in two fresh processes, one after the other, so both see the same
 machine load; each reports the median of ``--repeat`` steps after a warm-up and its peak
 resident set size before and after the steps (``ru_maxrss``).
@@ -28,24 +29,33 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-CLASSES, BATCH, BLOCKS = 10, 16, (2, 2)
+CLASSES = 10
+TRAINERS = {"mma": "MultiModalAdapter"}  # the official steps of tools/parity/baseline_step.py
 
 
-def ours(repeat: int, threads: int) -> dict:
-    """Our MMA step at the CPU scale (benchmarks.measure's step), timed like the official."""
+def settings(method: str) -> tuple[int, list[str]]:
+    """(our batch, the official step's arguments that place its parts as ours at the CPU
+    scale)."""
+    from benchmarks.workload import CPU, trainer_config
+
+    cfg = trainer_config(TRAINERS[method], CPU, "fp32")
+    node = cfg.TRAINER.MMADAPTER
+    return cfg.DATALOADER.TRAIN_X.BATCH_SIZE, ["--start", str(node.ADAPTER_START),
+                                               "--end", str(node.ADAPTER_END)]
+
+
+def ours(method: str, repeat: int, threads: int) -> dict:
+    """Our step at the CPU scale (benchmarks.measure's step), timed like the official."""
     from benchmarks import measure
     from benchmarks.workload import CPU, class_names, trainer_config
 
     torch.set_num_threads(threads)
-    cfg = trainer_config("MultiModalAdapter", CPU, "fp32")
-    node = cfg.TRAINER.MMADAPTER
-    if (node.ADAPTER_START, node.ADAPTER_END) != BLOCKS:
-        raise RuntimeError(f"the CPU scale's MMA blocks moved: {node.ADAPTER_START}.."
-                           f"{node.ADAPTER_END}, expected {BLOCKS}")
-    run = measure.build_trainer("MultiModalAdapter", cfg, CPU.build_clip(),
+    name = TRAINERS[method]
+    batch, _ = settings(method)
+    run = measure.build_trainer(name, trainer_config(name, CPU, "fp32"), CPU.build_clip(),
                                 class_names(CLASSES), torch.device("cpu"))
-    image = torch.randn(BATCH, 3, 224, 224, generator=torch.Generator().manual_seed(1))
-    label = torch.randint(CLASSES, (BATCH,), generator=torch.Generator().manual_seed(2))
+    image = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    label = torch.randint(CLASSES, (batch,), generator=torch.Generator().manual_seed(2))
     run.model.train()
     run.model.clip.eval()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -72,12 +82,13 @@ def compare(args: argparse.Namespace) -> dict:
     weights, names = folder / "clip.pt", folder / "names.json"
     torch.save(CPU.build_clip().state_dict(), weights)
     names.write_text(json.dumps(class_names(CLASSES)))
-    official = [sys.executable, str(ROOT / "tools" / "parity" / "mma_step.py"),
-                "--official", str(args.official), "--dassl", str(args.dassl),
-                "--weights", str(weights), "--names", str(names), "--batch", str(BATCH),
-                "--start", str(BLOCKS[0]), "--end", str(BLOCKS[1]),
+    batch, placement = settings(args.method)
+    official = [sys.executable, str(ROOT / "tools" / "parity" / "baseline_step.py"),
+                "--method", args.method, "--official", str(args.official),
+                "--dassl", str(args.dassl), "--weights", str(weights), "--names", str(names),
+                "--batch", str(batch), *placement,
                 "--repeat", str(args.repeat), "--threads", str(args.threads)]
-    mine = [sys.executable, "-m", "benchmarks.side_by_side", "--ours",
+    mine = [sys.executable, "-m", "benchmarks.side_by_side", "--ours", "--method", args.method,
             "--repeat", str(args.repeat), "--threads", str(args.threads)]
     runs: list[dict] = []
     for number in range(args.rounds):
@@ -97,17 +108,19 @@ def compare(args: argparse.Namespace) -> dict:
             "step_rss_growth_mib_median": statistics.median(
                 r["peak_rss_mib"] - r["peak_rss_mib_before"] for r in mine_runs),
             "trained": mine_runs[0]["trained"]}
-    return {"command": "python -m benchmarks.side_by_side --official <MMA> --dassl <Dassl> "
-                       f"--rounds {args.rounds} --repeat {args.repeat} --threads {args.threads}",
-            "method": "MultiModalAdapter", "scale": "cpu", "classes": CLASSES, "batch": BATCH,
-            "adapter_blocks": list(BLOCKS), "precision": "fp32", "threads": args.threads,
+    return {"command": f"python -m benchmarks.side_by_side --method {args.method} --official "
+                       f"<{args.method.upper()}> --dassl <Dassl> --rounds {args.rounds} "
+                       f"--repeat {args.repeat} --threads {args.threads}",
+            "method": TRAINERS[args.method], "scale": "cpu", "classes": CLASSES, "batch": batch,
+            "official_placement": placement, "precision": "fp32", "threads": args.threads,
             "summary": summary, "runs": runs}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ours", action="store_true", help="(internal) time our step only")
-    parser.add_argument("--official", type=Path, help="the official MMA work tree")
+    parser.add_argument("--method", choices=sorted(TRAINERS), default="mma")
+    parser.add_argument("--official", type=Path, help="the official repository's work tree")
     parser.add_argument("--dassl", type=Path, help="the Dassl.pytorch work tree")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=3)
@@ -115,10 +128,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="")
     args = parser.parse_args(argv)
     if args.ours:
-        print(json.dumps(ours(args.repeat, args.threads)))
+        print(json.dumps(ours(args.method, args.repeat, args.threads)))
         return
     if args.official is None or args.dassl is None:
-        parser.error("--official and --dassl name the official MMA and Dassl work trees")
+        parser.error("--official and --dassl name the official and Dassl work trees")
     result = compare(args)
     print(json.dumps(result["summary"], indent=2))
     if args.out:

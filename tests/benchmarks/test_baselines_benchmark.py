@@ -51,13 +51,14 @@ def test_coprompt_reads_the_descriptions_the_benchmark_writes():
     assert trained > 0 and saved >= trained * 4
 
 
-def test_side_by_side_runs_the_official_mma_blocks_and_reads_the_last_json_line():
+def test_side_by_side_gives_the_official_step_our_mma_blocks_and_batch():
     from benchmarks import side_by_side
 
     cfg = trainer_config("MultiModalAdapter", CPU, "fp32")
     node = cfg.TRAINER.MMADAPTER
-    # the blocks the official step is given are the ones our CPU-scale step adapts
-    assert (node.ADAPTER_START, node.ADAPTER_END) == side_by_side.BLOCKS
-    assert cfg.DATALOADER.TRAIN_X.BATCH_SIZE == side_by_side.BATCH
+    batch, placement = side_by_side.settings("mma")
+    assert batch == cfg.DATALOADER.TRAIN_X.BATCH_SIZE == 16
+    assert placement == ["--start", str(node.ADAPTER_START), "--end", str(node.ADAPTER_END)]
+    assert (node.ADAPTER_START, node.ADAPTER_END) == (2, 2)  # the official 5-12 capped at 2
     text = 'log line\n{"side": "x", "step_s": 1}\nmore\n{"side": "official", "step_s": 2}\n'
     assert side_by_side._last_json(text) == {"side": "official", "step_s": 2}

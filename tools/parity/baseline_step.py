@@ -1,16 +1,21 @@
-"""Time the official MMA training step, run from the outside, on given CLIP weights
+"""Time an official training step of a 2024 baseline, run from the outside, on given CLIP weights
 (benchmarks/side_by_side.py compares it with ours).
 
-The official ``MultiModalAdapter`` trainer (ZjjConan/Multi-Modal-Adapter on Dassl.pytorch) is
-built by its own code with the config of ``run_examples.sh`` (``vit_b16_ep5``), fp32, adapters
-on blocks ``--start``..``--end``, on the CLIP state dict of ``--weights`` (OpenAI's key layout;
-the official ``clip.build_model`` reads its sizes from it), for ``--classes`` class names, and
-its ``forward_backward`` (forward, cross-entropy, backward, SGD step) is timed on seeded random
-images, ``--repeat`` steps after one warm-up. Prints one JSON line: the median step and the
-peak resident set size before and after the steps.
+The official trainer is built by its own code on the CLIP state dict of ``--weights``
+(OpenAI's key layout; the official ``clip.build_model`` reads its sizes from it), fp32, for the
+class names of ``--names``, and its ``forward_backward`` (forward, loss, backward, SGD step) is
+timed on seeded random images, ``--repeat`` steps after one warm-up:
 
-    python tools/parity/mma_step.py --official <MMA> --dassl <Dassl> --weights clip.pt \
-        --classes 10 --batch 16 --start 2 --end 2 --repeat 3
+* ``--method mma``: ``MultiModalAdapter`` (ZjjConan/Multi-Modal-Adapter) with the config of
+  ``run_examples.sh`` (``vit_b16_ep5``), adapters on blocks ``--start``..``--end``.
+
+(TCP's official class-aware token generator reshapes its output to width 512, ViT-B/16's: it
+does not run on the narrowed CPU-scale CLIP.)
+
+Prints one JSON line: the median step and the peak resident set size before and after.
+
+    python tools/parity/baseline_step.py --method mma --official <MMA> --dassl <Dassl> \
+        --weights clip.pt --names names.json --batch 16 --start 2 --end 2 --repeat 3
 """
 
 from __future__ import annotations
@@ -30,8 +35,25 @@ from official_cfg import load_train_module, official_cfg
 STUBS = {"wilds": {"get_dataset": None}, "plotnine": {}}
 
 
+def build_mma(args, train, state, names):
+    module = importlib.import_module("trainers.mmadapter")  # the official package, not ours
+    module.load_clip_to_cpu = H.clip_loader(importlib.import_module("clip.clip"), state)
+    code = args.official.resolve()
+    opts = ["TRAINER.MMADAPTER.PREC", "fp32", "TRAINER.MMADAPTER.ADAPTER_START", args.start,
+            "TRAINER.MMADAPTER.ADAPTER_END", args.end]
+    cfg = official_cfg(train, opts, trainer="MultiModalAdapter",
+                       config_file=str(code / "configs/trainers/MultiModalAdapter/"
+                                              "vit_b16_ep5.yaml"),
+                       dataset_config_file=str(code / "configs/datasets/caltech101.yaml"))
+    return H.build_trainer(module.MultiModalAdapter, cfg, H.fake_data_manager(names))
+
+
+BUILDERS = {"mma": build_mma}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--method", choices=sorted(BUILDERS), default="mma")
     parser.add_argument("--official", type=Path, required=True)
     parser.add_argument("--dassl", type=Path, required=True)
     parser.add_argument("--weights", type=Path, required=True)
@@ -46,18 +68,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     H.use_official(args.official.resolve(), args.dassl.resolve(), STUBS)
     train = load_train_module(args.official.resolve())
-    module = importlib.import_module("trainers.mmadapter")  # the official package, not ours
     state = torch.load(args.weights, map_location="cpu", weights_only=True)
-    module.load_clip_to_cpu = H.clip_loader(importlib.import_module("clip.clip"), state)
-    code = args.official.resolve()
-    opts = ["TRAINER.MMADAPTER.PREC", "fp32", "TRAINER.MMADAPTER.ADAPTER_START", args.start,
-            "TRAINER.MMADAPTER.ADAPTER_END", args.end]
-    cfg = official_cfg(train, opts, trainer="MultiModalAdapter",
-                       config_file=str(code / "configs/trainers/MultiModalAdapter/"
-                                              "vit_b16_ep5.yaml"),
-                       dataset_config_file=str(code / "configs/datasets/caltech101.yaml"))
     names = json.loads(args.names.read_text())
-    trainer = H.build_trainer(module.MultiModalAdapter, cfg, H.fake_data_manager(names))
+    trainer = BUILDERS[args.method](args, train, state, names)
     generator = torch.Generator().manual_seed(1)
     image = torch.randn(args.batch, 3, args.resolution, args.resolution, generator=generator)
     label = torch.randint(len(names), (args.batch,), generator=torch.Generator().manual_seed(2))
