@@ -127,8 +127,12 @@ def build_trainer(name: str, cfg, clip_model: nn.Module, classnames: list[str],
     declaration = TRAINER_REGISTRY.get(name).declaration
     precision = Precision(trainer_node(cfg, declaration.node).PREC, device)
     if name == "PromptKD":
+        if scale is None:
+            raise ValueError("PromptKD's benchmark builds its teacher at the run's scale: "
+                             "pass scale to build_trainer")
         method = baselines.build_promptkd(cfg, clip_model, classnames, scale)
         method.teacher.to(device)
+        method.teacher.clip.to(dtype=precision.param_dtype)  # as the trainer casts it
     else:
         if name == "CoPrompt":
             cfg = baselines.coprompt_config(cfg, classnames)

@@ -1,5 +1,6 @@
 """The benchmark's CoPrompt and PromptKD set-ups (benchmarks/baselines.py) on the tiny scale."""
 
+import pytest
 import torch
 
 from benchmarks import baselines, measure
@@ -39,6 +40,13 @@ def test_promptkd_step_trains_the_student_only_against_the_teacher():
     assert saved_activation_bytes(run, image, None, params | teacher_params) == student
     assert baselines.teacher_bytes(teacher) > sum(
         p.numel() * 4 for p in run.model.clip.parameters())
+
+
+def test_promptkd_without_a_scale_is_a_clear_error():
+    cfg = trainer_config("PromptKD", TINY, "fp32")
+    with pytest.raises(ValueError, match="pass scale"):
+        measure.build_trainer("PromptKD", cfg, TINY.build_clip(), class_names(2),
+                              torch.device("cpu"))
 
 
 def test_coprompt_reads_the_descriptions_the_benchmark_writes():
