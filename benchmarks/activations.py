@@ -96,7 +96,8 @@ def _trainer(name: str, scale: Scale, clip_model, classes: int):
     from benchmarks.measure import build_trainer
 
     cfg = trainer_config(name, scale, "fp32")
-    return cfg, build_trainer(name, cfg, clip_model, class_names(classes), torch.device("cpu"))
+    return cfg, build_trainer(name, cfg, clip_model, class_names(classes), torch.device("cpu"),
+                              scale)
 
 
 def measure(name: str, scale: Scale, clip_model, classes: int, off: bool) -> int:

@@ -117,15 +117,26 @@ class MethodRun:
 
 
 def build_trainer(name: str, cfg, clip_model: nn.Module, classnames: list[str],
-                  device: torch.device) -> MethodRun:
+                  device: torch.device, scale=None) -> MethodRun:
     """The method of trainer ``name`` on ``clip_model`` for ``classnames``, with its optimizer
-    (no dataset, no data loaders)."""
+    (no dataset, no data loaders; PromptKD's teacher at ``scale``: benchmarks/baselines.py)."""
+    from benchmarks import baselines
     from engine import TRAINER_REGISTRY
     from trainers.method import assemble, trainer_node
 
     declaration = TRAINER_REGISTRY.get(name).declaration
     precision = Precision(trainer_node(cfg, declaration.node).PREC, device)
-    method = assemble(declaration, cfg, clip_model, classnames)
+    if name == "PromptKD":
+        if scale is None:
+            raise ValueError("PromptKD's benchmark builds its teacher at the run's scale: "
+                             "pass scale to build_trainer")
+        method = baselines.build_promptkd(cfg, clip_model, classnames, scale)
+        method.teacher.to(device)
+        method.teacher.clip.to(dtype=precision.param_dtype)  # as the trainer casts it
+    else:
+        if name == "CoPrompt":
+            cfg = baselines.coprompt_config(cfg, classnames)
+        method = assemble(declaration, cfg, clip_model, classnames)
     method.model.to(device)
     method.objective.to(device)
     optim = build_optimizer(method.trained, cfg.OPTIM, method.param_groups(cfg.OPTIM.LR))
@@ -241,14 +252,16 @@ def mode(name: str) -> Iterator[None]:
 
 def logits_difference(trainer, batch: int, resolution: int) -> dict[str, float]:
     """Max abs difference of eval logits with every optimisation on and off (call it on an fp32
-    trainer), and the largest logit for scale."""
+    trainer), and the largest logit for scale. (A model that holds its class vectors, as
+    PromptKD's student, has no text features to cache.)"""
     model = trainer.model.eval()
     image = _images(batch, resolution, trainer.device, seed=4)
+    cache = getattr(model, "cache_text_features", lambda on: None)
     with torch.no_grad():
-        model.cache_text_features(True)
+        cache(True)
         model(image)  # fills the cache
         fast = model(image).float()
-        model.cache_text_features(False)
+        cache(False)
         with mode("off"):
             slow = model(image).float()
     return {"max_abs_diff": (fast - slow).abs().max().item(),

@@ -136,7 +136,7 @@ def run_trainer(name: str, scale: Scale, master, precision: str, device: torch.d
     for classes in scale.train_classes:
         modes = ["on", "off"] + (["cut"] if classes == largest and name != "VPT" else [])
         trainers = {mode: measure.build_trainer(name, cfg, clip_model, class_names(classes),
-                                                device) for mode in modes}
+                                                device, scale) for mode in modes}
         figures = measure.time_training(trainers, train_batch, classes, scale.image_resolution,
                                         scale.warmup, scale.repeat, scale.min_seconds)
         rows += _rows(name, precision, "train", classes, train_batch, figures)
@@ -144,7 +144,7 @@ def run_trainer(name: str, scale: Scale, master, precision: str, device: torch.d
         _free(device)
     if do_eval:
         trainers = {mode: measure.build_trainer(name, cfg, clip_model,
-                                                class_names(scale.eval_classes), device)
+                                                class_names(scale.eval_classes), device, scale)
                     for mode in ("on", "off")}
         figures = measure.time_evaluation(trainers, test_batch, scale.image_resolution,
                                           scale.eval_batches, scale.min_seconds)
@@ -167,7 +167,7 @@ def check_logits(name: str, scale: Scale, master, device: torch.device) -> dict:
     """Logits with every optimisation on and off, fp32, at the evaluation class count."""
     cfg = trainer_config(name, scale, "fp32")
     trainer = measure.build_trainer(name, cfg, device_copy(master, device, torch.float32),
-                                    class_names(scale.eval_classes), device)
+                                    class_names(scale.eval_classes), device, scale)
     figures = measure.logits_difference(trainer, 2, scale.image_resolution)
     return {"trainer": name, "classes": scale.eval_classes, **figures}
 

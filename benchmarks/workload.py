@@ -30,6 +30,8 @@ TRAINERS: dict[str, tuple[str, str]] = {
     "TCP": ("vit_b16_ep100_ctxv1.yaml", "COOP"),
     "MultiModalAdapter": ("vit_b16_ep5.yaml", "MMADAPTER"),
     "CLIPLoRA": ("vit_b16.yaml", "CLIPLORA"),
+    "CoPrompt": ("coprompt.yaml", "CoPrompt"),
+    "PromptKD": ("vit_b16_c2_ep20_batch8_4+4ctx.yaml", "PROMPTKD"),
 }
 
 

@@ -136,6 +136,32 @@ def resolve_method(spec: str) -> Method:
 # ---------------------------------------------------------------- the jobs of a protocol
 
 
+def dataset_epoch(m: Method, dataset: str, opts: list[str]) -> dict[str, str]:
+    """``{"LOADEP": epoch}`` for the test job where the trainer's own per-dataset settings
+    change the number of epochs whatever the config says (CoPrompt's, as its official
+    train.py: 5 on Food101), so the test loads the checkpoint the training left; empty when
+    LOADEP is set already or TRAINER.CoPrompt.DATASET_SETTINGS is off."""
+    if m.trainer != "CoPrompt" or os.environ.get("LOADEP"):
+        return {}
+    words = shlex.split(os.environ.get("EXTRA_OPTS", "")) + list(opts)
+    settings = dict(zip(words[::2], words[1::2], strict=False))
+    if settings.get("TRAINER.CoPrompt.DATASET_SETTINGS", "True").lower() in ("false", "0"):
+        return {}
+    from trainers.coprompt import DATASET_SETTINGS
+
+    config = SCRIPTS.parent / "configs" / "datasets" / f"{dataset}.yaml"
+    name = dataset_name(config) if config.is_file() else dataset
+    values = DATASET_SETTINGS.get(name, ())
+    return {"LOADEP": str(values[3])} if len(values) > 3 else {}
+
+
+def dataset_name(config: Path) -> str:
+    """DATASET.NAME of a dataset config file."""
+    import yaml
+
+    return yaml.safe_load(config.read_text(encoding="utf-8"))["DATASET"]["NAME"]
+
+
 class JobBuilder:
     """Builds the jobs of the protocols over an output root, with common settings."""
 
@@ -177,7 +203,8 @@ class JobBuilder:
                 jobs.append(self._job(f"base2new/test_new/{key}", "base2new_test.sh",
                                       [m.trainer, cfg, d, s, "new"],
                                       layout.base2new_dir(self.output, "test_new", *where),
-                                      TEST_END, m, after=(train,)))
+                                      TEST_END, m, after=(train,),
+                                      **dataset_epoch(m, d, self.opts)))
         return jobs
 
     def transfer(self, m: Method, targets: list[str], seeds: list[int], source: str) -> list[Job]:
