@@ -31,10 +31,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .model import SPEEDUPS, Prompts, _batched, _select_prompts, text_groups
+from .model import (
+    SPEEDUPS,
+    MultiheadAttention,
+    Prompts,
+    ResidualAttentionBlock,
+    _batched,
+    _select_prompts,
+    text_groups,
+)
 
 KV = tuple[torch.Tensor, torch.Tensor]
 
@@ -104,6 +113,9 @@ def encode_with_prefix(model: nn.Module, embeddings: torch.Tensor, eot_indices: 
     count, context, _ = embeddings.shape
     per_group = count // shared.groups
     kv = prefix_keys_values(model, embeddings, prompts, shared, per_group)
+    if packable(model, prompts, count):
+        group_of = torch.arange(count, device=embeddings.device) // per_group
+        return run_packed(model, embeddings, eot_indices, prompts, kv, shared.length, group_of)
     plan = text_groups(eot_indices - shared.length, context - shared.length, SPEEDUPS)
     if len(plan) == 1 and plan[0][0] is None:
         everything = torch.arange(count, device=embeddings.device)
@@ -159,6 +171,91 @@ def run_suffix(model: nn.Module, embeddings: torch.Tensor, eot_indices: torch.Te
     x = model.ln_final(x)
     x = x[torch.arange(x.shape[0], device=x.device), eot_indices - start]
     return x @ model.text_projection.to(x.dtype)
+
+
+def packable(model: nn.Module, prompts: Prompts, count: int) -> bool:
+    """Whether the suffixes can run packed (:func:`run_packed`): plain blocks, no prompt
+    deeper than layer 0, and no cap on the sequences per pass."""
+    if SPEEDUPS.text_chunk_size and count > SPEEDUPS.text_chunk_size:
+        return False
+    if any(p is not None for p in (prompts or [])[1:]):
+        return False
+    return all(type(block) is ResidualAttentionBlock and type(block.attn) is MultiheadAttention
+               and block.attn.adapter is None for block in model.transformer.resblocks)
+
+
+def run_packed(model: nn.Module, embeddings: torch.Tensor, eot_indices: torch.Tensor,
+               prompts: Prompts, kv: list[KV], start: int, group_of: torch.Tensor
+               ) -> torch.Tensor:
+    """:func:`run_suffix` over all sequences at once, their tokens packed without padding: the
+    token-wise layers (projections, MLPs, LayerNorms) run on each suffix's tokens up to its
+    end-of-text token only, attention on a padded copy (the causal mask keeps the padding out
+    of every real token), and the last block only at the end-of-text tokens."""
+    count = embeddings.shape[0]
+    device = embeddings.device
+    lengths = (eot_indices - start + 1).to(device)
+    length = int(lengths.max())
+    cols = torch.arange(length, device=device).expand(count, -1)
+    valid = cols < lengths[:, None]
+    rows, cols = valid.nonzero(as_tuple=True)  # row-major: each sequence's tokens in order
+    x = embeddings[:, start:start + length].to(model.dtype)
+    first = prompts[0] if prompts else None
+    if first is not None and first.shape[-2] >= start:
+        x = _write(x, first[..., start - 1:, :], 0)
+    x = (x + model.positional_embedding[start:start + length].to(x.dtype))[rows, cols]
+    ends = torch.cumsum(lengths, 0) - 1  # each end-of-text token's place among the packed
+    single = bool((group_of == group_of[0]).all())
+    mask = torch.ones(length, start + length, dtype=torch.bool, device=device).tril_(start)
+    attend = [_Attend(k, v, group_of, single, mask) for k, v in kv]
+    layout = _Packed(rows, cols, count, length, ends, lengths - 1)
+    transformer = model.transformer
+    for first_block, end, recompute in transformer.segments():
+        run = functools.partial(_run_packed, transformer.resblocks, first_block, end, attend,
+                                layout)
+        x = checkpoint(run, x, use_reentrant=False) if recompute else run(x)
+    x = model.ln_final(x)  # [count, width]: the last block kept the end-of-text tokens
+    return x @ model.text_projection.to(x.dtype)
+
+
+@dataclass(frozen=True)
+class _Packed:
+    rows: torch.Tensor  # each packed token's sequence
+    cols: torch.Tensor  # and its place in the suffix
+    count: int
+    length: int  # the longest suffix
+    ends: torch.Tensor  # each sequence's end-of-text token among the packed ones
+    eot: torch.Tensor  # and its place in the suffix
+
+
+def _run_packed(blocks: nn.Sequential, first: int, end: int, attend: list[Callable],
+                layout: _Packed, x: torch.Tensor) -> torch.Tensor:
+    for i in range(first, end):
+        x = _packed_block(blocks[i], x, attend[i], layout, last=i == len(blocks) - 1)
+    return x
+
+
+def _packed_block(block: ResidualAttentionBlock, x: torch.Tensor, attend: _Attend,
+                  layout: _Packed, last: bool) -> torch.Tensor:
+    """``block`` on packed tokens ``[T, width]`` (``last``: returns the end-of-text tokens'
+    outputs only, ``[count, width]``)."""
+    attn = block.attn
+    width, heads = x.shape[-1], attn.num_heads
+    qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)
+    padded = qkv.new_zeros(layout.count, layout.length, 3 * width)
+    padded = padded.index_put((layout.rows, layout.cols), qkv)
+    qkv = padded.view(layout.count, layout.length, 3, heads, width // heads)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    k, v, mask = attend(k, v)
+    if last:
+        every = torch.arange(layout.count, device=x.device)
+        q = q[every, :, layout.eot].unsqueeze(2)  # [count, heads, 1, d / heads]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[layout.eot][:, None, None])
+        x = x[layout.ends] + attn.out_proj(out.reshape(layout.count, width))
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = out.transpose(1, 2)[layout.rows, layout.cols].reshape(-1, width)
+        x = x + attn.out_proj(out)
+    return x + block.mlp(block.ln_2(x))
 
 
 def _run_blocks(blocks: nn.Sequential, first: int, end: int, prompts: list,

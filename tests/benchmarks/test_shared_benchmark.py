@@ -41,3 +41,9 @@ def test_elevater_step_from_cached_features_is_the_step_from_images(tiny, monkey
     assert row["step_s_from_images"] > 0 and row["step_s_from_cache"] > 0
     from_images, from_cache = grads
     assert torch.allclose(from_images, from_cache, atol=1e-6)
+
+
+def test_the_sweep_evaluates_dtd_base_and_new_halves():
+    halves = shared.dtd_halves()
+    assert [len(halves["base"]), len(halves["new"])] == [24, 23]
+    assert halves["base"][0] == "banded" and not set(halves["base"]) & set(halves["new"])

@@ -190,3 +190,23 @@ def test_no_sharing_where_it_cannot_be_exact(model, shared_runs):
     assert not shared_runs
     with pytest.raises(ValueError, match="groups must be equal"):
         model.encode_text_embeddings(embeddings, eot, None, SharedPrefix(3, groups=3))
+
+
+@pytest.mark.parametrize("kind", ["MCoOp-middle", "CoCoOp"])
+def test_suffixes_run_packed_unless_passes_are_capped(model, kind, monkeypatch):
+    """The suffixes run packed (no padding; the last block at the end-of-text tokens only),
+    except where ``text_chunk_size`` caps the sequences per pass."""
+    packed = []
+    real = prefix_module.run_packed
+
+    def spy(*args):
+        packed.append(args[1].shape[0])
+        return real(*args)
+
+    monkeypatch.setattr(prefix_module, "run_packed", spy)
+    prompted = build_prompted_model(model, learner(kind, model)).train()
+    with speedups(text_chunk_size=2):
+        capped = run(prompted)
+    assert not packed
+    assert_same(run(prompted), capped)
+    assert packed and packed[-1] == len(NAMES) * (len(images()) if kind == "CoCoOp" else 1)
