@@ -43,4 +43,5 @@ def test_the_count_at_a_batch_from_two_small_batches_equals_the_direct_count():
     trainer = mvlpt.build("MUPT", TINY.build_clip(), names, 2)
     fitted, check = mvlpt.batch_fit(trainer, len(names), target=8)
     assert check < 1e-6
-    assert fitted == mvlpt.step_bytes(trainer, len(names), 8)
+    with speedups(shared_prefix=False):  # as batch_fit counts
+        assert fitted == mvlpt.step_bytes(trainer, len(names), 8)
