@@ -30,7 +30,7 @@ OVERRIDES = ["MODEL.BACKBONE.NAME", "tiny", "INPUT.SIZE", "(32, 32)", "OPTIM.MAX
 pytestmark = pytest.mark.slow
 
 
-def _run(*command: str, timeout: int = 120) -> subprocess.CompletedProcess:
+def _run(*command: str, timeout: int = 1800) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 
@@ -40,7 +40,7 @@ def _installed() -> bool:
 
 def _node_idle() -> bool:
     try:
-        return _run("sinfo", "-h", "-o", "%t", timeout=30).stdout.strip() in ("idle", "mix")
+        return _run("sinfo", "-h", "-o", "%t").stdout.strip() in ("idle", "mix")
     except (OSError, subprocess.SubprocessError):
         return False
 
@@ -78,7 +78,7 @@ def cluster():
         for proc in reversed(started):
             proc.terminate()
             try:
-                proc.wait(timeout=30)
+                proc.wait(timeout=1800)
             except subprocess.TimeoutExpired:
                 proc.kill()
 
