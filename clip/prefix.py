@@ -12,9 +12,9 @@ Where the prefix comes from:
 
 * :class:`SharedPrefix` given by the caller (a prompt learner's layout says where the
   class-dependent part starts): the first ``length`` tokens are the same function of the inputs
-  within each of ``groups`` consecutive, equal-size groups of sequences (CoCoOp: one group per
-  image). The promise covers the token embeddings and the layer-0 prompt; deeper prompts must be
-  shared (``[n, d]``) or the prefix stops at the prompt slot.
+  within each of ``groups`` consecutive, equal-size groups of sequences (prompts conditioned on
+  each image: one group per image). The promise covers the token embeddings and the layer-0
+  prompt; deeper prompts must be shared (``[n, d]``) or the prefix stops at the prompt slot.
 * Otherwise it is read off the inputs where that is safe: token embeddings that carry no
   gradient are compared row by row, and a shared layer-0 prompt covers its slot.
 

@@ -10,21 +10,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 [ $# -eq 2 ] || usage "xd_train.sh DATASET SEED"
 DATASET=$1 SEED=$2 CFG=${CFG:-vit_b16_c2_ep20_batch8_4+4ctx_cross_datasets}
 
-require_data
-load_extra_opts
-CONFIG=$(trainer_config PromptKD "$CFG")
-DATASET_CONFIG=$(dataset_config "$DATASET")
-DIR=$OUTPUT/$DATASET/PromptKD/${CFG}_0shots/seed$SEED
-
-skip_if_finished "$DIR" "$TRAIN_END"
-run_train_py \
-    --seed "$SEED" \
-    --trainer PromptKD \
-    --dataset-config-file "$DATASET_CONFIG" \
-    --config-file "$CONFIG" \
-    --output-dir "$DIR" \
-    DATASET.NUM_SHOTS 0 \
-    DATASET.SUBSAMPLE_CLASSES all \
-    TRAINER.PROMPTKD.TEMPERATURE 1.0 \
-    TRAINER.PROMPTKD.KD_WEIGHT "${KD_WEIGHT:-1000.0}" \
-    TRAINER.MODAL cross
+# the cross-dataset protocol with no labels read (0 shots: its folder is the official one)
+export SHOTS=0
+export EXTRA_OPTS="DATASET.SUBSAMPLE_CLASSES all TRAINER.PROMPTKD.TEMPERATURE 1.0 TRAINER.PROMPTKD.KD_WEIGHT ${KD_WEIGHT:-1000.0} TRAINER.MODAL cross ${EXTRA_OPTS:-}"
+exec bash "$(dirname "${BASH_SOURCE[0]}")/../protocols/xd_train.sh" PromptKD "$CFG" "$DATASET" "$SEED"
