@@ -168,8 +168,10 @@ def _slurm_count(text: str) -> int | None:
 
 
 def _minutes_text(minutes: int) -> str:
+    """Minutes as Slurm writes a time: ``H:MM:SS`` or ``D-HH:MM:SS``."""
     days, rest = divmod(minutes, 24 * 60)
-    return (f"{days}-" if days else "") + f"{rest // 60}:{rest % 60:02d}:00"
+    hours, minutes = divmod(rest, 60)
+    return f"{days}-{hours:02d}:{minutes:02d}:00" if days else f"{hours}:{minutes:02d}:00"
 
 
 @dataclass(frozen=True)
@@ -472,7 +474,7 @@ class SlurmQueue:
                          "%i|%T|%r|%D|%P"])
             self._queue = {}
             for line in text.splitlines():
-                parts = line.strip().split("|") + ["", "", ""]
+                parts = line.strip().split("|") + [""] * 4
                 if parts[1]:
                     self._queue[parts[0]] = (parts[1], parts[2])
                     self._asked[parts[0]] = (parts[3], parts[4])

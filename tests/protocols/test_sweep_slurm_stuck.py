@@ -47,7 +47,7 @@ def test_a_request_the_partition_cannot_satisfy_is_refused_up_front(
     assert "ask for 3 nodes, and partition gpu has 4 nodes, at most 2 per job" in text
     assert "--nodes 2 or fewer" in text
     text = refusal(tmp_path / "out", "--partition", "gpu", "--time", "1-0")
-    assert ("ask for 1-0:00:00 each, and partition gpu allows at most 4:00:00 (Slurm would "
+    assert ("ask for 1-00:00:00 each, and partition gpu allows at most 4:00:00 (Slurm would "
             "keep them pending for ever: PartitionTimeLimit); ask for --time 4:00:00 or "
             "less") in text
 
@@ -103,7 +103,7 @@ def test_wait_stops_at_jobs_pending_for_ever_and_a_rerun_replaces_them(
     monkeypatch.setattr(slurm.time, "sleep", lambda _seconds: None)
     (fake_slurm / "squeue.txt").write_text(
         "100_0|PENDING|PartitionNodeLimit|2|debug\n100_1|PENDING|PartitionNodeLimit|2|debug\n"
-        "101_0|PENDING|Dependency|2|debug\n101_1|PENDING|Dependency|2|debug\n")
+        "101_0|PENDING|Dependency|2|debug\n101_1|PENDING|Dependency|2|debug\n999\n\n")
     capsys.readouterr()
     assert sweep.main(base2new(out, "--nodes", "2", "--wait")) == 1
     printed = capsys.readouterr().out
