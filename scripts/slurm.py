@@ -219,6 +219,18 @@ def partition_info(partition: str | None) -> Partition | None:
                      _slurm_count(size.rsplit("-", 1)[-1]), minutes)
 
 
+def partition_refusal(resources: Resources, stage: str,
+                      known: dict[str | None, Partition | None]) -> str | None:
+    """Why the jobs of ``stage`` would pend for ever in their partition (one line), or None;
+    ``known`` keeps what sinfo said of each partition."""
+    resources = resources.for_stage(stage)
+    if resources.partition not in known:
+        known[resources.partition] = partition_info(resources.partition)
+    partition = known[resources.partition]
+    why = partition and partition.refusal(resources.nodes, parse_minutes(resources.time))
+    return f"the jobs of {stage} ask for {why}" if why else None
+
+
 class SubmissionRefused(Exception):
     """sbatch refused a submission (the message says what it asked for and sbatch's word)."""
 
@@ -340,13 +352,9 @@ class SlurmSubmitter:
     def check(self, stage: str) -> None:
         """Refuse, before anything is submitted, jobs of ``stage`` that their partition can
         never run (more nodes than it has, a longer time than it allows), where sinfo tells."""
-        resources = self.resources.for_stage(stage)
-        if resources.partition not in self.partitions:
-            self.partitions[resources.partition] = partition_info(resources.partition)
-        partition = self.partitions[resources.partition]
-        why = partition and partition.refusal(resources.nodes, parse_minutes(resources.time))
+        why = partition_refusal(self.resources, stage, self.partitions)
         if why:
-            raise SystemExit(f"error: the jobs of {stage} ask for {why}. Nothing was submitted.")
+            raise SystemExit(f"error: {why}. Nothing was submitted.")
 
     def submit(self, sub: Submission, calls: list[RunJob]) -> list[tuple[str, str]]:
         submitit = require_submitit()
@@ -380,6 +388,13 @@ class DryRunSubmitter:
 
     def __init__(self, resources: Resources):
         self.resources, self.count = resources, 0
+        self.partitions: dict[str | None, Partition | None] = {}
+
+    def check(self, stage: str) -> None:
+        """What the real submission would refuse (:meth:`SlurmSubmitter.check`), as a note."""
+        why = partition_refusal(self.resources, stage, self.partitions)
+        if why:
+            print(f"note: {why}; without --dry-run nothing is submitted.", flush=True)
 
     def submit(self, sub: Submission, calls: list[RunJob]) -> list[tuple[str, str]]:
         self.count += 1

@@ -30,7 +30,7 @@ def refusal(out: Path, *extra: str) -> str:
 
 
 def test_a_request_the_partition_cannot_satisfy_is_refused_up_front(
-        tmp_path: Path, fake_slurm: Path) -> None:  # noqa: F811
+        tmp_path: Path, fake_slurm: Path, capsys: pytest.CaptureFixture) -> None:  # noqa: F811
     tool(fake_slurm, "sinfo", ONE_NODE)
     text = refusal(tmp_path / "out", "--nodes", "2")
     assert "\n" not in text
@@ -40,6 +40,10 @@ def test_a_request_the_partition_cannot_satisfy_is_refused_up_front(
     assert text.endswith("Nothing was submitted.")
     assert not list(fake_slurm.glob("sbatch_*.sh"))
     assert not list((tmp_path / "out" / "sweep_logs" / "state").glob("*.json"))
+    capsys.readouterr()
+    assert sweep.main(base2new(tmp_path / "out", "--nodes", "2", "--dry-run")) == 0
+    assert "note: the jobs of base2new/train_base/MaPLe ask for 2 nodes, and partition debug " \
+           "has 1 node" in capsys.readouterr().out
 
     # a partition's job size and time limit (sinfo lists a partition once per node state)
     tool(fake_slurm, "sinfo", 'echo "gpu|3|1-2|4:00:00"; echo "gpu|1|1-2|4:00:00"\n')
