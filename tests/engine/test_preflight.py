@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 import train
 from engine.preflight import foreign_trainer_nodes
@@ -90,11 +91,17 @@ def test_no_warning_for_a_methods_own_config_files(config: Path) -> None:
         assert warning is None
 
 
-def test_the_warning_is_one_line_of_log_txt(tmp_path: Path) -> None:
-    out = tmp_path / "out"
+@pytest.mark.parametrize("with_own_node", [False, True])
+def test_the_warning_is_one_line_of_log_txt(tmp_path: Path, with_own_node: bool) -> None:
+    out, config = tmp_path / "out", REPO / "configs/trainers/MaPLe/demo_tiny.yaml"
+    if with_own_node:  # MaPLe's demo config with a TRAINER.COOP node too
+        text = yaml.safe_load(config.read_text())
+        text["TRAINER"]["COOP"] = {"N_CTX": 4}
+        config = tmp_path / "both.yaml"
+        config.write_text(yaml.safe_dump(text))
     train.cli(["--root", str(tmp_path / "data"), "--trainer", "CoOp", "--output-dir", str(out),
                "--dataset-config-file", str(REPO / "configs/datasets/demo.yaml"),
-               "--config-file", str(REPO / "configs/trainers/MaPLe/demo_tiny.yaml"),
+               "--config-file", str(config),
                "--eval-only", "DATASET.SUBSAMPLE_CLASSES", "base"])
     lines = [line for line in (out / "log.txt").read_text().splitlines() if "Warning" in line]
     assert len(lines) == 1 and "TRAINER.MAPLE, which CoOp does not read" in lines[0]
