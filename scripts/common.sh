@@ -18,6 +18,9 @@
 #   RUN_TAG     extra folder level between <cfg>_<shots>shots and seed<N> (CoOp's nctx.. tag)
 #   PYTHON      interpreter (default: python)
 #   FORCE=1     run again even when the output folder already holds a result
+#   DRY_RUN=1   print the train.py commands instead of running them; the checks of what an
+#               earlier step leaves (checkpoints, source prompts) and of the DATA folder's
+#               existence are skipped, so a whole protocol can be printed before any of it runs
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python}"
@@ -36,13 +39,18 @@ usage() {
     exit 2
 }
 
+# dry_run: true when DRY_RUN=1 (commands are printed, not run).
+dry_run() {
+    [ "${DRY_RUN:-0}" = "1" ]
+}
+
 require_data() {
     if [ -z "${DATA:-}" ]; then
         die "DATA is not set. Point it at the folder that holds the datasets, e.g." \
             "'export DATA=/path/to/datasets' (the official scripts hard-code it; here it is" \
             "an environment variable)."
     fi
-    [ -d "$DATA" ] || die "DATA=$DATA is not a directory; set DATA to the folder that holds the datasets."
+    [ -d "$DATA" ] || dry_run || die "DATA=$DATA is not a directory; set DATA to the folder that holds the datasets."
 }
 
 # EXTRA_OPTS -> array EXTRA (quotes in EXTRA_OPTS group words, as in a shell command line).
@@ -109,6 +117,9 @@ load_epoch() {
 
 # require_checkpoint MODEL_DIR EPOCH: fail early, with the fix, when the model is missing.
 require_checkpoint() {
+    if dry_run; then
+        return 0
+    fi
     local found=("$1"/*/model.pth.tar-"$2")
     if [ ! -e "${found[0]}" ]; then
         die "no checkpoint $1/<model>/model.pth.tar-$2. Train it first (the matching" \
@@ -139,7 +150,9 @@ init_suffix() {
 # claim_init_source DIR MODEL_DIR: refuse DIR when its run started from another source (its
 # result is not this run's); record MODEL_DIR in DIR/init_source.txt. Not in a dry run.
 claim_init_source() {
-    [ "${DRY_RUN:-0}" = "1" ] && return 0
+    if dry_run; then
+        return 0
+    fi
     "$PYTHON" "$REPO_ROOT/scripts/init_source.py" claim "$1" "$2" || exit 2
 }
 
@@ -156,9 +169,26 @@ skip_if_finished() {
     fi
 }
 
-# run_train_py ARGS...: python train.py --root DATA ARGS... EXTRA...
+# print_command WORDS...: "+ WORDS", each word shell-quoted where it needs quotes.
+print_command() {
+    local word line="+"
+    for word in "$@"; do
+        if [[ "$word" =~ ^[A-Za-z0-9_./,=:+-]+$ ]]; then
+            line+=" $word"
+        else
+            line+=" $(printf '%q' "$word")"
+        fi
+    done
+    echo "$line"
+}
+
+# run_train_py ARGS...: python train.py --root DATA ARGS... EXTRA..., printed first (only
+# printed when DRY_RUN=1).
 run_train_py() {
-    echo "+ $PYTHON train.py --root $DATA $* ${EXTRA[*]}"
+    print_command "$PYTHON" train.py --root "$DATA" "$@" "${EXTRA[@]}"
+    if dry_run; then
+        return 0
+    fi
     "$PYTHON" "$REPO_ROOT/train.py" --root "$DATA" "$@" "${EXTRA[@]}"
 }
 

@@ -8,7 +8,7 @@
 # TRAINER: any trainer with a configs/trainers/<TRAINER>/demo_tiny.yaml (CoOp, CoCoOp, VPT,
 # IVLP, MaPLe, PromptSRC, KgCoOp, ProGrad, MVLPT, TCP, MultiModalAdapter, CLIPLoRA,
 # ExtrasLinearProbe*), or ZeroshotCLIP /
-# ZeroshotCLIP2 (evaluation only).
+# ZeroshotCLIP2 (evaluation only). DRY_RUN=1 prints the train.py commands instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-data}
@@ -27,6 +27,7 @@ if [ ! -f "$CONFIG" ]; then
 fi
 run=(python train.py --root "$DATA" --trainer "$TRAINER" --seed 1
      --dataset-config-file configs/datasets/demo.yaml --config-file "$CONFIG")
+[ "${DRY_RUN:-0}" != "1" ] || run=(echo + "${run[@]}")
 last_accuracy() { grep -o '\* accuracy: [0-9.]*%' "$1/log.txt" | tail -n 1 | cut -d' ' -f3; }
 
 "${run[@]}" --output-dir "$OUT/untrained_$TRAINER" --eval-only DATASET.SUBSAMPLE_CLASSES base
@@ -34,6 +35,7 @@ case $TRAINER in
     ZeroshotCLIP*) ;;  # nothing to train
     *) "${run[@]}" --output-dir "$OUT/$TRAINER" DATASET.SUBSAMPLE_CLASSES base ;;
 esac
+[ "${DRY_RUN:-0}" != "1" ] || exit 0
 
 echo
 echo "Demo: base-class test accuracy (4 classes, chance 25.0%)"

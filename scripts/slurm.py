@@ -141,16 +141,94 @@ class Resources:
         return ", ".join(asked)
 
 
-def partition_gpus(partition: str | None) -> int:
-    """1 when the nodes of ``partition`` (None: the default partition) have GPUs in their
-    GRES (``sinfo``), else 0."""
-    command = ["sinfo", "-h", "-o", "%G"] + (["-p", partition] if partition else [])
+def _sinfo(fields: str, partition: str | None) -> list[list[str]]:
+    """``sinfo``'s rows of ``fields`` (``%``-codes joined by ``|``), for ``partition`` when
+    given; none where sinfo cannot answer."""
+    command = ["sinfo", "-h", "-o", fields] + (["-p", partition] if partition else [])
     try:
         text = subprocess.run(command, capture_output=True, text=True, check=True,
                               timeout=60).stdout
     except (OSError, subprocess.SubprocessError):
-        return 0
-    return int(any("gpu" in line for line in text.splitlines()))
+        return []
+    return [line.strip().split("|") for line in text.splitlines() if line.strip()]
+
+
+def partition_gpus(partition: str | None) -> int:
+    """1 when the nodes of ``partition`` (None: the default partition) have GPUs in their
+    GRES (``sinfo``), else 0."""
+    return int(any("gpu" in row[0] for row in _sinfo("%G", partition)))
+
+
+def _slurm_count(text: str) -> int | None:
+    """A count as sinfo prints it ("4", "2K"); None for no limit ("infinite", "n/a")."""
+    match = re.fullmatch(r"(\d+)([KM]?)", text.strip())
+    if not match:
+        return None
+    return int(match.group(1)) * {"": 1, "K": 1024, "M": 1024 ** 2}[match.group(2)]
+
+
+def _minutes_text(minutes: int) -> str:
+    """Minutes as Slurm writes a time: ``H:MM:SS`` or ``D-HH:MM:SS``."""
+    days, rest = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(rest, 60)
+    return f"{days}-{hours:02d}:{minutes:02d}:00" if days else f"{hours}:{minutes:02d}:00"
+
+
+@dataclass(frozen=True)
+class Partition:
+    """What sinfo says of a partition: its nodes, and the most nodes and minutes one job may
+    ask for (None: no limit)."""
+
+    name: str
+    nodes: int
+    max_nodes: int | None
+    max_minutes: int | None
+
+    def refusal(self, nodes: int, minutes: int | None = None) -> str | None:
+        """Why a job asking for ``nodes`` nodes (and ``minutes``) would wait here for ever,
+        with what to ask for instead; None when the partition can run it."""
+        most = min(self.nodes, self.max_nodes if self.max_nodes is not None else self.nodes)
+        if nodes > most:
+            size = f"{self.nodes} node{'s' if self.nodes != 1 else ''}" + (
+                f", at most {self.max_nodes} per job" if self.max_nodes is not None else "")
+            return (f"{nodes} nodes, and partition {self.name} has {size} (Slurm would keep "
+                    f"them pending for ever: PartitionNodeLimit); ask for --nodes {most} or "
+                    "fewer, or another --partition")
+        if minutes is not None and self.max_minutes is not None and minutes > self.max_minutes:
+            limit = _minutes_text(self.max_minutes)
+            return (f"{_minutes_text(minutes)} each, and partition {self.name} allows at most "
+                    f"{limit} (Slurm would keep them pending for ever: PartitionTimeLimit); "
+                    f"ask for --time {limit} or less, or another --partition")
+        return None
+
+
+def partition_info(partition: str | None) -> Partition | None:
+    """sinfo's word on ``partition`` (None: the default partition); None where it cannot
+    tell (no sinfo, no such partition, a format it does not know)."""
+    rows = [row for row in _sinfo("%P|%D|%s|%l", partition) if len(row) == 4]
+    rows = [row for row in rows if row[0].endswith("*")] if partition is None else \
+        [row for row in rows if row[0].rstrip("*") == partition]
+    if not rows or not all(row[1].isdigit() for row in rows):
+        return None
+    name, _nodes, size, limit = rows[0]
+    try:
+        minutes = parse_minutes(limit)
+    except SystemExit:  # "infinite"
+        minutes = None
+    return Partition(name.rstrip("*"), sum(int(row[1]) for row in rows),
+                     _slurm_count(size.rsplit("-", 1)[-1]), minutes)
+
+
+def partition_refusal(resources: Resources, stage: str,
+                      known: dict[str | None, Partition | None]) -> str | None:
+    """Why the jobs of ``stage`` would pend for ever in their partition (one line), or None;
+    ``known`` keeps what sinfo said of each partition."""
+    resources = resources.for_stage(stage)
+    if resources.partition not in known:
+        known[resources.partition] = partition_info(resources.partition)
+    partition = known[resources.partition]
+    why = partition and partition.refusal(resources.nodes, parse_minutes(resources.time))
+    return f"the jobs of {stage} ask for {why}" if why else None
 
 
 class SubmissionRefused(Exception):
@@ -269,6 +347,14 @@ class SlurmSubmitter:
         if resources.gpus_per_node is None:
             resources = replace(resources, gpus_per_node=partition_gpus(resources.partition))
         self.folder, self.resources = folder, resources
+        self.partitions: dict[str | None, Partition | None] = {}
+
+    def check(self, stage: str) -> None:
+        """Refuse, before anything is submitted, jobs of ``stage`` that their partition can
+        never run (more nodes than it has, a longer time than it allows), where sinfo tells."""
+        why = partition_refusal(self.resources, stage, self.partitions)
+        if why:
+            raise SystemExit(f"error: {why}. Nothing was submitted.")
 
     def submit(self, sub: Submission, calls: list[RunJob]) -> list[tuple[str, str]]:
         submitit = require_submitit()
@@ -302,6 +388,13 @@ class DryRunSubmitter:
 
     def __init__(self, resources: Resources):
         self.resources, self.count = resources, 0
+        self.partitions: dict[str | None, Partition | None] = {}
+
+    def check(self, stage: str) -> None:
+        """What the real submission would refuse (:meth:`SlurmSubmitter.check`), as a note."""
+        why = partition_refusal(self.resources, stage, self.partitions)
+        if why:
+            print(f"note: {why}; without --dry-run nothing is submitted.", flush=True)
 
     def submit(self, sub: Submission, calls: list[RunJob]) -> list[tuple[str, str]]:
         self.count += 1
@@ -380,23 +473,38 @@ class SlurmQueue:
     job that ended without a word of its own, ``sacct`` (why: TIMEOUT, OUT_OF_MEMORY, ...)."""
 
     def __init__(self) -> None:
+        self._partitions: dict[str, Partition | None] = {}
         self.refresh()
 
     def refresh(self) -> None:
         """Forget what was read: the next question asks Slurm again."""
-        self._queue: dict[str, str] | None = None
+        self._queue: dict[str, tuple[str, str]] | None = None
+        self._asked: dict[str, tuple[str, str]] = {}  # job id -> (nodes, partition)
         self._accounting: dict[str, str] | None = None
 
     def queue(self) -> dict[str, tuple[str, str]]:
         """Job id -> (state, reason) of our queued and running jobs."""
         if self._queue is None:
-            text = _run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T|%r"])
+            text = _run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o",
+                         "%i|%T|%r|%D|%P"])
             self._queue = {}
             for line in text.splitlines():
-                parts = line.strip().split("|")
-                if len(parts) >= 2:
-                    self._queue[parts[0]] = (parts[1], parts[2] if len(parts) > 2 else "")
+                parts = line.strip().split("|") + [""] * 4
+                if parts[1]:
+                    self._queue[parts[0]] = (parts[1], parts[2])
+                    self._asked[parts[0]] = (parts[3], parts[4])
         return self._queue
+
+    def _partition_serves(self, job_id: str) -> bool:
+        """True when the partition of queued ``job_id`` has the nodes it asks for, by sinfo
+        (its PartitionNodeLimit then means nodes down or drained, which come back)."""
+        nodes, partition = self._asked.get(job_id, ("", ""))
+        if not nodes.isdigit() or not partition:
+            return False
+        if partition not in self._partitions:
+            self._partitions[partition] = partition_info(partition)
+        info = self._partitions[partition]
+        return info is not None and info.refusal(int(nodes)) is None
 
     def accounting(self, job_id: str) -> str:
         """sacct's state of ``job_id`` ("" when unknown), asked by job id (a job cancelled
@@ -420,6 +528,10 @@ class SlurmQueue:
 
     def __call__(self, record: Record) -> Status | None:
         state, reason = self.queue().get(record.job_id, ("", ""))
+        if state == "PENDING" and reason == "PartitionNodeLimit" \
+                and self._partition_serves(record.job_id):
+            return Status(PENDING, f"{state} ({reason}: nodes of its partition are down or "
+                                   "drained)")
         if state:
             return queued_status(state, reason)
         if record.ended == "ok":
@@ -438,11 +550,43 @@ LISTING_DELAY = 60.0  # seconds a just-submitted job may be absent from squeue a
 NEVER = "DependencyNeverSatisfied"  # a job it waits for failed: Slurm drops it, never runs it
 
 
+# squeue's reasons of a pending job that Slurm never resolves by itself: what the job asks
+# for is beyond a limit of its partition, account or QOS (Slurm's job_reason_codes). Other
+# reasons (Resources, Priority, Dependency, BeginTime, a hold, a limit on what runs at once:
+# AssocGrp*, QOSGrp*, ...PerUser, ...PerAccount, AssocMaxJobsLimit) pass in time.
+STUCK = {
+    "PartitionNodeLimit": "more nodes than its partition has: ask for fewer --nodes or "
+                          "another --partition",
+    "PartitionTimeLimit": "more time than its partition allows: ask for less --time or "
+                          "another --partition",
+    "PartitionConfig": "resources its partition does not have: change them or the "
+                       "--partition",
+    "BadConstraints": "constraints no node satisfies: change --sbatch constraint=...",
+    "InvalidAccount": "an account it may not use: change --account",
+    "InvalidQOS": "a QOS it may not use: change --qos",
+    "AccountNotAllowed": "an account its partition refuses: change --account or --partition",
+    "QOSNotAllowed": "a QOS its partition refuses: change --qos or --partition",
+    "MaxMemPerLimit": "more memory than a job may have per CPU or node: ask for less --mem",
+    "JobHoldMaxRequeue": "nothing more: it was held after too many requeues (scontrol "
+                         "release starts it again)",
+}
+STUCK_LIMIT = re.compile(r"(QOS|Assoc)Max\w+Per(Job|Node)(Limit)?|QOSMin\w+")
+NEVER_STARTS = "pending for ever"  # how the detail of such a job starts
+
+
 def queued_status(state: str, reason: str) -> Status:
-    """PENDING or RUNNING with squeue's state and reason (PartitionNodeLimit, BeginTime,
-    ...); a job whose dependency can never be satisfied is FAILED: it will never run."""
+    """PENDING or RUNNING with squeue's state and reason (BeginTime, Priority, ...); FAILED
+    for a job that will never run: its dependency can never be satisfied, or it is pending
+    for a reason Slurm never resolves by itself (:data:`STUCK`; the job is left queued, and
+    the sweep run again cancels it and submits it anew)."""
     if reason == NEVER:
         return Status(FAILED, f"not run: a job it waits for failed or was cancelled ({NEVER})")
+    if state == "PENDING" and (reason in STUCK or STUCK_LIMIT.fullmatch(reason)):
+        asks = STUCK.get(reason, "more than its QOS or association allows one job: ask for "
+                                 "less (--time, --nodes, --gpus-per-node, --cpus-per-task, "
+                                 "--mem) or another --qos")
+        return Status(FAILED, f"{NEVER_STARTS} ({reason}): it asks for {asks}; it stays "
+                              "queued until the sweep runs again, which replaces it")
     detail = f"{state} ({reason})" if reason and reason != "None" else state
     return Status(PENDING if state in PENDING_STATES else RUNNING, detail)
 
@@ -522,6 +666,8 @@ class SubmititLauncher:
         groups: dict[tuple[int, str], list[Job]] = defaultdict(list)
         for job in ready:
             groups[(self.depth[job.name], job.stage)].append(job)
+        for _depth, stage in sorted(groups):
+            getattr(self.submitter, "check", lambda _stage: None)(stage)
         tasks: dict[str, tuple[str, int]] = {}
         for (_depth, stage), jobs in sorted(groups.items()):
             for sub in split(stage, jobs, known, tasks):
@@ -620,9 +766,21 @@ class SubmititLauncher:
                 signal.signal(sig, previous)
         return list(self.failures.values())
 
+    def _never_run(self, status: dict[str, Status]) -> dict[str, Status]:
+        """``status`` with the pending jobs that wait for a job pending for ever (and so on
+        down the chain) marked as never starting either."""
+        for job in sorted(self.jobs, key=lambda job: self.depth[job.name]):
+            stuck = [d for d in job.after if status[d].state == FAILED
+                     and status[d].detail.startswith(NEVER_STARTS)]
+            if status[job.name].state == PENDING and stuck:
+                status[job.name] = Status(FAILED, f"{NEVER_STARTS}: it waits for {stuck[0]}, "
+                                                  "which never starts; it stays queued until "
+                                                  "the sweep runs again")
+        return status
+
     def _wait_all(self) -> None:
         while True:
-            status = statuses(self.jobs, self.records, self.scheduler)
+            status = self._never_run(statuses(self.jobs, self.records, self.scheduler))
             if not any(status[n].state in (PENDING, RUNNING) for n in self.attempted):
                 break
             time.sleep(self.poll)

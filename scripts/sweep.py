@@ -428,7 +428,8 @@ def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE",
                        help="any other sbatch option, e.g. --sbatch constraint=a100 (repeat)")
     group.add_argument("--wait", action="store_true",
-                       help="stay until every submitted job ended; exit 1 if one failed")
+                       help="stay until every submitted job ended or will never start "
+                       "(pending for a reason Slurm never resolves); exit 1 if one failed")
 
 
 def slurm_resources(args: argparse.Namespace) -> slurm.Resources:

@@ -33,7 +33,7 @@ require_elevater_task() {
 
 # mvlpt_config CFG -> configs/trainers/MVLPT/CFG.yaml (checked, except in a dry run)
 mvlpt_config() {
-    if [ "${DRY_RUN:-0}" = "1" ]; then
+    if dry_run; then
         echo "$REPO_ROOT/configs/trainers/MVLPT/$1.yaml"
     else
         trainer_config MVLPT "$1"
@@ -55,19 +55,7 @@ elevater_finished() {
 run_elevater() {
     local dir=$1
     shift
-    if [ "${DRY_RUN:-0}" = "1" ]; then
-        local word line="+"
-        for word in "$PYTHON" train.py --root "$DATA" --output-dir "$dir" "$@" "${EXTRA[@]}"; do
-            if [[ "$word" =~ ^[A-Za-z0-9_./,=:+-]+$ ]]; then
-                line+=" $word"
-            else
-                line+=" $(printf '%q' "$word")"
-            fi
-        done
-        echo "$line"
-        return
-    fi
-    if [ "${FORCE:-0}" != "1" ] && elevater_finished "$dir"; then
+    if [ "${FORCE:-0}" != "1" ] && ! dry_run && elevater_finished "$dir"; then
         echo "Results are available in $dir. Skip this job (FORCE=1 runs it again)."
         return
     fi

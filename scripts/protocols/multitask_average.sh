@@ -13,10 +13,13 @@ variant_opts "$VARIANT" "$NCTX"  # checks the variant
 SOURCE=$OUTPUT/$TASKS/$(run_tag "$VARIANT" "$CFG" "$NCTX" "$SHOTS")
 RUNS=()
 for SEED in ${SEEDS:-1 2 3}; do
-    run_finished "$SOURCE/seed$SEED" "$TRAIN_END" || die "the source run $SOURCE/seed$SEED has" \
+    run_finished "$SOURCE/seed$SEED" "$TRAIN_END" || dry_run || die "the source run $SOURCE/seed$SEED has" \
         "not finished; run scripts/mvlpt/main_mt_coopdata_cut.sh $VARIANT $CFG $NCTX $SHOTS" \
         "$SEED first."
     RUNS+=("$SOURCE/seed$SEED")
 done
-echo "+ $PYTHON scripts/avg_ckpt.py --output $SOURCE ${RUNS[*]}"
+print_command "$PYTHON" scripts/avg_ckpt.py --output "$SOURCE" "${RUNS[@]}"
+if dry_run; then
+    exit 0
+fi
 "$PYTHON" "$REPO_ROOT/scripts/avg_ckpt.py" --output "$SOURCE" "${RUNS[@]}"

@@ -23,7 +23,7 @@ DEFAULT_SOURCE=$OUTPUT/$TASKS/$TAG
 SOURCE=${MODEL_DIR:-$DEFAULT_SOURCE}
 FROM=()
 if [ "$SOURCE" != "none" ]; then
-    [ -f "$SOURCE/prompt_learner/model-best.pth.tar" ] || die "no source prompts at" \
+    [ -f "$SOURCE/prompt_learner/model-best.pth.tar" ] || dry_run || die "no source prompts at" \
         "$SOURCE/prompt_learner/model-best.pth.tar. Train the source seeds" \
         "(scripts/mvlpt/main_mt_coopdata_cut.sh) and average them (scripts/mvlpt/avg_ckpt.sh)," \
         "or set MODEL_DIR (none: no source)."

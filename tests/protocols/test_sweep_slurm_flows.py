@@ -85,7 +85,9 @@ def test_status_gives_slurms_reasons(tmp_path: Path, fake_slurm: Path,  # noqa: 
     capsys.readouterr()
     assert sweep.main(base2new(out, "--status")) == 0
     status = capsys.readouterr().out
-    assert re.search(r"pending +100_0 .*\(PENDING \(PartitionNodeLimit\)\)", status)
+    assert re.search(r"failed +100_0 .*\(pending for ever \(PartitionNodeLimit\): it asks for "
+                     r"more nodes than its partition has", status)
+    assert re.search(r"pending +101_0 .*\(PENDING \(Dependency\)\)", status)
     assert re.search(r"failed +100_1 .*\(CANCELLED by 0\)", status)
     assert re.search(r"failed +101_1 .*not run: a job it waits for failed or was cancelled",
                      status)
