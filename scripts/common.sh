@@ -34,8 +34,17 @@ die() {
     exit 2
 }
 
+# A per-method script (scripts/<method>/*.sh) runs a protocol script with WRAPPER set to its
+# own path, so that a wrong call is answered with the per-method script's "# Usage:" line.
+CALLED_AS="${WRAPPER:-}"
+unset WRAPPER  # not passed on to the scripts this one runs
+
 usage() {
-    echo "usage: $*" >&2
+    local line=""
+    if [ -n "$CALLED_AS" ] && [ -r "$CALLED_AS" ]; then
+        line=$(sed -n 's/^# Usage: *//p' "$CALLED_AS" | head -n 1 | sed 's/ *\\$//')
+    fi
+    echo "usage: ${line:-$*}" >&2
     exit 2
 }
 

@@ -3,4 +3,4 @@
 # Usage: DATA=/path/to/datasets bash scripts/coprompt/base2new_train_coprompt.sh DATASET SEED
 # The class descriptions are read from TRAINER.CoPrompt.GPT_DIR (default ./gpt_file; set it with
 # EXTRA_OPTS='TRAINER.CoPrompt.GPT_DIR /path/to/gpt_file'). CFG: see scripts/common.sh.
-exec bash "$(dirname "${BASH_SOURCE[0]}")/../protocols/base2new_train.sh" CoPrompt "${CFG:-coprompt}" "$@"
+WRAPPER="${BASH_SOURCE[0]}" exec bash "$(dirname "${BASH_SOURCE[0]}")/../protocols/base2new_train.sh" CoPrompt "${CFG:-coprompt}" "$@"

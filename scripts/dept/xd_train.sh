@@ -7,4 +7,4 @@ case "${1:-}" in
     coop_dept) T=ExtrasLinearProbeCoOp C=vit_b16_ep10_bs4_lr35 ;; cocoop_dept) T=ExtrasLinearProbeCoCoOp C=vit_b16_c4_ep10_batch1_ctxv1 ;;
     kgcoop_dept) T=ExtrasLinearProbeKgCoOp C=vit_b16_ep10_ctxv1_bs4_lr35 ;; maple_dept) T=ExtrasLinearProbeMaPLe C=vit_b16_c2_ep10_batch4_2ctx ;;
     *) echo "usage: xd_train.sh VARIANT [DATASET] SEED (VARIANT: coop_dept, cocoop_dept, kgcoop_dept, maple_dept)" >&2; exit 2 ;; esac
-exec bash "$(dirname "${BASH_SOURCE[0]}")/../protocols/xd_train.sh" "$T" "${CFG:-$C}" "${@:2}"
+WRAPPER="${BASH_SOURCE[0]}" exec bash "$(dirname "${BASH_SOURCE[0]}")/../protocols/xd_train.sh" "$T" "${CFG:-$C}" "${@:2}"

@@ -2,4 +2,4 @@
 # Deep language prompting (IVLP, text only), base-to-novel: train on the base classes of DATASET (16 shots) with SEED.
 # Usage: DATA=/path/to/datasets bash scripts/language-prompting/base2new_train_lp.sh DATASET SEED
 # CFG=<config name> picks another config of configs/trainers/IVLP/; see scripts/common.sh.
-exec bash "$(dirname "${BASH_SOURCE[0]}")/../protocols/base2new_train.sh" IVLP "${CFG:-vit_b16_c2_ep5_batch4_4ctx_language_only}" "$@"
+WRAPPER="${BASH_SOURCE[0]}" exec bash "$(dirname "${BASH_SOURCE[0]}")/../protocols/base2new_train.sh" IVLP "${CFG:-vit_b16_c2_ep5_batch4_4ctx_language_only}" "$@"

@@ -2,4 +2,4 @@
 # Language prompting with the published base-to-novel weights: evaluate WEIGHTSPATH/base/seedSEED on the base
 # and the new classes of DATASET.
 # Usage: DATA=/path/to/datasets bash scripts/language-prompting/reproduce_lp.sh DATASET SEED WEIGHTSPATH
-exec bash "$(dirname "${BASH_SOURCE[0]}")/../protocols/reproduce_base2new.sh" IVLP "${CFG:-vit_b16_c2_ep5_batch4_4ctx_language_only}" "$@"
+WRAPPER="${BASH_SOURCE[0]}" exec bash "$(dirname "${BASH_SOURCE[0]}")/../protocols/reproduce_base2new.sh" IVLP "${CFG:-vit_b16_c2_ep5_batch4_4ctx_language_only}" "$@"

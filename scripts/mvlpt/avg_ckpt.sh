@@ -7,4 +7,4 @@ set -euo pipefail
 [ $# -ge 4 ] && [ $# -le 5 ] || {
     echo "usage: avg_ckpt.sh TRAINER CFG NCTX SHOTS [OUTPUT]" >&2; exit 2; }
 [ $# -ge 5 ] && export OUTPUT=$5
-exec bash "$(dirname "${BASH_SOURCE[0]}")/../protocols/multitask_average.sh" "$1" "$2" "$3" "$4"
+WRAPPER="${BASH_SOURCE[0]}" exec bash "$(dirname "${BASH_SOURCE[0]}")/../protocols/multitask_average.sh" "$1" "$2" "$3" "$4"

@@ -15,4 +15,4 @@ set -euo pipefail
     echo "usage: main_mt_coopdata_cut.sh TRAINER CFG NCTX SHOTS SEED [DATA [OUTPUT]]" >&2; exit 2; }
 [ $# -ge 6 ] && export DATA=$6
 [ $# -ge 7 ] && export OUTPUT=$7
-exec bash "$(dirname "${BASH_SOURCE[0]}")/../protocols/multitask.sh" "$1" "$2" "$3" "$4" "$5"
+WRAPPER="${BASH_SOURCE[0]}" exec bash "$(dirname "${BASH_SOURCE[0]}")/../protocols/multitask.sh" "$1" "$2" "$3" "$4" "$5"

@@ -15,4 +15,4 @@ set -euo pipefail
     exit 2; }
 [ $# -ge 7 ] && export DATA=$7
 [ $# -ge 8 ] && export OUTPUT=$8
-exec bash "$(dirname "${BASH_SOURCE[0]}")/../protocols/transfer.sh" "$1" "$2" "$3" "$4" "$5" "$6"
+WRAPPER="${BASH_SOURCE[0]}" exec bash "$(dirname "${BASH_SOURCE[0]}")/../protocols/transfer.sh" "$1" "$2" "$3" "$4" "$5" "$6"

@@ -7,4 +7,4 @@ set -euo pipefail
 [ $# -ge 2 ] && [ $# -le 4 ] || { echo "usage: zeroshot.sh DATASET CFG [DATA [OUTPUT]]" >&2; exit 2; }
 [ $# -ge 3 ] && export DATA=$3
 [ $# -ge 4 ] && export OUTPUT=$4
-exec bash "$(dirname "${BASH_SOURCE[0]}")/../protocols/zeroshot.sh" ZeroshotCLIP "$2" "$1"
+WRAPPER="${BASH_SOURCE[0]}" exec bash "$(dirname "${BASH_SOURCE[0]}")/../protocols/zeroshot.sh" ZeroshotCLIP "$2" "$1"

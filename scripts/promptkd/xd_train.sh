@@ -13,4 +13,4 @@ DATASET=$1 SEED=$2 CFG=${CFG:-vit_b16_c2_ep20_batch8_4+4ctx_cross_datasets}
 # the cross-dataset protocol with no labels read (0 shots: its folder is the official one)
 export SHOTS=0
 export EXTRA_OPTS="DATASET.SUBSAMPLE_CLASSES all TRAINER.PROMPTKD.TEMPERATURE 1.0 TRAINER.PROMPTKD.KD_WEIGHT ${KD_WEIGHT:-1000.0} TRAINER.MODAL cross ${EXTRA_OPTS:-}"
-exec bash "$(dirname "${BASH_SOURCE[0]}")/../protocols/xd_train.sh" PromptKD "$CFG" "$DATASET" "$SEED"
+WRAPPER="${BASH_SOURCE[0]}" exec bash "$(dirname "${BASH_SOURCE[0]}")/../protocols/xd_train.sh" PromptKD "$CFG" "$DATASET" "$SEED"

@@ -2,4 +2,4 @@
 # Deep vision prompting (VPT), base-to-novel: evaluate the base-class model on the new (or base) classes of DATASET.
 # Usage: DATA=/path/to/datasets bash scripts/vpt/base2new_test_vpt.sh DATASET SEED [new|base]
 # CFG=<config name> picks another config of configs/trainers/VPT/; see scripts/common.sh.
-exec bash "$(dirname "${BASH_SOURCE[0]}")/../protocols/base2new_test.sh" VPT "${CFG:-vit_b16_c2_ep5_batch4_4}" "$@"
+WRAPPER="${BASH_SOURCE[0]}" exec bash "$(dirname "${BASH_SOURCE[0]}")/../protocols/base2new_test.sh" VPT "${CFG:-vit_b16_c2_ep5_batch4_4}" "$@"

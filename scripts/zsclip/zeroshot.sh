@@ -5,4 +5,4 @@
 # Usage: DATA=/path/to/datasets bash scripts/zsclip/zeroshot.sh DATASET CFG
 set -euo pipefail
 [ $# -eq 2 ] || { echo "usage: zeroshot.sh DATASET CFG" >&2; exit 2; }
-exec bash "$(dirname "${BASH_SOURCE[0]}")/../protocols/zeroshot.sh" "${TRAINER:-ZeroshotCLIP}" "$2" "$1"
+WRAPPER="${BASH_SOURCE[0]}" exec bash "$(dirname "${BASH_SOURCE[0]}")/../protocols/zeroshot.sh" "${TRAINER:-ZeroshotCLIP}" "$2" "$1"

@@ -52,6 +52,22 @@ def test_wrappers_call_existing_protocols() -> None:
             assert (REPO / "scripts" / "protocols" / target).is_file(), (script, target)
 
 
+WRAPPERS = [s for s in SCRIPTS if "WRAPPER=" in s.read_text()]
+
+
+@pytest.mark.parametrize("script", WRAPPERS, ids=lambda p: str(p.relative_to(REPO)))
+def test_a_wrong_call_shows_the_usage_of_the_script_called(script: Path, tmp_path: Path) -> None:
+    """A per-method script's wrong call is answered with its own arguments (its "# Usage:"
+    line), not with those of the protocol script it runs."""
+    line = next(t for t in script.read_text().splitlines() if t.startswith("# Usage: "))
+    env = {k: v for k, v in os.environ.items() if k not in ("EXTRA_OPTS", "WRAPPER")}
+    result = subprocess.run(["bash", str(script), *["x"] * 9], cwd=tmp_path, capture_output=True,
+                            text=True, env={**env, "DATA": str(tmp_path)}, timeout=1800)
+    assert result.returncode == 2, result.stderr
+    called = (script.name + line.split(script.name, 1)[1]).rstrip(" \\")  # and its arguments
+    assert result.stderr.startswith("usage: ") and called in result.stderr, (called, result.stderr)
+
+
 def test_data_unset_is_a_clear_error(repo: Path) -> None:
     result = run(repo, "maple/base2new_train_maple.sh", "dtd", "1", DATA="")
     assert result.returncode == 2
@@ -61,7 +77,11 @@ def test_data_unset_is_a_clear_error(repo: Path) -> None:
 
 def test_bad_arguments_are_clear_errors(repo: Path) -> None:
     result = run(repo, "maple/base2new_train_maple.sh", "dtd")
-    assert result.returncode == 2 and "usage: base2new_train.sh" in result.stderr
+    assert result.returncode == 2  # the usage of the script called, not of its protocol's
+    assert "usage: DATA=/path/to/datasets bash scripts/maple/base2new_train_maple.sh DATASET " \
+        "SEED" in result.stderr
+    result = run(repo, "protocols/base2new_train.sh", "MaPLe", "dtd")
+    assert result.returncode == 2 and "usage: base2new_train.sh TRAINER CFG" in result.stderr
     result = run(repo, "maple/base2new_train_maple.sh", "nodataset", "1")
     assert result.returncode == 2 and "unknown dataset 'nodataset'" in result.stderr
     assert "dtd" in result.stderr  # the datasets that exist are listed
