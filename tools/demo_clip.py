@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import random
 import tempfile
 from pathlib import Path
 
@@ -92,7 +91,16 @@ def contrastive_loss(model: CLIP, images: torch.Tensor, tokens: torch.Tensor,
 def pretrain(steps: int = STEPS, *, seed: int = SEED, groups: int = GROUPS, lr: float = LR,
              shift: float = SHIFT) -> tuple[CLIP, list[float]]:
     """Pre-train ``tiny``'s initialisation; returns the model and the loss of every step."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the same sums in the same order on every run
+    try:
+        return _pretrain(steps, seed, groups, lr, shift)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _pretrain(steps: int, seed: int, groups: int, lr: float, shift: float
+              ) -> tuple[CLIP, list[float]]:
     model = tiny_clip(seed=tiny_demo.BASE_SEED).train()
     model.logit_scale.requires_grad_(False)  # tiny's trained-CLIP temperature
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
@@ -134,7 +142,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=str(tiny_demo.WEIGHTS), help="the file to write")
     parser.add_argument("--steps", type=int, default=STEPS)
     args = parser.parse_args(argv)
-    random.seed(0)
     model, losses = pretrain(args.steps)
     path = tiny_demo.write(model.state_dict(), args.out)
     shipped = tiny_demo.tiny_demo_clip(path)
