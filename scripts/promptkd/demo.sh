@@ -29,4 +29,4 @@ echo "Demo: the PromptKD student distilled from its PromptSRC teacher (4 classes
 echo "  teacher, base classes:                 $(last_accuracy "$OUT/PromptSRC")"
 echo "  distillation loss (x KD_WEIGHT):       $(kd_loss 1) (epoch 1) -> $(kd_loss "$epochs") (epoch $epochs)"
 echo "  untrained student, new classes:        $(last_accuracy "$OUT/untrained_PromptKD")"
-echo "  student, new half of the classes:      $(last_accuracy "$OUT/PromptKD")"
+echo "  distilled student, new classes:        $(last_accuracy "$OUT/PromptKD")"
