@@ -17,8 +17,9 @@
   so ``arch`` (MODEL.BACKBONE.ARCH) must name its architecture: an OpenAI name,
   ``open_clip:MODEL`` or ``open_clip:MODEL/TAG`` (the tag brings the weights' preprocessing and
   activation), ``tiny``..., or the path of an open_clip config JSON;
-* ``tiny``, ``tiny-gelu``, ``tiny-resnet``: tiny random CLIPs built in code (tests, demo);
-  ``tiny-siglip``: a tiny random SigLIP (clip/tiny_siglip.py).
+* ``tiny``, ``tiny-gelu``, ``tiny-resnet``: tiny random CLIPs built in code (tests);
+  ``tiny-siglip``: a tiny random SigLIP (clip/tiny_siglip.py); ``tiny-demo``: ``tiny``
+  pre-trained on colours, its weights shipped beside the code (clip/tiny_demo.py; the demos).
 
 open_clip's SigLIP and SigLIP 2 models (``open_clip:ViT-B-16-SigLIP/webli``, their ``hf-hub:``
 repositories, local folders) load as :class:`clip.siglip.SigLIP`, their tokenizer read from the
@@ -52,7 +53,7 @@ from torchvision.transforms import (
     ToTensor,
 )
 
-from . import tiny, tiny_siglip
+from . import tiny, tiny_demo, tiny_siglip
 from .backbones import (
     HF_HUB_PREFIX,
     OPEN_CLIP_PREFIX,
@@ -111,7 +112,7 @@ StateDict = dict[str, torch.Tensor]
 def available_models() -> list[str]:
     """OpenAI's model names, then the tiny models built in code. open_clip's models are named
     ``open_clip:MODEL/TAG`` (``open_clip.list_pretrained()``)."""
-    return [*_MODELS, *tiny.NAMES, tiny_siglip.NAME]
+    return [*_MODELS, *tiny.NAMES, tiny_siglip.NAME, tiny_demo.NAME]
 
 
 def default_cache_dir() -> Path:
@@ -364,6 +365,8 @@ def _describe_arch(arch: str) -> Backbone:
         return tiny.tiny_backbone(*tiny.NAMES[arch])
     if arch == tiny_siglip.NAME:
         return tiny_siglip.tiny_siglip_backbone()
+    if arch == tiny_demo.NAME:
+        return tiny_demo.tiny_demo_backbone()
     if arch.startswith(OPEN_CLIP_PREFIX):
         return open_clip_backbone(arch[len(OPEN_CLIP_PREFIX):], require_tag=False)
     if arch.endswith(".json") and os.path.isfile(arch):
@@ -372,7 +375,7 @@ def _describe_arch(arch: str) -> Backbone:
         f"MODEL.BACKBONE.ARCH {arch!r} names no architecture: give an OpenAI name "
         f"({', '.join(OPENAI)}), {OPEN_CLIP_PREFIX}MODEL or {OPEN_CLIP_PREFIX}MODEL/TAG "
         "(open_clip.list_models(), open_clip.list_pretrained()), a tiny model "
-        f"({', '.join(tiny.NAMES)}) or the path of an open_clip config JSON")
+        f"({', '.join([*tiny.NAMES, tiny_demo.NAME])}) or the path of an open_clip config JSON")
 
 
 def _file_source(path: Path, arch: str | None) -> _Source:
@@ -427,6 +430,8 @@ def _source(name: str, arch: str | None, root: str | os.PathLike | None) -> _Sou
         return _Source(tiny.tiny_backbone(*tiny.NAMES[name]))
     if name == tiny_siglip.NAME:
         return _Source(tiny_siglip.tiny_siglip_backbone())
+    if name == tiny_demo.NAME:
+        return _Source(tiny_demo.tiny_demo_backbone(), tiny_demo.read_state_dict)
     if name.startswith(OPEN_CLIP_PREFIX):
         backbone = open_clip_backbone(name[len(OPEN_CLIP_PREFIX):])
         return _Source(backbone, _read_weights(lambda: _open_clip_weights(backbone, root)))

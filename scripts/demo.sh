@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# The embedded demo: a prompt learner (CoOp unless TRAINER says otherwise) on a tiny random
-# CLIP and a synthetic 8-colour dataset (generated on first use), trained on the 4 base classes,
-# on a CPU, with no download. It evaluates the untrained prompts, trains, and prints both
+# The embedded demo: a prompt learner (CoOp unless TRAINER says otherwise) on tiny-demo (a tiny
+# CLIP pre-trained on colours, shipped with the code) and a synthetic 8-colour dataset (generated
+# on first use), trained on the 4 base classes, on a CPU, with no download. It evaluates the untrained prompts, trains, and prints both
 # base-class accuracies.
 #   bash scripts/demo.sh                 DATA=folder for the generated images (default ./data)
 #   TRAINER=MaPLe bash scripts/demo.sh   OUT=output folder (default ./output/demo)
 # TRAINER: any trainer with a configs/trainers/<TRAINER>/demo_tiny.yaml (CoOp, CoCoOp, VPT,
-# IVLP, MaPLe, PromptSRC, KgCoOp, ProGrad, MVLPT, TCP, MultiModalAdapter, CLIPLoRA,
-# ExtrasLinearProbe*), or ZeroshotCLIP /
-# ZeroshotCLIP2 (evaluation only). DRY_RUN=1 prints the train.py commands instead.
+# IVLP, MaPLe, PromptSRC, KgCoOp, ProGrad, MVLPT, TCP, MultiModalAdapter, CLIPLoRA, CoPrompt,
+# ExtrasLinearProbe*), or ZeroshotCLIP / ZeroshotCLIP2 (evaluation only). PromptKD's demo is
+# scripts/promptkd/demo.sh. DRY_RUN=1 prints the train.py commands instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-data}
@@ -42,8 +42,8 @@ echo "Demo: base-class test accuracy (4 classes, chance 25.0%)"
 case $TRAINER in
     ZeroshotCLIP*)
         echo "  $TRAINER:  $(last_accuracy "$OUT/untrained_$TRAINER")"
-        echo "  (zero-shot on a random tiny CLIP: its class-name prompts know no colours, so"
-        echo "  chance is what to expect; with OpenAI's weights this is CLIP's zero-shot score)" ;;
+        echo "  (nothing trains: the pre-trained tiny CLIP's own score with hand-written prompts;"
+        echo "  with OpenAI's weights this is CLIP's zero-shot score)" ;;
     *)
         echo "  untrained prompts:  $(last_accuracy "$OUT/untrained_$TRAINER")"
         echo "  after $TRAINER:$(printf '%*s' $((13 - ${#TRAINER})) '')$(last_accuracy "$OUT/$TRAINER")" ;;
