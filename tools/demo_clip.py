@@ -1,6 +1,7 @@
 """Pre-train ``tiny-demo`` (clip/tiny_demo.py): the tiny CLIP taught colours for the demos.
 
-    python -m tools.demo_clip            # writes clip/tiny_demo.safetensors, prints its scores
+    python tools/demo_clip.py            # writes clip/tiny_demo.safetensors, prints its scores
+    python -m tools.demo_clip            # the same
     python -m tools.demo_clip --out F    # elsewhere
 
 CLIP's contrastive loss on synthetic colour images (``datasets.demo.draw``, from another seed
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import tempfile
 from pathlib import Path
 
@@ -26,7 +28,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from clip import tiny_demo
+if __package__ in (None, ""):  # run as a file: python tools/demo_clip.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from clip import tiny_demo  # noqa: E402
 from clip.backbones import OPENAI_MEAN, OPENAI_STD
 from clip.model import CLIP
 from clip.tiny import tiny_clip
