@@ -206,9 +206,11 @@ def run_packed(model: nn.Module, embeddings: torch.Tensor, eot_indices: torch.Te
     x = (x + model.positional_embedding[start:start + length].to(x.dtype))[rows, cols]
     groups = kv[0][0].shape[0]  # of consecutive sequences (SharedPrefix's equal groups)
     span = start + length
+    padding = (~valid).nonzero(as_tuple=True)
     layout = _Packed(
         count=count, groups=groups, start=start, length=length,
         slots=rows * span + start + cols, queries=rows * length + cols,
+        padding=padding[0] * span + start + padding[1],
         ends=torch.cumsum(lengths, 0) - 1, eot=lengths - 1,
         mask=torch.ones(length, span, dtype=torch.bool, device=device).tril_(start))
     prefixes = [torch.cat([_tokens_first(k), _tokens_first(v)], dim=-1) for k, v in kv]
@@ -234,6 +236,7 @@ class _Packed:
     length: int  # the longest suffix
     slots: torch.Tensor  # each packed token's row in the padded [count * (start + length)]
     queries: torch.Tensor  # and in the padded suffixes [count * length]
+    padding: torch.Tensor  # the rows of the padded layout past each suffix's end
     ends: torch.Tensor  # each sequence's end-of-text token among the packed ones
     eot: torch.Tensor  # and its place in the suffix
     mask: torch.Tensor  # [length, start + length]: which keys a suffix's token sees
@@ -267,7 +270,7 @@ def _packed_block(block: ResidualAttentionBlock, x: torch.Tensor, prefix: torch.
     else:
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=layout.mask)
         out = out.transpose(1, 2).reshape(layout.count * layout.length, width)
-        x = x + attn.out_proj(out.index_select(0, layout.queries))
+        x = x + attn.out_proj(_Rows.apply(out, layout.queries))
     return x + block.mlp(block.ln_2(x))
 
 
@@ -282,33 +285,45 @@ class _PaddedHeads(torch.autograd.Function):
     def forward(ctx, qkv: torch.Tensor, prefix: torch.Tensor, layout: _Packed, heads: int):
         width = qkv.shape[1] // 3
         count, span, start = layout.count, layout.span, layout.start
-        padded = qkv.new_zeros(count * span, 3 * width).index_copy_(0, layout.slots, qkv)
+        padded = qkv.new_empty(count * span, 3 * width).index_copy_(0, layout.slots, qkv)
+        padded.index_fill_(0, layout.padding, 0)  # finite: attention reads the padding too
         by_group = padded.view(layout.groups, count // layout.groups, span, 3 * width)
-        by_group[:, :, :start, width:] = prefix[:, None]
-        ctx.layout, ctx.heads = layout, heads
+        by_group[:, :, :start, width:] = prefix[:, None]  # (the prefix's queries: never read)
+        ctx.layout = layout
         q, k, v = padded.view(count, span, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
         return q[:, :, start:], k, v
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, dq: torch.Tensor | None, dk: torch.Tensor | None,
-                 dv: torch.Tensor | None):
-        layout, heads = ctx.layout, ctx.heads
+    def backward(ctx, dq: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor):
+        layout = ctx.layout
         count, span, start = layout.count, layout.span, layout.start
-        like = next(g for g in (dq, dk, dv) if g is not None)
-        width = like.shape[1] * like.shape[3]
-        # rows read below: the suffixes' tokens and the prefix's keys and values
-        grad = like.new_empty(count, span, 3, heads, width // heads)
-        for i, part in enumerate((dq, dk, dv)):
-            target = grad[:, start:, 0] if i == 0 else grad[:, :, i]
-            if part is None:
-                target.zero_()
-            else:
-                target.copy_(part.transpose(1, 2))
-        grad = grad.view(count, span, 3 * width)
-        dqkv = grad.view(count * span, 3 * width).index_select(0, layout.slots)
-        by_group = grad.view(layout.groups, count // layout.groups, span, 3 * width)
-        return dqkv, by_group[:, :, :start, width:].sum(1), None, None
+        width = dk.shape[1] * dk.shape[3]
+        # [count, heads, L, d / heads] -> [count * L, width] (a view where SDPA's gradients
+        # are laid out token-first, as on a CPU)
+        dq, dk, dv = (g.transpose(1, 2).reshape(-1, width) for g in (dq, dk, dv))
+        dqkv = torch.cat([dq.index_select(0, layout.queries), dk.index_select(0, layout.slots),
+                          dv.index_select(0, layout.slots)], dim=1)
+        dprefix = torch.cat([g.view(layout.groups, count // layout.groups, span, width)
+                             [:, :, :start].sum(1) for g in (dk, dv)], dim=-1)
+        return dqkv, dprefix, None, None
+
+
+class _Rows(torch.autograd.Function):
+    """``source.index_select(0, index)`` for distinct indices, whose gradient is one copy into
+    zeros (autograd's scatter-add is several times slower on a CPU)."""
+
+    @staticmethod
+    def forward(ctx, source: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(index)
+        ctx.rows = source.shape[0]
+        return source.index_select(0, index)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        (index,) = ctx.saved_tensors
+        return grad.new_zeros(ctx.rows, *grad.shape[1:]).index_copy_(0, index, grad), None
 
 
 def _run_blocks(blocks: nn.Sequential, first: int, end: int, prompts: list,
