@@ -302,8 +302,10 @@ class _PaddedHeads(torch.autograd.Function):
         # [count, heads, L, d / heads] -> [count * L, width] (a view where SDPA's gradients
         # are laid out token-first, as on a CPU)
         dq, dk, dv = (g.transpose(1, 2).reshape(-1, width) for g in (dq, dk, dv))
-        dqkv = torch.cat([dq.index_select(0, layout.queries), dk.index_select(0, layout.slots),
-                          dv.index_select(0, layout.slots)], dim=1)
+        dqkv = dk.new_empty(layout.slots.shape[0], 3 * width)
+        for i, (g, rows) in enumerate(((dq, layout.queries), (dk, layout.slots),
+                                       (dv, layout.slots))):
+            torch.index_select(g, 0, rows, out=dqkv[:, i * width:(i + 1) * width])
         dprefix = torch.cat([g.view(layout.groups, count // layout.groups, span, width)
                              [:, :, :start].sum(1) for g in (dk, dv)], dim=-1)
         return dqkv, dprefix, None, None
