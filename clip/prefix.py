@@ -113,7 +113,7 @@ def encode_with_prefix(model: nn.Module, embeddings: torch.Tensor, eot_indices: 
     count, context, _ = embeddings.shape
     per_group = count // shared.groups
     kv = prefix_keys_values(model, embeddings, prompts, shared, per_group)
-    if packable(model, prompts, count):
+    if packable(model, prompts, count, shared.length):
         group_of = torch.arange(count, device=embeddings.device) // per_group
         return run_packed(model, embeddings, eot_indices, prompts, kv, shared.length, group_of)
     plan = text_groups(eot_indices - shared.length, context - shared.length, SPEEDUPS)
@@ -173,12 +173,13 @@ def run_suffix(model: nn.Module, embeddings: torch.Tensor, eot_indices: torch.Te
     return x @ model.text_projection.to(x.dtype)
 
 
-def packable(model: nn.Module, prompts: Prompts, count: int) -> bool:
+def packable(model: nn.Module, prompts: Prompts, count: int, start: int) -> bool:
     """Whether the suffixes can run packed (:func:`run_packed`): plain blocks, no prompt
-    deeper than layer 0, and no cap on the sequences per pass."""
+    deeper than layer 0 reaching past the prefix's ``start`` tokens (deep prompts inside the
+    prefix are the prefix run's), and no cap on the sequences per pass."""
     if SPEEDUPS.text_chunk_size and count > SPEEDUPS.text_chunk_size:
         return False
-    if any(p is not None for p in (prompts or [])[1:]):
+    if any(p is not None and p.shape[-2] >= start for p in (prompts or [])[1:]):
         return False
     return all(type(block) is ResidualAttentionBlock and type(block.attn) is MultiheadAttention
                and block.attn.adapter is None for block in model.transformer.resblocks)
