@@ -114,8 +114,7 @@ def encode_with_prefix(model: nn.Module, embeddings: torch.Tensor, eot_indices: 
     per_group = count // shared.groups
     kv = prefix_keys_values(model, embeddings, prompts, shared, per_group)
     if packable(model, prompts, count, shared.length):
-        group_of = torch.arange(count, device=embeddings.device) // per_group
-        return run_packed(model, embeddings, eot_indices, prompts, kv, shared.length, group_of)
+        return run_packed(model, embeddings, eot_indices, prompts, kv, shared.length)
     plan = text_groups(eot_indices - shared.length, context - shared.length, SPEEDUPS)
     if len(plan) == 1 and plan[0][0] is None:
         everything = torch.arange(count, device=embeddings.device)
@@ -186,8 +185,7 @@ def packable(model: nn.Module, prompts: Prompts, count: int, start: int) -> bool
 
 
 def run_packed(model: nn.Module, embeddings: torch.Tensor, eot_indices: torch.Tensor,
-               prompts: Prompts, kv: list[KV], start: int, group_of: torch.Tensor
-               ) -> torch.Tensor:
+               prompts: Prompts, kv: list[KV], start: int) -> torch.Tensor:
     """:func:`run_suffix` over all sequences at once, their tokens packed without padding: the
     token-wise layers (projections, MLPs, LayerNorms) run on each suffix's tokens up to its
     end-of-text token only, attention on a padded layout that holds the prefix's keys and
