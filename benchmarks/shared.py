@@ -108,8 +108,22 @@ def dtd_halves() -> dict[str, list[str]]:
     return {"base": names[:half], "new": names[half:]}
 
 
-def cache_figures(test_images: int, batch: int, repeat: int) -> dict:
-    """Per-image and per-evaluation costs, and the sweep and ELEVATER figures from them."""
+def evaluation_batch(features: torch.Tensor, cfg, test_batch: bool) -> torch.Tensor:
+    """The image features one evaluation batch holds: ``features`` as given, or with
+    ``test_batch`` as many as the config's ``DATALOADER.TEST.BATCH_SIZE`` (CoCoOp's: 100),
+    repeating ``features`` (the class side's cost does not depend on their values)."""
+    if not test_batch:
+        return features
+    size = int(cfg.DATALOADER.TEST.BATCH_SIZE)
+    if size < 1:
+        raise ValueError(f"DATALOADER.TEST.BATCH_SIZE must be >= 1; got {size}")
+    return features.repeat(-(-size // features.shape[0]), 1)[:size]
+
+
+def cache_figures(test_images: int, batch: int, repeat: int, test_batch: bool = False) -> dict:
+    """Per-image and per-evaluation costs, and the sweep and ELEVATER figures from them
+    (``test_batch``: each method evaluated at its config's test batch size instead of
+    ``batch``)."""
     from engine.feature_cache import FeatureCache
     from trainers.feature_cache import CachedImages
 
@@ -135,7 +149,8 @@ def cache_figures(test_images: int, batch: int, repeat: int) -> dict:
         for half, names in halves.items():
             run = measure.build_trainer(trainer, cfg, clip_model, names, torch.device("cpu"))
             model = run.method.model.eval()
-            cached = CachedImages(features)
+            cached = CachedImages(evaluation_batch(features, cfg, test_batch))
+            eval_batch = cached.shape[0]
 
             def evaluation(model=model, cached=cached) -> None:
                 with torch.no_grad(), model.caching_text_features():
@@ -143,12 +158,13 @@ def cache_figures(test_images: int, batch: int, repeat: int) -> dict:
 
             per_eval = _seconds(evaluation, repeat)
             conditional = method == "CoCoOp"  # its class side runs for every image
-            text_per_image = per_eval / batch if conditional else 0.0
+            text_per_image = per_eval / eval_batch if conditional else 0.0
             text_per_eval = 0.0 if conditional else per_eval
             without = test_images * (image_s + text_per_image) + text_per_eval
             with_cache = test_images * (read_s + text_per_image) + text_per_eval
             rows[f"{method} {half}"] = {
-                "classes": len(names), "class_side_s_per_eval": text_per_eval,
+                "classes": len(names), "eval_batch": eval_batch,
+                "class_side_s_per_eval": text_per_eval,
                 "class_side_s_per_image": text_per_image, "eval_s_without_cache": without,
                 "eval_s_with_cache": with_cache}
             print(method, half, json.dumps(rows[f"{method} {half}"]), flush=True)
@@ -193,13 +209,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--test-images", type=int, default=846,
                         help="images per evaluation (DTD's test set halved: 846)")
+    parser.add_argument("--test-batch", action="store_true",
+                        help="cache: evaluate each method at its config's test batch size "
+                             "(DATALOADER.TEST.BATCH_SIZE; CoCoOp's: 100) instead of --batch")
     parser.add_argument("--out", default="")
     args = parser.parse_args(argv)
     torch.set_grad_enabled(True)
     if args.what == "steps":
         result = {"steps": steps(args.classes, args.batch, args.repeat)}
     else:
-        result = cache_figures(args.test_images, args.batch, args.repeat)
+        result = cache_figures(args.test_images, args.batch, args.repeat, args.test_batch)
     from benchmarks.run import machine
 
     result["machine"] = machine(torch.device("cpu"))

@@ -121,10 +121,39 @@ class LayerNorm(nn.LayerNorm):
 
 
 class QuickGELU(nn.Module):
-    """OpenAI's approximation of GELU, which its models were trained with."""
+    """OpenAI's approximation of GELU, ``x * sigmoid(1.702 x)``, which its models were trained
+    with (fused: :func:`quick_gelu`)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(1.702 * x)
+        return quick_gelu(x)
+
+
+def quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    """``x * sigmoid(1.702 x)`` with the same values, in fewer passes over memory: without
+    autograd one new tensor; with it, only ``1.702 x`` is saved for the backward pass (autograd
+    of the plain expression saves ``x`` and the sigmoid)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _QuickGELU.apply(x)
+    y = torch.sigmoid(x * 1.702)
+    return y.mul_(x)
+
+
+class _QuickGELU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        scaled = x * 1.702
+        ctx.save_for_backward(scaled)
+        return torch.sigmoid(scaled).mul_(x)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        # d/dx [x s(t)] with t = 1.702 x: s + t s (1 - s)
+        (scaled,) = ctx.saved_tensors
+        s = torch.sigmoid(scaled)
+        out = grad * scaled
+        torch.ops.aten.sigmoid_backward.grad_input(out, s, grad_input=out)  # out s (1 - s)
+        return out.addcmul_(grad, s)
 
 
 class TanhGELU(nn.GELU):

@@ -113,9 +113,8 @@ def encode_with_prefix(model: nn.Module, embeddings: torch.Tensor, eot_indices: 
     count, context, _ = embeddings.shape
     per_group = count // shared.groups
     kv = prefix_keys_values(model, embeddings, prompts, shared, per_group)
-    if packable(model, prompts, count):
-        group_of = torch.arange(count, device=embeddings.device) // per_group
-        return run_packed(model, embeddings, eot_indices, prompts, kv, shared.length, group_of)
+    if packable(model, prompts, count, shared.length):
+        return run_packed(model, embeddings, eot_indices, prompts, kv, shared.length)
     plan = text_groups(eot_indices - shared.length, context - shared.length, SPEEDUPS)
     if len(plan) == 1 and plan[0][0] is None:
         everything = torch.arange(count, device=embeddings.device)
@@ -173,24 +172,25 @@ def run_suffix(model: nn.Module, embeddings: torch.Tensor, eot_indices: torch.Te
     return x @ model.text_projection.to(x.dtype)
 
 
-def packable(model: nn.Module, prompts: Prompts, count: int) -> bool:
+def packable(model: nn.Module, prompts: Prompts, count: int, start: int) -> bool:
     """Whether the suffixes can run packed (:func:`run_packed`): plain blocks, no prompt
-    deeper than layer 0, and no cap on the sequences per pass."""
+    deeper than layer 0 reaching past the prefix's ``start`` tokens (deep prompts inside the
+    prefix are the prefix run's), and no cap on the sequences per pass."""
     if SPEEDUPS.text_chunk_size and count > SPEEDUPS.text_chunk_size:
         return False
-    if any(p is not None for p in (prompts or [])[1:]):
+    if any(p is not None and p.shape[-2] >= start for p in (prompts or [])[1:]):
         return False
     return all(type(block) is ResidualAttentionBlock and type(block.attn) is MultiheadAttention
                and block.attn.adapter is None for block in model.transformer.resblocks)
 
 
 def run_packed(model: nn.Module, embeddings: torch.Tensor, eot_indices: torch.Tensor,
-               prompts: Prompts, kv: list[KV], start: int, group_of: torch.Tensor
-               ) -> torch.Tensor:
+               prompts: Prompts, kv: list[KV], start: int) -> torch.Tensor:
     """:func:`run_suffix` over all sequences at once, their tokens packed without padding: the
     token-wise layers (projections, MLPs, LayerNorms) run on each suffix's tokens up to its
-    end-of-text token only, attention on a padded copy (the causal mask keeps the padding out
-    of every real token), and the last block only at the end-of-text tokens."""
+    end-of-text token only, attention on a padded layout that holds the prefix's keys and
+    values in front of each suffix (the causal mask keeps the padding out of every real token),
+    and the last block only at the end-of-text tokens."""
     count = embeddings.shape[0]
     device = embeddings.device
     lengths = (eot_indices - start + 1).to(device)
@@ -203,59 +203,128 @@ def run_packed(model: nn.Module, embeddings: torch.Tensor, eot_indices: torch.Te
     if first is not None and first.shape[-2] >= start:
         x = _write(x, first[..., start - 1:, :], 0)
     x = (x + model.positional_embedding[start:start + length].to(x.dtype))[rows, cols]
-    ends = torch.cumsum(lengths, 0) - 1  # each end-of-text token's place among the packed
-    single = bool((group_of == group_of[0]).all())
-    mask = torch.ones(length, start + length, dtype=torch.bool, device=device).tril_(start)
-    attend = [_Attend(k, v, group_of, single, mask) for k, v in kv]
-    layout = _Packed(rows, cols, count, length, ends, lengths - 1)
+    groups = kv[0][0].shape[0]  # of consecutive sequences (SharedPrefix's equal groups)
+    span = start + length
+    padding = (~valid).nonzero(as_tuple=True)
+    layout = _Packed(
+        count=count, groups=groups, start=start, length=length,
+        slots=rows * span + start + cols, queries=rows * length + cols,
+        padding=padding[0] * span + start + padding[1],
+        ends=torch.cumsum(lengths, 0) - 1, eot=lengths - 1,
+        mask=torch.ones(length, span, dtype=torch.bool, device=device).tril_(start))
+    prefixes = [torch.cat([_tokens_first(k), _tokens_first(v)], dim=-1) for k, v in kv]
     transformer = model.transformer
     for first_block, end, recompute in transformer.segments():
-        run = functools.partial(_run_packed, transformer.resblocks, first_block, end, attend,
+        run = functools.partial(_run_packed, transformer.resblocks, first_block, end, prefixes,
                                 layout)
         x = checkpoint(run, x, use_reentrant=False) if recompute else run(x)
     x = model.ln_final(x)  # [count, width]: the last block kept the end-of-text tokens
     return x @ model.text_projection.to(x.dtype)
 
 
+def _tokens_first(t: torch.Tensor) -> torch.Tensor:
+    """``[groups, heads, P, d / heads]`` -> ``[groups, P, d]``."""
+    return t.transpose(1, 2).flatten(2)
+
+
 @dataclass(frozen=True)
 class _Packed:
-    rows: torch.Tensor  # each packed token's sequence
-    cols: torch.Tensor  # and its place in the suffix
     count: int
+    groups: int  # of consecutive sequences sharing a prefix
+    start: int  # the prefix's length
     length: int  # the longest suffix
+    slots: torch.Tensor  # each packed token's row in the padded [count * (start + length)]
+    queries: torch.Tensor  # and in the padded suffixes [count * length]
+    padding: torch.Tensor  # the rows of the padded layout past each suffix's end
     ends: torch.Tensor  # each sequence's end-of-text token among the packed ones
     eot: torch.Tensor  # and its place in the suffix
+    mask: torch.Tensor  # [length, start + length]: which keys a suffix's token sees
+
+    @property
+    def span(self) -> int:
+        return self.start + self.length
 
 
-def _run_packed(blocks: nn.Sequential, first: int, end: int, attend: list[Callable],
+def _run_packed(blocks: nn.Sequential, first: int, end: int, prefixes: list[torch.Tensor],
                 layout: _Packed, x: torch.Tensor) -> torch.Tensor:
     for i in range(first, end):
-        x = _packed_block(blocks[i], x, attend[i], layout, last=i == len(blocks) - 1)
+        x = _packed_block(blocks[i], x, prefixes[i], layout, last=i == len(blocks) - 1)
     return x
 
 
-def _packed_block(block: ResidualAttentionBlock, x: torch.Tensor, attend: _Attend,
+def _packed_block(block: ResidualAttentionBlock, x: torch.Tensor, prefix: torch.Tensor,
                   layout: _Packed, last: bool) -> torch.Tensor:
     """``block`` on packed tokens ``[T, width]`` (``last``: returns the end-of-text tokens'
-    outputs only, ``[count, width]``)."""
+    outputs only, ``[count, width]``); ``prefix``: the prefix's keys and values
+    ``[groups, P, 2 width]``."""
     attn = block.attn
     width, heads = x.shape[-1], attn.num_heads
     qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)
-    padded = qkv.new_zeros(layout.count, layout.length, 3 * width)
-    padded = padded.index_put((layout.rows, layout.cols), qkv)
-    qkv = padded.view(layout.count, layout.length, 3, heads, width // heads)
-    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-    k, v, mask = attend(k, v)
-    if last:
-        every = torch.arange(layout.count, device=x.device)
-        q = q[every, :, layout.eot].unsqueeze(2)  # [count, heads, 1, d / heads]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[layout.eot][:, None, None])
+    q, k, v = _PaddedHeads.apply(qkv, prefix.to(qkv.dtype), layout, heads)
+    if last:  # [count, heads, 1, d / heads]: the end-of-text tokens' queries only
+        q = qkv[layout.ends, :width].view(layout.count, 1, heads, -1).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v,
+                                             attn_mask=layout.mask[layout.eot][:, None, None])
         x = x[layout.ends] + attn.out_proj(out.reshape(layout.count, width))
     else:
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        out = out.transpose(1, 2)[layout.rows, layout.cols].reshape(-1, width)
-        x = x + attn.out_proj(out)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=layout.mask)
+        out = out.transpose(1, 2).reshape(layout.count * layout.length, width)
+        x = x + attn.out_proj(_Rows.apply(out, layout.queries))
     return x + block.mlp(block.ln_2(x))
+
+
+class _PaddedHeads(torch.autograd.Function):
+    """Packed ``qkv`` ``[T, 3 width]`` and the prefix's keys and values ``[groups, P, 2 width]``
+    laid out for attention: the suffixes' queries ``[count, heads, L, d / heads]`` and keys
+    and values ``[count, heads, P + L, d / heads]``, prefix first, padded with zeros, all views
+    of one buffer. One scatter forward and one gather backward (autograd of indexing, slicing
+    and concatenation would allocate and fill the padded size several times)."""
+
+    @staticmethod
+    def forward(ctx, qkv: torch.Tensor, prefix: torch.Tensor, layout: _Packed, heads: int):
+        width = qkv.shape[1] // 3
+        count, span, start = layout.count, layout.span, layout.start
+        padded = qkv.new_empty(count * span, 3 * width).index_copy_(0, layout.slots, qkv)
+        padded.index_fill_(0, layout.padding, 0)  # finite: attention reads the padding too
+        by_group = padded.view(layout.groups, count // layout.groups, span, 3 * width)
+        by_group[:, :, :start, width:] = prefix[:, None]  # (the prefix's queries: never read)
+        ctx.layout = layout
+        q, k, v = padded.view(count, span, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
+        return q[:, :, start:], k, v
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dq: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor):
+        layout = ctx.layout
+        count, span, start = layout.count, layout.span, layout.start
+        width = dk.shape[1] * dk.shape[3]
+        # [count, heads, L, d / heads] -> [count * L, width] (a view where SDPA's gradients
+        # are laid out token-first, as on a CPU)
+        dq, dk, dv = (g.transpose(1, 2).reshape(-1, width) for g in (dq, dk, dv))
+        dqkv = dk.new_empty(layout.slots.shape[0], 3 * width)
+        for i, (g, rows) in enumerate(((dq, layout.queries), (dk, layout.slots),
+                                       (dv, layout.slots))):
+            torch.index_select(g, 0, rows, out=dqkv[:, i * width:(i + 1) * width])
+        dprefix = torch.cat([g.view(layout.groups, count // layout.groups, span, width)
+                             [:, :, :start].sum(1) for g in (dk, dv)], dim=-1)
+        return dqkv, dprefix, None, None
+
+
+class _Rows(torch.autograd.Function):
+    """``source.index_select(0, index)`` for distinct indices, whose gradient is one copy into
+    zeros (autograd's scatter-add is several times slower on a CPU)."""
+
+    @staticmethod
+    def forward(ctx, source: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(index)
+        ctx.rows = source.shape[0]
+        return source.index_select(0, index)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        (index,) = ctx.saved_tensors
+        return grad.new_zeros(ctx.rows, *grad.shape[1:]).index_copy_(0, index, grad), None
 
 
 def _run_blocks(blocks: nn.Sequential, first: int, end: int, prompts: list,

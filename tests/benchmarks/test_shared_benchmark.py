@@ -47,3 +47,12 @@ def test_the_sweep_evaluates_dtd_base_and_new_halves():
     halves = shared.dtd_halves()
     assert [len(halves["base"]), len(halves["new"])] == [24, 23]
     assert halves["base"][0] == "banded" and not set(halves["base"]) & set(halves["new"])
+
+
+def test_cocoop_can_be_evaluated_at_its_test_batch_size():
+    cfg = shared.method_config(*shared.METHODS["CoCoOp"])
+    features = torch.arange(12.0).view(4, 3)
+    assert shared.evaluation_batch(features, cfg, test_batch=False) is features
+    batch = shared.evaluation_batch(features, cfg, test_batch=True)
+    assert cfg.DATALOADER.TEST.BATCH_SIZE == 100 and batch.shape == (100, 3)
+    assert torch.equal(batch[4:8], features) and torch.equal(batch[96:], features)

@@ -192,10 +192,11 @@ def test_no_sharing_where_it_cannot_be_exact(model, shared_runs):
         model.encode_text_embeddings(embeddings, eot, None, SharedPrefix(3, groups=3))
 
 
-@pytest.mark.parametrize("kind", ["MCoOp-middle", "CoCoOp"])
+@pytest.mark.parametrize("kind", ["MCoOp-middle", "CoCoOp", "MaPLe", "IVLP"])
 def test_suffixes_run_packed_unless_passes_are_capped(model, kind, monkeypatch):
     """The suffixes run packed (no padding; the last block at the end-of-text tokens only),
-    except where ``text_chunk_size`` caps the sequences per pass."""
+    also under deep prompts that stay inside the prefix (MaPLe's, IVLP's), except where
+    ``text_chunk_size`` caps the sequences per pass."""
     packed = []
     real = prefix_module.run_packed
 
