@@ -18,6 +18,16 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(max(1, (cpus or os.cpu_count() or 1) // workers))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The modules holding a test marked slow run first (in their order; the others after, in
+    theirs): on two workers a long module then starts early instead of ending the run alone."""
+    def module(item: pytest.Item) -> str:
+        return item.nodeid.split("::", 1)[0]
+
+    slow = {module(item) for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: module(item) not in slow)
+
+
 @pytest.fixture(autouse=True)
 def _drop_engine_log_handlers():
     """Close the handlers engine.utils.setup_logger attached during a test."""
