@@ -26,12 +26,14 @@ echo "Submitted batch job $n"
     "squeue": 'cat "$FAKE_SLURM/squeue.txt" 2>/dev/null || true\n',
     "sacct": 'cat "$FAKE_SLURM/sacct.txt" 2>/dev/null || true\n',
     "srun": "exit 0\n",
+    # as where no controller answers (a machine with Slurm installed would wait ~10 s for one)
+    "sinfo": "echo 'sinfo: error: Unable to contact slurm controller' >&2; exit 1\n",
 }
 
 
 @pytest.fixture()
 def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """sbatch, squeue, sacct and srun stand-ins first on PATH; returns their folder."""
+    """sbatch, squeue, sacct, srun and sinfo stand-ins first on PATH; returns their folder."""
     folder = tmp_path / "fake_slurm"
     folder.mkdir()
     for name, body in FAKE_TOOLS.items():
