@@ -132,9 +132,10 @@ def queue_state(job_id: str) -> str:
     return _run("squeue", "-h", "-j", job_id, "-o", "%T").stdout.strip()
 
 
-def status_until(out: Path, pattern: str) -> str:
-    """The output of --status, asked again about every second until ``pattern`` is in it."""
-    for _ in range(POLLS):
+def status_until(out: Path, pattern: str, polls: int) -> str:
+    """The output of --status, asked up to ``polls`` times, a second apart, until ``pattern``
+    is in it."""
+    for _ in range(polls):
         text = sweep(out, "--status").stdout
         if re.search(pattern, text):
             break
@@ -160,7 +161,7 @@ def test_the_demo_sweep_on_slurm(cluster, tmp_path: Path) -> None:
     cancelled, requeued = slurm_id(out, TRAIN.format(1)), slurm_id(out, TRAIN.format(2))
     _ok("scancel", cancelled)  # seed 1's training, before it ran
     begin = rf"pending +{re.escape(requeued)} +{TRAIN.format(2)} +\(PENDING \(BeginTime\)\)"
-    status = status_until(out, begin)  # once the scheduler has looked at the job
+    status = status_until(out, begin, 60)  # once the scheduler (every 2 s) has looked at it
     assert re.search(begin, status), status
 
     # seed 2 may start now; its training is requeued once it runs, and runs again
@@ -179,7 +180,7 @@ def test_the_demo_sweep_on_slurm(cluster, tmp_path: Path) -> None:
                      r"job \d+: base2new/test_new/CoOp, afterok:\1\n"
                      r"2 job\(s\) in 2 submission\(s\)\.$", again.stdout, re.M), again.stdout
     assert "All jobs finished" in again.stdout
-    status = status_until(out, "4 jobs: 4 done")  # seed 2's, requeued, was not its to wait for
+    status = status_until(out, "4 jobs: 4 done", 600)  # seed 2's requeued one was not its own
     assert "4 jobs: 4 done" in status, status
     (run,) = (out / "base2new" / "train_base" / "demo").glob("shots_*/CoOp/*/seed2")
     assert "Finish training" in (run / "log.txt").read_text()
