@@ -430,6 +430,21 @@ def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--wait", action="store_true",
                        help="stay until every submitted job ended or will never start "
                        "(pending for a reason Slurm never resolves); exit 1 if one failed")
+    group.add_argument("--poll", type=seconds, default=60.0, metavar="SECONDS",
+                       help="how often --wait asks Slurm, and a sweep waiting for another "
+                            "sweep's submission looks again (default: 60)")
+
+
+def seconds(text: str) -> float:
+    """A positive number of seconds, for argparse."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < 1e6:
+        raise argparse.ArgumentTypeError(
+            f"give a positive number of seconds, e.g. 10 (not {text!r})")
+    return value
 
 
 def slurm_resources(args: argparse.Namespace) -> slurm.Resources:
@@ -490,7 +505,8 @@ def launch(jobs: list[Job], args: argparse.Namespace, log_dir: Path, argv: list[
         failures = Sweep(jobs, parse_gpus(args.gpus), log_dir, scheduler=queue).run()
     elif args.launcher == "slurm":
         submitter = slurm.SlurmSubmitter(log_dir / "submitit", slurm_resources(args))
-        failures = slurm.SubmititLauncher(jobs, log_dir, submitter, queue).run(args.wait)
+        failures = slurm.SubmititLauncher(jobs, log_dir, submitter, queue,
+                                            poll=args.poll).run(args.wait)
         if not args.wait:
             status = [a for a in argv if a not in ("--wait",)] + ["--status"]
             print(f"Follow them with: python scripts/sweep.py {shlex.join(status)}")

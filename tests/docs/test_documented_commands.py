@@ -73,6 +73,7 @@ def workspace(folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("doc", DOCS)
 def test_runnable_blocks_run(doc: str, tmp_path: Path) -> None:
     text = (REPO / doc).read_text(encoding="utf-8")

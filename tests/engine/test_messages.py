@@ -115,8 +115,11 @@ def _toy_command(image_root: str, out: str, epochs: int) -> list[str]:
 def test_ctrl_c_says_the_checkpoint_is_intact_and_how_to_resume(image_root, tmp_path) -> None:
     out = str(tmp_path / "run")
     env = dict(os.environ, ENGINE_IMPORTS="tests.engine.toy", PYTHONPATH=REPO)
+    # Ctrl-C's default action in the run: a shell starts background jobs (`pytest &`) with
+    # SIGINT ignored, and an ignored signal stays ignored through exec
     run = subprocess.Popen(_toy_command(image_root, out, 100000), cwd=REPO, env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     pointer = os.path.join(out, "model", "checkpoint")
     while not os.path.exists(pointer):  # the first epoch's checkpoint
         assert run.poll() is None, run.communicate()[1][-2000:]

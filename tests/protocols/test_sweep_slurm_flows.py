@@ -131,7 +131,7 @@ def test_two_sweeps_submitting_together_submit_each_job_once(
          'echo "Submitted batch job $n"\n')
     repo = Path(__file__).resolve().parents[2]
     command = [sys.executable, str(repo / "scripts" / "sweep.py"),
-               *base2new(tmp_path / "out")]
+               *base2new(tmp_path / "out", "--poll", "0.5")]  # the waiting one looks again
     sweeps = [subprocess.Popen(command, cwd=tmp_path, env=os.environ.copy(), text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
               for _ in range(2)]
@@ -139,3 +139,32 @@ def test_two_sweeps_submitting_together_submit_each_job_once(
     assert [proc.returncode for proc in sweeps] == [0, 0], outputs
     assert sorted(p.name for p in fake_slurm.glob("sbatch_*.sh")) == [
         "sbatch_100.sh", "sbatch_101.sh"], outputs  # one array per stage, submitted once
+
+
+def test_wait_asks_slurm_again_every_poll_seconds(
+        tmp_path: Path, fake_slurm: Path,  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """--poll sets the pause between --wait's questions to squeue (60 s by default)."""
+    import time
+    from types import SimpleNamespace
+
+    slept: list[float] = []
+    monkeypatch.setattr(slurm, "time", SimpleNamespace(time=time.time, sleep=slept.append,
+                                                       monotonic=time.monotonic))
+    # squeue: the two arrays queued for its first three questions, then gone
+    tool(fake_slurm, "squeue", """n=$(cat "$FAKE_SLURM/calls" 2>/dev/null || echo 0)
+echo $((n + 1)) > "$FAKE_SLURM/calls"
+if [ "$n" -le 2 ]; then
+  printf '100_0|RUNNING|None\\n100_1|RUNNING|None\\n101_0|PENDING|Dependency\\n'
+  printf '101_1|PENDING|Dependency\\n'
+fi
+""")
+    (fake_slurm / "sacct.txt").write_text("".join(f"{i}|CANCELLED\n" for i in
+                                                  ("100_0", "100_1", "101_0", "101_1")))
+    # --wait ends once squeue no longer lists them (each failed: cancelled)
+    assert sweep.main(base2new(tmp_path / "out", "--wait", "--poll", "2.5")) == 1
+    assert "4 job(s) failed" in capsys.readouterr().out
+    assert slept == [2.5] * 3
+    with pytest.raises(SystemExit):
+        sweep.main(base2new(tmp_path / "out", "--wait", "--poll", "0"))
+    assert "--poll: give a positive number of seconds" in capsys.readouterr().err
