@@ -131,7 +131,10 @@ class QuickGELU(nn.Module):
 def quick_gelu(x: torch.Tensor) -> torch.Tensor:
     """``x * sigmoid(1.702 x)`` with the same values, in fewer passes over memory: without
     autograd one new tensor; with it, only ``1.702 x`` is saved for the backward pass (autograd
-    of the plain expression saves ``x`` and the sigmoid)."""
+    of the plain expression saves ``x`` and the sigmoid). Traced (``torch.jit.trace``), it is
+    the plain expression, which an exported graph can hold."""
+    if torch.jit.is_tracing():
+        return x * torch.sigmoid(1.702 * x)
     if torch.is_grad_enabled() and x.requires_grad:
         return _QuickGELU.apply(x)
     y = torch.sigmoid(x * 1.702)
