@@ -68,6 +68,9 @@ class Speedups:
     - ``shared_prefix``: the tokens every sequence begins with (start of text, the context
       before the class name) run once, and the rest attends to their keys and values
       (clip/prefix.py; needs ``text_truncation`` and ``"sdpa"``).
+    - ``fused_quick_gelu``: QuickGELU as one autograd function that keeps only ``1.702 x`` for
+      the backward pass (off: the written-out ``x * sigmoid(1.702 x)``, which keeps its input and
+      its sigmoid, as OpenAI's code does); the same values either way.
     """
 
     text_truncation: bool = True
@@ -76,6 +79,7 @@ class Speedups:
     group_overhead_tokens: int = 2048
     text_chunk_size: int = 0
     shared_prefix: bool = True
+    fused_quick_gelu: bool = True
 
     def validate(self) -> None:
         if self.attention not in ATTENTION_IMPLS:
@@ -89,7 +93,8 @@ class Speedups:
 
 SPEEDUPS = Speedups()
 SPEEDUPS_OFF = {"text_truncation": False, "attention": "mha", "length_groups": False,
-                "text_chunk_size": 0, "shared_prefix": False}  # what OpenAI's code computes
+                "text_chunk_size": 0, "shared_prefix": False,
+                "fused_quick_gelu": False}  # what OpenAI's code computes
 
 
 @contextlib.contextmanager
@@ -133,7 +138,7 @@ def quick_gelu(x: torch.Tensor) -> torch.Tensor:
     autograd one new tensor; with it, only ``1.702 x`` is saved for the backward pass (autograd
     of the plain expression saves ``x`` and the sigmoid). Traced (``torch.jit.trace``), it is
     the plain expression, which an exported graph can hold."""
-    if torch.jit.is_tracing():
+    if torch.jit.is_tracing() or not SPEEDUPS.fused_quick_gelu:
         return x * torch.sigmoid(1.702 * x)
     if torch.is_grad_enabled() and x.requires_grad:
         return _QuickGELU.apply(x)

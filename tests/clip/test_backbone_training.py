@@ -118,15 +118,15 @@ def test_a_configuration_that_does_not_fit_the_backbone_is_refused(data, tmp_pat
         build_trainer(engine_cfg(data, "MaPLe", "tiny-resnet", *openai_stats, *maple))
 
 
-def test_activation_count_reads_the_backbones_activation(monkeypatch) -> None:
+def test_activation_count_reads_the_backbones_activation() -> None:
     """benchmarks.activations on a backbone counts what its activation saves: the fused
     QuickGELU (clip.model.quick_gelu) keeps one [batch, tokens, 4 x width] tensor, as GELU
     does, so VPT's counts on tiny (QuickGELU) and tiny-gelu agree; QuickGELU written out as
-    ``x * sigmoid(1.702 x)`` keeps its sigmoid as well: one more such fp32 tensor per vision
-    block."""
+    ``x * sigmoid(1.702 x)`` (``speedups(fused_quick_gelu=False)``) keeps its sigmoid as well:
+    one more such fp32 tensor per vision block."""
     from benchmarks import activations
     from benchmarks.workload import trainer_config
-    from clip import model as clip_model
+    from clip.model import speedups
 
     quick, gelu = activations.backbone_scale("tiny"), activations.backbone_scale("tiny-gelu")
 
@@ -134,9 +134,8 @@ def test_activation_count_reads_the_backbones_activation(monkeypatch) -> None:
         return activations.measure("VPT", scale, scale.build_clip(), 4, off=False)
 
     fused, plain_gelu = count(quick), count(gelu)
-    monkeypatch.setattr(clip_model.QuickGELU, "forward",
-                        lambda self, x: x * torch.sigmoid(1.702 * x))
-    written_out = count(quick)
+    with speedups(fused_quick_gelu=False):
+        written_out = count(quick)
     cfg = trainer_config("VPT", quick, "fp32")
     tokens = 1 + (quick.image_resolution // quick.patch_size) ** 2 + cfg.TRAINER.VPT.N_CTX_VISION
     sigmoid = cfg.DATALOADER.TRAIN_X.BATCH_SIZE * tokens * 4 * quick.vision_width * 4

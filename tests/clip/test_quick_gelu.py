@@ -74,3 +74,29 @@ def test_other_activations_are_untouched() -> None:
     assert type(block.mlp.gelu) is nn.GELU
     tanh = ResidualAttentionBlock(32, 2, activation="gelu_tanh")
     assert tanh.mlp.gelu.approximate == "tanh"
+
+
+def test_the_speedup_switch_keeps_values_and_changes_what_is_saved() -> None:
+    """``speedups(fused_quick_gelu=False)`` (part of SPEEDUPS_OFF) runs the written-out
+    expression: the same values, and autograd keeps its sigmoid as well."""
+    from clip.model import SPEEDUPS_OFF, speedups
+
+    assert SPEEDUPS_OFF["fused_quick_gelu"] is False
+    x = torch.randn(4, 8, requires_grad=True)
+
+    def saved_bytes() -> tuple[torch.Tensor, int]:
+        sizes: list[int] = []
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            sizes.append(t.numel() * t.element_size())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            y = quick_gelu(x)
+        return y, sum(sizes)
+
+    fused, fused_bytes = saved_bytes()
+    with speedups(fused_quick_gelu=False):
+        written_out, written_bytes = saved_bytes()
+    assert torch.equal(fused, written_out)
+    assert fused_bytes == x.numel() * 4 and written_bytes > fused_bytes
