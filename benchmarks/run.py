@@ -62,6 +62,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="comma-separated: fp32, fp16, amp, bf16 (default: fp16,amp,bf16 "
                         "on CUDA, fp32 on CPU)")
     parser.add_argument("--repeat", type=int, default=None, help="timed steps per figure")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first")
+    parser.add_argument("--min-seconds", type=float, default=None,
+                        help="more timed steps (up to 100) until each mode ran this long")
+    parser.add_argument("--modes", default="on,off,cut",
+                        help="comma-separated: on (every optimisation), off (what the official "
+                        "code computes), cut (prompts cut, not grouped; largest class count "
+                        "only); default all three")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-eval", action="store_true", help="skip the evaluation figures")
@@ -80,6 +87,10 @@ def choose_scale(args: argparse.Namespace, device: torch.device) -> Scale:
         changes["eval_classes"] = args.eval_classes
     if args.repeat:
         changes["repeat"] = args.repeat
+    if args.warmup is not None:
+        changes["warmup"] = args.warmup
+    if args.min_seconds is not None:
+        changes["min_seconds"] = args.min_seconds
     scale = dataclasses.replace(SCALES[name], **changes)
     return scale
 
@@ -126,7 +137,7 @@ def machine(device: torch.device) -> dict[str, str | int]:
 
 
 def run_trainer(name: str, scale: Scale, master, precision: str, device: torch.device,
-                do_eval: bool) -> list[dict]:
+                do_eval: bool, modes: tuple[str, ...] = ("on", "off", "cut")) -> list[dict]:
     """Every figure of one trainer at one precision."""
     cfg = trainer_config(name, scale, precision)
     clip_model = device_copy(master, device, Precision(precision, device).param_dtype)
@@ -134,9 +145,10 @@ def run_trainer(name: str, scale: Scale, master, precision: str, device: torch.d
     rows = []
     largest = max(scale.train_classes)
     for classes in scale.train_classes:
-        modes = ["on", "off"] + (["cut"] if classes == largest and name != "VPT" else [])
+        here = [m for m in ("on", "off") if m in modes] + (
+            ["cut"] if "cut" in modes and classes == largest and name != "VPT" else [])
         trainers = {mode: measure.build_trainer(name, cfg, clip_model, class_names(classes),
-                                                device, scale) for mode in modes}
+                                                device, scale) for mode in here}
         figures = measure.time_training(trainers, train_batch, classes, scale.image_resolution,
                                         scale.warmup, scale.repeat, scale.min_seconds)
         rows += _rows(name, precision, "train", classes, train_batch, figures)
@@ -145,7 +157,7 @@ def run_trainer(name: str, scale: Scale, master, precision: str, device: torch.d
     if do_eval:
         trainers = {mode: measure.build_trainer(name, cfg, clip_model,
                                                 class_names(scale.eval_classes), device, scale)
-                    for mode in ("on", "off")}
+                    for mode in ("on", "off") if mode in modes}
         figures = measure.time_evaluation(trainers, test_batch, scale.image_resolution,
                                           scale.eval_batches, scale.min_seconds)
         rows += _rows(name, precision, "eval", scale.eval_classes, test_batch, figures)
@@ -198,12 +210,16 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> dict:
     default_precisions = "fp16,amp,bf16" if device.type == "cuda" else "fp32"
     precisions = (args.precisions or default_precisions).split(",")
     names = available_trainers(args.trainers)
+    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    if not modes or set(modes) - {"on", "off", "cut"}:
+        raise SystemExit(f"--modes {args.modes!r}: give a comma-separated list of on, off, cut")
     master = scale.build_clip()
     started = time.perf_counter()
     rows: list[dict] = []
     for precision in precisions:
         for name in names:
-            rows += run_trainer(name, scale, master, precision, device, not args.no_eval)
+            rows += run_trainer(name, scale, master, precision, device, not args.no_eval,
+                                modes)
     equality = [check_logits(name, scale, master, device) for name in names]
     result = {
         "command": "python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None

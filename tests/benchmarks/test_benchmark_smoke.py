@@ -69,3 +69,16 @@ def test_workload_is_vit_b16_with_imagenet_names():
     names = class_names(1000)
     assert len(names) == 1000 and len(set(names)) > 990 and "goldfish" in names
     assert class_names(10)[0] == "tench" and len(class_names(1500)) == 1500
+
+
+def test_modes_warmup_and_min_seconds_choose_what_runs(tmp_path):
+    """``--modes on`` times the optimised path alone (no ratios then), and ``--warmup`` /
+    ``--min-seconds`` reach the scale; an unknown mode is refused."""
+    out = run.main(["--tiny", "--trainers", "CoOp", "--classes", "3", "--eval-classes", "3",
+                    "--modes", "on", "--warmup", "0", "--repeat", "1", "--min-seconds", "0",
+                    "--no-eval"])
+    assert {(r["kind"], r["mode"]) for r in out["results"]} == {("train", "on")}
+    assert out["results"][0]["steps"] == 1 and out["ratios"] == []
+    assert out["scale"]["warmup"] == 0 and out["scale"]["min_seconds"] == 0
+    with pytest.raises(SystemExit, match="on, off, cut"):
+        run.main(["--tiny", "--trainers", "CoOp", "--modes", "fast"])
