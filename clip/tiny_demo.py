@@ -1,8 +1,8 @@
 """``tiny-demo``: the tiny CLIP of ``tiny`` pre-trained on colours, for the demos.
 
 The random ``tiny`` CLIP knows no words, so hand-written prompts, zero-shot CLIP and the
-methods that lean on the frozen model (PromptSRC's agreement terms, PromptKD's teacher) have
-nothing to start from. ``tiny-demo`` is the same architecture after a short contrastive
+methods that lean on the frozen model (terms that keep the prompted model near it, a frozen
+teacher to distil from) have nothing to start from. ``tiny-demo`` is the same architecture after a short contrastive
 pre-training on synthetic colour images captioned "a photo of a red." and the like
 (``python -m tools.demo_clip`` trains it, deterministically, on a CPU in seconds). Its
 zero-shot accuracy on the Demo dataset is well above chance but leaves prompt learning room

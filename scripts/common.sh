@@ -1,4 +1,4 @@
-# Shared by the protocol scripts in scripts/protocols/: paths, checks and the train.py call.
+# Shared by the protocol scripts in scripts/protocols/ (and the demos): paths, checks and the train.py call.
 # This file is sourced, not run.
 #
 # Environment (all optional except DATA):
@@ -189,6 +189,21 @@ print_command() {
         fi
     done
     echo "$line"
+}
+
+# demo_train ARGS...: python train.py ARGS... (the demos' call: no DATA check, no EXTRA_OPTS);
+# under DRY_RUN=1 only printed.
+demo_train() {
+    if dry_run; then
+        print_command python train.py "$@"
+    else
+        python train.py "$@"
+    fi
+}
+
+# last_accuracy RUN_DIR: the last "* accuracy: N%" of RUN_DIR/log.txt.
+last_accuracy() {
+    grep -o '\* accuracy: [0-9.]*%' "$1/log.txt" | tail -n 1 | cut -d' ' -f3
 }
 
 # run_train_py ARGS...: python train.py --root DATA ARGS... EXTRA..., printed first (only

@@ -11,6 +11,7 @@
 # scripts/promptkd/demo.sh. DRY_RUN=1 prints the train.py commands instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/common.sh  # dry_run, demo_train, last_accuracy
 DATA=${DATA:-data}
 OUT=${OUT:-output/demo}
 TRAINER=${TRAINER:-CoOp}
@@ -25,17 +26,15 @@ if [ ! -f "$CONFIG" ]; then
     echo "error: no demo config for TRAINER=$TRAINER ($CONFIG); demos: ${have}ZeroshotCLIP" >&2
     exit 2
 fi
-run=(python train.py --root "$DATA" --trainer "$TRAINER" --seed 1
+run=(demo_train --root "$DATA" --trainer "$TRAINER" --seed 1
      --dataset-config-file configs/datasets/demo.yaml --config-file "$CONFIG")
-[ "${DRY_RUN:-0}" != "1" ] || run=(echo + "${run[@]}")
-last_accuracy() { grep -o '\* accuracy: [0-9.]*%' "$1/log.txt" | tail -n 1 | cut -d' ' -f3; }
 
 "${run[@]}" --output-dir "$OUT/untrained_$TRAINER" --eval-only DATASET.SUBSAMPLE_CLASSES base
 case $TRAINER in
     ZeroshotCLIP*) ;;  # nothing to train
     *) "${run[@]}" --output-dir "$OUT/$TRAINER" DATASET.SUBSAMPLE_CLASSES base ;;
 esac
-[ "${DRY_RUN:-0}" != "1" ] || exit 0
+! dry_run || exit 0
 
 echo
 echo "Demo: base-class test accuracy (4 classes, chance 25.0%)"

@@ -8,15 +8,14 @@
 #   DRY_RUN=1 prints the train.py commands instead of running them
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source scripts/common.sh  # dry_run, demo_train, last_accuracy
 DATA=${DATA:-data}
 OUT=${OUT:-output/demo}
-common=(python train.py --root "$DATA" --seed 1 --dataset-config-file configs/datasets/demo.yaml)
-[ "${DRY_RUN:-0}" != "1" ] || common=(echo + "${common[@]}")
-last_accuracy() { grep -o '\* accuracy: [0-9.]*%' "$1/log.txt" | tail -n 1 | cut -d' ' -f3; }
+common=(demo_train --root "$DATA" --seed 1 --dataset-config-file configs/datasets/demo.yaml)
 
 "${common[@]}" --trainer PromptSRC --config-file configs/trainers/PromptSRC/demo_tiny.yaml \
     --output-dir "$OUT/PromptSRC" DATASET.SUBSAMPLE_CLASSES base
-if [ "${DRY_RUN:-0}" = "1" ]; then
+if dry_run; then
     teacher="$OUT/PromptSRC/VLPromptLearner/model.pth.tar-<last epoch>"
 else
     teacher=$(ls "$OUT"/PromptSRC/VLPromptLearner/model.pth.tar-* | sort -t- -k2 -n | tail -n 1)
@@ -25,7 +24,7 @@ student=("${common[@]}" --trainer PromptKD --config-file configs/trainers/Prompt
 "${student[@]}" --output-dir "$OUT/untrained_PromptKD" --eval-only \
     TRAINER.PROMPTKD.TEACHER_CKPT "$teacher"
 "${student[@]}" --output-dir "$OUT/PromptKD" TRAINER.PROMPTKD.TEACHER_CKPT "$teacher"
-[ "${DRY_RUN:-0}" != "1" ] || exit 0
+! dry_run || exit 0
 # the distillation loss (student vs teacher), mean over the first and over the last epoch
 kd_loss() { grep -o "epoch \[$1/[0-9]*\].*loss_kd [0-9.e+-]* ([0-9.e+-]*)" \
     "$OUT/PromptKD/log.txt" | tail -n 1 | grep -o '([0-9.e+-]*)$' | tr -d '()'; }
