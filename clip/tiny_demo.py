@@ -2,8 +2,9 @@
 
 The random ``tiny`` CLIP knows no words, so hand-written prompts, zero-shot CLIP and the
 methods that lean on the frozen model (terms that keep the prompted model near it, a frozen
-teacher to distil from) have nothing to start from. ``tiny-demo`` is the same architecture after a short contrastive
-pre-training on synthetic colour images captioned "a photo of a red." and the like
+teacher to distil from) have nothing to start from. ``tiny-demo`` is the same architecture
+after a short contrastive pre-training on synthetic colour images captioned "a photo of a red."
+and the like
 (``python -m tools.demo_clip`` trains it, deterministically, on a CPU in seconds). Its
 zero-shot accuracy on the Demo dataset is well above chance but leaves prompt learning room
 to improve it.
